@@ -1,0 +1,46 @@
+"""Every magic number of the pipeline and the model, in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Store schema identifier; bump when the layout of a version changes.
+STORE_SCHEMA = "colorfeat/1"
+
+# CIELAB quantisation (Zhang et al. 2016; Manjunatha et al. 2018).
+AB_MIN = -120
+AB_MAX = 120
+AB_STEP = 10
+AB_BINS_PER_AXIS = (AB_MAX - AB_MIN) // AB_STEP + 1  # 25
+NUM_AB_BINS = AB_BINS_PER_AXIS * AB_BINS_PER_AXIS  # 625
+L_CENTER = 50.0
+TARGET_STRIDE = 4  # ab targets live at S/4 x S/4
+SOFT_ENCODE_NEIGHBOURS = 5
+SOFT_ENCODE_SIGMA = 5.0
+
+# Class rebalancing (the paper's values).
+REBALANCE_ALPHA = 1.0
+REBALANCE_GAMMA = 0.5
+
+# Decoding.
+ANNEALED_T = 0.38
+
+# Backbone input.
+DEFAULT_IMAGE_SIZE = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# ITU-R BT.601 luma, used to turn RGB into the grayscale the backbone sees.
+LUMA_601 = (0.299, 0.587, 0.114)
+
+# Vocabulary specials.
+PAD_TOKEN = "<pad>"
+UNK_TOKEN = "<unk>"
+PAD_ID = 0
+UNK_ID = 1
+
+# Word embeddings.
+EMBEDDING_DIM = 300
+
+# Shipped artifacts.
+PRIORS_DIR = Path(__file__).resolve().parent.parent / "priors"
+PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "data"

@@ -1,0 +1,3 @@
+"""Prefect flows: tasks wrap colorfeat stage functions, flows wire the tasks."""
+
+from __future__ import annotations
