@@ -1,0 +1,207 @@
+"""Frozen ResNet trunks: any torchvision ResNet cut after layer1..layer4, with known weights.
+
+`create_trunk(config)` returns an eval-mode `Trunk` (an `nn.Sequential` whose state-dict keys are
+the full model's keys, so torchvision checkpoints load as they are) that carries where its weights
+came from (`weights_id`) and a hash of the exact tensors in use (`weights_hash`).
+
+Weights:
+- "imagenet": torchvision's `<Arch>_Weights.IMAGENET1K_V1`, the original ImageNet weights the paper
+  used (V1, not the later V2 recipe); taken from the torch hub cache ($TORCH_HOME/hub/checkpoints)
+  or downloaded once.
+- "none": a seeded random initialisation (torchvision's init under `torch.manual_seed(seed)`),
+  identical in every process; it lets the whole pipeline run offline.
+- a path to a state-dict file, of the full model or of the trunk only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections import OrderedDict
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+
+from colorfeat.config import LAYERS, BackboneConfig
+from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
+from colorfeat.errors import UserError
+
+_STEM = ("conv1", "bn1", "relu", "maxpool")
+# How long to wait for the weights server before saying "no network".
+NETWORK_PROBE_TIMEOUT_S = 3.0
+
+
+class Trunk(nn.Sequential):
+    """A ResNet cut after one layer, plus the provenance of its weights."""
+
+    weights_id: str = ""
+    weights_hash: str = ""
+
+
+def trunk_modules(layer: str) -> tuple[str, ...]:
+    """The child modules of a torchvision ResNet that the trunk ending at `layer` keeps."""
+    return _STEM + LAYERS[: LAYERS.index(layer) + 1]
+
+
+def imagenet_weights(backbone: str) -> torchvision.models.WeightsEnum:
+    """The paper's weights for `backbone`: torchvision's IMAGENET1K_V1 entry."""
+    return torchvision.models.get_model_weights(backbone).IMAGENET1K_V1
+
+
+def create_trunk(config: BackboneConfig) -> Trunk:
+    """Build the frozen, eval-mode trunk that `config` describes (on the CPU)."""
+    if config.weights == "none":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = torchvision.models.get_model(config.backbone, weights=None)
+        state, weights_id = None, f"none:seed={config.seed}"
+    else:
+        model = torchvision.models.get_model(config.backbone, weights=None)
+        if config.weights == "imagenet":
+            state = _imagenet_state_dict(config.backbone)
+            weights_id = f"imagenet:{imagenet_weights(config.backbone)}"
+        else:
+            state = _load_state_file(Path(config.weights))
+            weights_id = f"file:{Path(config.weights).name}"
+    names = trunk_modules(config.layer)
+    trunk = Trunk(OrderedDict((n, getattr(model, n)) for n in names))
+    if state is not None:
+        _load_into(trunk, state, source=config.weights)
+    trunk.eval().requires_grad_(False)
+    trunk.weights_id = weights_id
+    trunk.weights_hash = state_dict_hash(trunk.state_dict())
+    return trunk
+
+
+def state_dict_hash(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over (key, dtype, shape, bytes) of every tensor, in key order."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def feature_shape(trunk: nn.Module, image_size: int) -> tuple[int, int, int]:
+    """(C, H, W) of the trunk's output for an S x S input, found by a small probe run."""
+    probe = 64
+    with torch.inference_mode():
+        out = trunk(torch.zeros(1, 3, probe, probe))  # (1, C, probe/stride, probe/stride)
+    channels, h = int(out.shape[1]), int(out.shape[2])
+    stride = probe // h
+    if image_size % stride:
+        raise UserError(f"--image-size {image_size} is not a multiple of the trunk stride {stride}")
+    return channels, image_size // stride, image_size // stride
+
+
+def _imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
+    weights = imagenet_weights(backbone)
+    hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    cached = hub_dir / os.path.basename(urlparse(weights.url).path)
+    if not cached.exists() and not network_reachable(weights.url):
+        raise UserError(
+            f"ImageNet weights for {backbone} ({weights}) are not cached at {cached} and "
+            f"{urlparse(weights.url).hostname} cannot be reached: copy {cached.name} into "
+            f"$TORCH_HOME/hub/checkpoints/ (TORCH_HOME now {Path(torch.hub.get_dir()).parent}), "
+            "or pass --weights FILE (a state-dict file), or --weights none"
+        )
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
+        raise UserError(
+            f"could not get ImageNet weights for {backbone} ({weights}): {exc}; "
+            "set TORCH_HOME to a directory holding them or pass --weights FILE"
+        ) from exc
+
+
+def network_reachable(url: str, timeout: float = NETWORK_PROBE_TIMEOUT_S) -> bool:
+    """True if a TCP connection to the URL's host opens within `timeout` seconds."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UserError(f"--weights: no such file: {path} (or use 'imagenet' or 'none')")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and format errors all mean "not a state dict"
+        raise UserError(f"--weights: {path} is not a readable state-dict file: {exc}") from exc
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"--weights: {path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_into(trunk: Trunk, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """Load the trunk's keys from a full-model or trunk-only state dict; fail clearly otherwise."""
+    kept = tuple(f"{n}." for n in trunk._modules)
+    wanted = trunk.state_dict()
+    picked = {k: v for k, v in state.items() if k.startswith(kept)}
+    missing = sorted(set(wanted) - set(picked))
+    bad_shape = sorted(k for k in picked if k in wanted and picked[k].shape != wanted[k].shape)
+    unknown = sorted(set(picked) - set(wanted))
+    if missing or bad_shape or unknown:
+        detail = "; ".join(
+            f"{what} {len(keys)} (e.g. {', '.join(keys[:3])})"
+            for what, keys in (
+                ("missing", missing),
+                ("wrong shape", bad_shape),
+                ("unexpected", unknown),
+            )
+            if keys
+        )
+        raise UserError(f"--weights {source} does not fit this trunk: {detail}")
+    trunk.load_state_dict(picked, strict=True)
+
+
+def prepare_input(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (B, S, S, 3) -> the trunk's float32 input (B, 3, S, S), channels_last.
+
+    Grayscale is ITU-R BT.601 luma of the uint8 values / 255 (not rounded), replicated to three
+    channels, then ImageNet-normalised per channel.
+    """
+    dev = rgb.device
+    luma = torch.tensor(LUMA_601, dtype=torch.float32, device=dev) / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=dev)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=dev)
+    gray = rgb.to(torch.float32) @ luma  # (B, S, S)
+    x = (gray[..., None] - mean) / std  # (B, S, S, 3)
+    return x.permute(0, 3, 1, 2)  # (B, 3, S, S), NHWC in memory = channels_last
+
+
+INPUT_DESCRIPTION = {
+    "grayscale": "ITU-R BT.601 luma Y = 0.299 R + 0.587 G + 0.114 B of the uint8 RGB image / 255 "
+    "(float, not rounded), replicated to 3 channels",
+    "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+}
+
+
+def describe_weights(trunk: Trunk) -> dict[str, str]:
+    """The weights' provenance as store attrs."""
+    return {"weights": trunk.weights_id, "weights_hash": trunk.weights_hash}
+
+
+__all__ = [
+    "Trunk",
+    "create_trunk",
+    "describe_weights",
+    "feature_shape",
+    "imagenet_weights",
+    "network_reachable",
+    "prepare_input",
+    "state_dict_hash",
+    "trunk_modules",
+]

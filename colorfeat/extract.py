@@ -1,0 +1,424 @@
+"""The features stage: frozen-ResNet feature maps of every stored image, as float16 Zarr arrays.
+
+Writes `out_dir/features.zarr/<split>/<name>` (N, C, H, W) float16, chunked along N only and
+compressed (colorfeat.codecs), with attrs that say exactly how the features were made.
+
+The engine overlaps its work: a prefetch thread reads uint8 RGB blocks from the images Zarr (into
+pinned memory on CUDA), the main thread turns them into normalised grayscale on the device and runs
+the trunk (inference_mode, channels_last, bf16 autocast where it pays), and a writer thread
+compresses and stores each chunk, then marks it done. Work is split into fixed blocks of whole
+chunks, so a killed run restarted on the same machine recomputes only unmarked blocks with the same
+batches, and ends byte-identical to an uninterrupted run. With several devices, blocks are split
+into contiguous ranges, one process per device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import queue
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from colorfeat import __version__
+from colorfeat.backbone import INPUT_DESCRIPTION, Trunk, create_trunk, feature_shape, prepare_input
+from colorfeat.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
+from colorfeat.config import BackboneConfig
+from colorfeat.errors import UserError
+
+CODE_VERSION = f"colorfeat-{__version__}/extract-1"
+_FP16_MAX = float(np.finfo(np.float16).max)
+_MARKERS = "_chunks_done"
+_PREFETCH_BLOCKS = 2
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is present else 'cpu'; 'cuda' without a GPU is a UserError."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} was asked for, but PyTorch sees no CUDA GPU here")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device
+
+
+def autocast_dtype(device: str) -> torch.dtype | None:
+    """bf16 autocast on CUDA; on CPUs with native bf16 matmul only if it was measured faster.
+
+    On this project's AMD EPYC (avx512_bf16) bf16 autocast was not faster than fp32 with oneDNN
+    (benchmarks/extract.py --precision), so CPUs compute in fp32.
+    """
+    return torch.bfloat16 if device.startswith("cuda") else None
+
+
+def split_chunk_ranges(n_chunks: int, n_devices: int) -> list[range]:
+    """Split chunk indices 0..n_chunks-1 into n_devices contiguous, near-equal ranges."""
+    if n_devices < 1:
+        raise ValueError("n_devices must be at least 1")
+    base, extra = divmod(n_chunks, n_devices)
+    ranges, start = [], 0
+    for i in range(n_devices):
+        stop = start + base + (1 if i < extra else 0)
+        ranges.append(range(start, stop))
+        start = stop
+    return ranges
+
+
+@dataclass(frozen=True)
+class Block:
+    """A fixed run of whole chunks of one split: the unit of compute, resume and device split."""
+
+    split: str
+    start: int  # first image
+    stop: int  # one past the last image
+    chunks: tuple[int, ...]
+
+
+def features_stage(
+    images: dict,
+    backbone: BackboneConfig,
+    out_dir: Path,
+    *,
+    device: str = "auto",
+    batch_size: int = 64,
+    devices: Sequence[str] | None = None,
+    chunk_images: int | None = None,
+) -> dict:
+    """Extract `backbone` features of every image in `images` into out_dir/features.zarr.
+
+    `devices` forces an explicit device list (one process per entry when several); by default it is
+    every CUDA device when `device` resolves to cuda, else the one device. `chunk_images` overrides
+    the chunk length along N (default: about colorfeat.codecs.TARGET_CHUNK_BYTES per chunk).
+    """
+    out_dir = Path(out_dir)
+    done = out_dir / "_SUCCESS"
+    if done.exists():
+        return json.loads(done.read_text())
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    device = resolve_device(device)
+    if devices is None:
+        n_gpu = torch.cuda.device_count() if device == "cuda" else 0
+        devices = [f"cuda:{i}" for i in range(n_gpu)] if n_gpu > 1 else [device]
+    devices = [resolve_device(d) for d in devices]
+
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    trunk = create_trunk(backbone)
+    src = _open_images(images)
+    splits = _split_names(images, src)
+    root = zarr.open_group(str(partial / "features.zarr"), mode="a")
+    blocks: list[Block] = []
+    shapes: dict[str, list[int]] = {}
+    for split in splits:
+        rgb = src[f"{split}/rgb"]
+        arr = _feature_array(root, split, rgb, trunk, backbone, chunk_images, devices[0], partial)
+        shapes[split] = list(arr.shape)
+        blocks += _pending_blocks(split, arr, batch_size, partial / _MARKERS / split)
+
+    if len(devices) > 1 and len(blocks) > 1:
+        _run_multiprocess(images, backbone, partial, blocks, devices, batch_size)
+    elif blocks:
+        _configure_threads(devices[0], 1)
+        extract_blocks(
+            trunk, src, root, backbone.name, blocks, devices[0], batch_size, partial / _MARKERS
+        )
+
+    _finish(root, partial, splits)
+    result = {
+        "path": str(out_dir.resolve() / "features.zarr"),
+        "name": backbone.name,
+        "backbone": backbone.to_dict(),
+        "weights": trunk.weights_id,
+        "weights_hash": trunk.weights_hash,
+        "shapes": shapes,
+        "codec": FEATURE_CODEC,
+        "code_version": CODE_VERSION,
+    }
+    (partial / "_SUCCESS").write_text(json.dumps(result, indent=2, sort_keys=True))
+    if out_dir.exists():  # an empty or stale directory without _SUCCESS
+        shutil.rmtree(out_dir)
+    partial.rename(out_dir)
+    return result
+
+
+def extract_blocks(
+    trunk: Trunk,
+    src: zarr.Group,
+    dst: zarr.Group,
+    name: str,
+    blocks: Sequence[Block],
+    device: str,
+    batch_size: int,
+    markers: Path,
+) -> None:
+    """Run the trunk over `blocks` of src/<split>/rgb into dst/<split>/<name>; mark chunks done."""
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    trunk = trunk.to(dev, memory_format=torch.channels_last)
+    amp = autocast_dtype(device)
+    reads: queue.Queue = queue.Queue(maxsize=_PREFETCH_BLOCKS)
+    writes: queue.Queue = queue.Queue(maxsize=_PREFETCH_BLOCKS)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for b in blocks:
+                if stop.is_set():
+                    break
+                rgb = np.ascontiguousarray(src[f"{b.split}/rgb"][b.start : b.stop])
+                host = torch.from_numpy(rgb)  # (n, S, S, 3) uint8
+                _put(reads, (b, host.pin_memory() if cuda else host), stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+        _put(reads, None, stop, final=True)
+
+    def write() -> None:
+        try:
+            while (item := writes.get()) is not None:
+                b, out, event = item
+                if event is not None:
+                    event.synchronize()
+                _write_block(dst[f"{b.split}/{name}"], b, out.numpy(), markers / b.split)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+            stop.set()
+
+    reader = threading.Thread(target=read, name="features-prefetch", daemon=True)
+    writer = threading.Thread(target=write, name="features-writer", daemon=True)
+    reader.start()
+    writer.start()
+    try:
+        with torch.inference_mode():
+            while not errors and (item := reads.get()) is not None:
+                b, host = item
+                out = _run_block(trunk, host, dev, amp, batch_size)  # (n, C, H, W) fp16 on host
+                event = torch.cuda.Event() if cuda else None
+                if event is not None:
+                    event.record()
+                _put(writes, (b, out, event), stop)
+        _put(writes, None, stop, final=True)
+        writer.join()
+    finally:
+        stop.set()
+        if writer.is_alive():
+            _put(writes, None, stop, final=True)
+            writer.join()
+        reader.join(timeout=10)
+    if errors:
+        raise errors[0]
+
+
+def _write_block(arr: zarr.Array, b: Block, data: np.ndarray, markers: Path) -> None:
+    """Store each chunk of a block, then mark it done (the chunk write itself is atomic)."""
+    if not np.isfinite(data).all():
+        raise UserError(
+            "trunk features overflow float16 (|x| > 65504): random-init deep layers grow without "
+            "bound; use --weights imagenet or FILE, or an earlier --layer"
+        )
+    chunk_n = arr.chunks[0]
+    markers.mkdir(parents=True, exist_ok=True)
+    for c in b.chunks:
+        lo, hi = c * chunk_n, min((c + 1) * chunk_n, arr.shape[0])
+        arr[lo:hi] = data[lo - b.start : hi - b.start]  # (n, C, H, W)
+        (markers / str(c)).touch()
+
+
+def _run_block(
+    trunk: Trunk, host: torch.Tensor, dev: torch.device, amp: torch.dtype | None, batch_size: int
+) -> torch.Tensor:
+    """Features (n, C, H, W) float16 of one block of uint8 RGB (n, S, S, 3), in fixed batches."""
+    cuda = dev.type == "cuda"
+    outs = []
+    for i in range(0, host.shape[0], batch_size):
+        rgb = host[i : i + batch_size].to(dev, non_blocking=cuda)  # (B, S, S, 3) uint8
+        x = prepare_input(rgb)  # (B, 3, S, S) channels_last
+        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+            y = trunk(x)  # (B, C, H, W)
+        y = y.half().contiguous(memory_format=torch.contiguous_format)  # (B, C, H, W) NCHW
+        outs.append(_to_pinned(y) if cuda else y)
+    return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+
+def _to_pinned(y: torch.Tensor) -> torch.Tensor:
+    host = torch.empty(y.shape, dtype=y.dtype, pin_memory=True)
+    host.copy_(y, non_blocking=True)
+    return host
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event, *, final: bool = False) -> None:
+    """Put into a bounded queue; once `stop` is set give up (or make room for a `final` item)."""
+    while True:
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            if stop.is_set():
+                if not final:
+                    return
+                with contextlib.suppress(queue.Empty):
+                    q.get_nowait()
+
+
+def _open_images(images: dict) -> zarr.Group:
+    path = images.get("path")
+    if not path or not Path(path).exists():
+        raise UserError(f"images stage output not found: {path}")
+    return zarr.open_group(str(path), mode="r")
+
+
+def _split_names(images: dict, src: zarr.Group) -> list[str]:
+    names = list(images.get("splits") or sorted(k for k, _ in src.groups()))
+    missing = [s for s in names if f"{s}/rgb" not in src]
+    if missing:
+        raise UserError(f"images store {images.get('path')} has no rgb array for {missing}")
+    return names
+
+
+def _feature_array(
+    root: zarr.Group,
+    split: str,
+    rgb: zarr.Array,
+    trunk: Trunk,
+    backbone: BackboneConfig,
+    chunk_images: int | None,
+    device: str,
+    partial: Path,
+) -> zarr.Array:
+    """Open the split's feature array in the partial dir, or create it (again, if it differs)."""
+    n, s = rgb.shape[0], rgb.shape[1]
+    if rgb.ndim != 4 or rgb.shape[2] != s or rgb.shape[3] != 3 or rgb.dtype != np.uint8:
+        raise UserError(f"{split}/rgb must be (N, S, S, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    if s != backbone.image_size:
+        raise UserError(
+            f"images are {s}x{s} but the backbone config says --image-size {backbone.image_size}"
+        )
+    c, h, w = feature_shape(trunk, s)
+    chunk_n = chunk_images or images_per_chunk(c * h * w * 2, n)
+    shape, chunks = (n, c, h, w), (max(1, min(chunk_n, n)), c, h, w)
+    attrs = {
+        "backbone": backbone.backbone,
+        "layer": backbone.layer,
+        "name": backbone.name,
+        "weights": trunk.weights_id,
+        "weights_hash": trunk.weights_hash,
+        "input_size": s,
+        **INPUT_DESCRIPTION,
+        "dtype": "float16",
+        "compute": "bfloat16 autocast" if autocast_dtype(device) else "float32",
+        "codec": FEATURE_CODEC,
+        "code_version": CODE_VERSION,
+    }
+    key = f"{split}/{backbone.name}"
+    if key in root:
+        arr = root[key]
+        if arr.shape == shape and arr.chunks == chunks and dict(arr.attrs) == attrs:
+            return arr
+        # made with other settings (chunking, weights, precision): start this split afresh
+        shutil.rmtree(partial / "features.zarr" / split / backbone.name, ignore_errors=True)
+        shutil.rmtree(partial / _MARKERS / split, ignore_errors=True)
+        root = zarr.open_group(str(partial / "features.zarr"), mode="a")
+    group = root.require_group(split)
+    return group.create_array(
+        backbone.name,
+        shape=shape,
+        chunks=chunks,
+        dtype="float16",
+        compressors=feature_compressors(),
+        fill_value=0.0,
+        attributes=attrs,
+        dimension_names=("image", "channel", "y", "x"),
+        config={"write_empty_chunks": True},
+    )
+
+
+def _pending_blocks(split: str, arr: zarr.Array, batch_size: int, markers: Path) -> list[Block]:
+    """Fixed blocks of whole chunks (about batch_size images) that still have unmarked chunks."""
+    n, chunk_n = arr.shape[0], arr.chunks[0]
+    n_chunks = math.ceil(n / chunk_n)
+    per_block = max(1, math.ceil(batch_size / chunk_n))
+    marked = {int(p.name) for p in markers.iterdir()} if markers.is_dir() else set()
+    blocks = []
+    for first in range(0, n_chunks, per_block):
+        chunks = tuple(range(first, min(first + per_block, n_chunks)))
+        if not set(chunks) <= marked:
+            blocks.append(Block(split, first * chunk_n, min(n, (chunks[-1] + 1) * chunk_n), chunks))
+    return blocks
+
+
+def _configure_threads(device: str, n_processes: int) -> None:
+    if device == "cpu" and n_processes > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_processes))
+
+
+def _run_multiprocess(
+    images: dict,
+    backbone: BackboneConfig,
+    partial: Path,
+    blocks: list[Block],
+    devices: Sequence[str],
+    batch_size: int,
+) -> None:
+    ranges = split_chunk_ranges(len(blocks), len(devices))
+    work = [(devices[i], [blocks[j] for j in r]) for i, r in enumerate(ranges) if len(r)]
+    import torch.multiprocessing as mp
+
+    try:
+        mp.spawn(
+            _worker,
+            args=(images, backbone, str(partial), work, batch_size),
+            nprocs=len(work),
+            join=True,
+        )
+    except mp.ProcessRaisedException as exc:
+        last = str(exc).strip().splitlines()[-1]
+        raise UserError(f"feature extraction failed in a worker process: {last}") from exc
+
+
+def _worker(
+    rank: int,
+    images: dict,
+    backbone: BackboneConfig,
+    partial: str,
+    work: list[tuple[str, list[Block]]],
+    batch_size: int,
+) -> None:
+    device, blocks = work[rank]
+    _configure_threads(device, len(work))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    trunk = create_trunk(backbone)
+    root = zarr.open_group(str(Path(partial) / "features.zarr"), mode="r+")
+    markers = Path(partial) / _MARKERS
+    src = _open_images(images)
+    extract_blocks(trunk, src, root, backbone.name, blocks, device, batch_size, markers)
+
+
+def _finish(root: zarr.Group, partial: Path, splits: list[str]) -> None:
+    """Check every chunk is marked, then drop markers and stray temporary files of killed writes."""
+    for split in splits:
+        for _, arr in root[split].arrays():
+            n_chunks = math.ceil(arr.shape[0] / arr.chunks[0])
+            marks = partial / _MARKERS / split
+            have = {p.name for p in marks.iterdir()} if marks.is_dir() else set()
+            missing = [c for c in range(n_chunks) if str(c) not in have]
+            if missing:
+                raise RuntimeError(f"feature chunks {missing[:5]} of {split} were never written")
+    shutil.rmtree(partial / _MARKERS, ignore_errors=True)
+    for tmp in _stray_files(partial / "features.zarr"):
+        tmp.unlink()
+
+
+def _stray_files(path: Path) -> Iterator[Path]:
+    yield from (p for p in path.rglob("*.partial") if p.is_file())
