@@ -1,0 +1,111 @@
+"""The checkpoint: one file that is enough to colorize offline, and to resume training.
+
+Only tensors and primitive containers go in, so it loads with `torch.load(weights_only=True)`:
+
+    format        "colortrain/1"
+    model         {"config": ModelConfig dict, "state": state dict}
+    vocab         list of tokens (index = id)
+    features      {"name": "resnet101.layer2", "attrs": the feature set's store attrs}
+    trunk         {"config": BackboneConfig dict, "state": trunk state dict, "hash": sha256}
+    lab           {"grid": (625, 2) float32, "weights": (625,) float32}
+    store         {"path": version path, "version": id}
+    train         {"config": TrainConfig dict, "epoch", "batch_in_epoch", "step", "metrics",
+                   "optimizer", "scheduler", "rng": {"torch", "cuda"}}
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from colorfeat.backbone import create_trunk, state_dict_hash
+from colorfeat.config import BackboneConfig
+from colorfeat.errors import UserError
+
+FORMAT = "colortrain/1"
+_REQUIRED = ("format", "model", "vocab", "features", "trunk", "lab")
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
+    """Write atomically: a temporary file in the same directory, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and check a checkpoint (weights_only); a missing or bad file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such checkpoint: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and unpickler-policy errors all mean "not ours"
+        raise UserError(f"{path} is not a readable colortrain checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED):
+        raise UserError(f"{path} is not a colortrain checkpoint (missing keys)")
+    if ckpt["format"] != FORMAT:
+        raise UserError(f"{path} has checkpoint format {ckpt['format']!r}, expected {FORMAT!r}")
+    return ckpt
+
+
+def trunk_config(name: str, attrs: dict[str, Any]) -> BackboneConfig:
+    """The BackboneConfig that made a feature set, from its store attrs (name as a fallback)."""
+    if isinstance(attrs.get("backbone_config"), dict):
+        return BackboneConfig(**attrs["backbone_config"])
+    backbone, _, layer = name.partition(".")
+    weights = str(attrs.get("weights", "imagenet"))
+    seed = int(attrs.get("seed", 0))
+    if weights.startswith("none"):
+        match = re.search(r"seed=(\d+)", weights)
+        weights, seed = "none", int(match.group(1)) if match else seed
+    elif weights.startswith("imagenet"):
+        weights = "imagenet"
+    elif weights.startswith("file:"):
+        weights = weights.removeprefix("file:")
+    image_size = int(attrs.get("image_size") or attrs.get("input_size") or 224)
+    return BackboneConfig(
+        backbone=str(attrs.get("backbone", backbone)),
+        layer=str(attrs.get("layer", layer)),
+        weights=weights,
+        image_size=image_size,
+        seed=seed,
+    )
+
+
+def trunk_entry(name: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    """Rebuild the trunk that made a feature set and check it against the store's hash."""
+    config = trunk_config(name, attrs)
+    trunk = create_trunk(config)
+    expected = attrs.get("weights_hash")
+    if expected and trunk.weights_hash != expected:
+        raise UserError(
+            f"the trunk rebuilt for {name} ({config.weights}) has weights hash "
+            f"{trunk.weights_hash[:12]}, but the store's features were made with {expected[:12]}"
+        )
+    return {"config": config.to_dict(), "state": trunk.state_dict(), "hash": trunk.weights_hash}
+
+
+def load_trunk(entry: dict[str, Any]) -> torch.nn.Module:
+    """The frozen trunk saved in a checkpoint, verified against its hash."""
+    config = BackboneConfig(**{**entry["config"], "weights": "none"})
+    trunk = create_trunk(config)
+    trunk.load_state_dict(entry["state"], strict=True)
+    if state_dict_hash(trunk.state_dict()) != entry["hash"]:
+        raise UserError("the checkpoint's trunk weights do not match their recorded hash")
+    return trunk.eval().requires_grad_(False)

@@ -1,0 +1,143 @@
+"""Frozen, self-validating configs: the colorizer (ModelConfig) and a training run (TrainConfig)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from colorfeat.errors import UserError
+
+MODEL_KINDS = ("film", "concat", "nolang")
+PRESETS = ("paper", "small")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Widths per preset; every other shape comes from the store.
+_PRESET_WIDTHS = {
+    # The paper: blocks at the feature width (512 for layer2), 256 LSTM units per direction.
+    "paper": {"width": None, "lstm_hidden": 256, "num_blocks": 4, "dropout": 0.2},
+    # CPU-sized: a 1x1 projection down to 64 channels, a 64-unit LSTM.
+    "small": {"width": 64, "lstm_hidden": 64, "num_blocks": 4, "dropout": 0.2},
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that determines the colorizer's architecture; shapes are read from the store."""
+
+    kind: str
+    preset: str
+    feature_channels: int
+    feature_size: int
+    target_size: int
+    vocab_size: int
+    embedding_dim: int
+    num_bins: int
+    width: int
+    lstm_hidden: int
+    num_blocks: int = 4
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise UserError(f"--model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
+        if self.preset not in PRESETS:
+            raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        for name in ("feature_channels", "feature_size", "target_size", "vocab_size", "width"):
+            if getattr(self, name) < 1:
+                raise UserError(f"model {name} must be positive, got {getattr(self, name)}")
+        if self.target_size % self.feature_size:
+            raise UserError(
+                f"target size {self.target_size} is not a multiple of the feature size "
+                f"{self.feature_size}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def upsample(self) -> int:
+        return self.target_size // self.feature_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def create_model_config(kind: str, preset: str, shapes: dict[str, int]) -> ModelConfig:
+    """A ModelConfig for `kind`/`preset` with the store's shapes (see data.store_shapes)."""
+    if preset not in _PRESET_WIDTHS:
+        raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    p = _PRESET_WIDTHS[preset]
+    width = p["width"] or shapes["feature_channels"]
+    return ModelConfig(
+        kind=kind,
+        preset=preset,
+        width=width,
+        lstm_hidden=p["lstm_hidden"],
+        num_blocks=p["num_blocks"],
+        dropout=p["dropout"],
+        **shapes,
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: `colortrain fit`'s options."""
+
+    store: str
+    out: str
+    features: str | None = None  # None: the store's only (or first) feature set
+    model: str = "film"
+    preset: str = "paper"
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 24
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    schedule: str = "constant"  # "constant" or "cosine"
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    in_memory: bool = False
+    workers: int = 0
+    checkpoint_every: int = 500  # steps; a checkpoint is also written after every epoch
+    max_bad_steps: int = 5  # consecutive non-finite losses before giving up
+    val_batches: int | None = None  # None: the whole val split
+    sample_images: int = 6
+    tensorboard: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise UserError(f"--model must be one of {', '.join(MODEL_KINDS)}, got {self.model!r}")
+        if self.preset not in PRESETS:
+            raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.device not in DEVICES:
+            raise UserError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.schedule not in ("constant", "cosine"):
+            raise UserError(f"schedule must be constant or cosine, got {self.schedule!r}")
+        if self.workers < 0 or self.checkpoint_every < 1 or self.max_bad_steps < 1:
+            raise UserError("workers must be >= 0, checkpoint_every and max_bad_steps >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)

@@ -1,0 +1,73 @@
+"""Pictures a person looks at: the per-epoch sample sheet and the attention heat map."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def sample_sheet(
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]], path: str | Path, title: str = ""
+) -> np.ndarray:
+    """Write a PNG with one row per sample: grayscale | prediction | ground truth, and its caption.
+
+    Each row is (gray (S, S) uint8, prediction (S, S, 3) uint8, truth (S, S, 3) uint8, caption).
+    Returns the sheet as an (H, W, 3) uint8 array (for TensorBoard).
+    """
+    plt = _pyplot()
+    n = max(1, len(rows))
+    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.7 * n), squeeze=False)
+    for r, (gray, pred, truth, caption) in enumerate(rows):
+        for c, (img, label) in enumerate(
+            ((gray, "grayscale"), (pred, "prediction"), (truth, "ground truth"))
+        ):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(label, fontsize=10)
+        axes[r, 0].set_ylabel("\n".join(textwrap.wrap(caption, 28)), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    fig.canvas.draw()
+    sheet = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3)
+    plt.close(fig)
+    return sheet
+
+
+def attention_map(
+    activation: np.ndarray, image: np.ndarray, path: str | Path, caption: str = ""
+) -> Path:
+    """Write the mean activation (h, w) over the image (H, W, 3) uint8 as a heat-map PNG."""
+    plt = _pyplot()
+    h, w = image.shape[:2]
+    heat = activation.astype(np.float64)
+    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
+    fig, ax = plt.subplots(figsize=(5, 5 * h / max(w, 1)))
+    ax.imshow(image)
+    ax.imshow(heat, cmap="jet", alpha=0.5, extent=(0, w, h, 0), interpolation="bilinear")
+    ax.set_axis_off()
+    if caption:
+        ax.set_title("\n".join(textwrap.wrap(caption, 50)), fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,439 @@
+"""Training: `train_one_epoch`, `evaluate`, and `fit(config)`, which writes into RUN_DIR:
+
+    checkpoint.pt          the latest checkpoint (atomic; every epoch and every N steps)
+    metrics.json           one record per epoch (train loss, val metrics, samples/s, lr)
+    samples/epoch-NNN.png  grayscale | prediction | ground truth, with captions
+    tb/                    TensorBoard scalars and sample sheets
+
+Runs alone or under `torchrun` (DistributedDataParallel: gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from colorfeat.errors import UserError
+from colorfeat.lab import rgb_to_lab
+from colortrain.checkpoint import FORMAT, load_checkpoint, save_checkpoint, trunk_entry
+from colortrain.config import ModelConfig, TrainConfig, create_model_config
+from colortrain.data import (
+    StoreDataset,
+    make_loader,
+    open_version,
+    pick_features,
+    read_vocab,
+    resolve_version,
+    store_shapes,
+)
+from colortrain.metrics import MetricAccumulator, predicted_ab, rebalanced_loss, reconstruct_rgb
+from colortrain.model import Colorizer, create_model
+from colortrain.sheets import sample_sheet
+
+CHECKPOINT_NAME = "checkpoint.pt"
+# Fields a resumed run must share with the run it continues.
+_RESUME_FIXED = ("store", "features", "model", "preset", "batch_size", "seed", "schedule")
+
+console = Console(stderr=True)
+
+
+class Diverged(UserError):
+    """Too many non-finite losses in a row."""
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in the checkpoint so a resumed run continues exactly."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already trained on
+    step: int = 0  # optimizer steps over the whole run
+    bad_steps: int = 0  # consecutive non-finite losses
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def forward_batch(
+    model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+) -> torch.Tensor:
+    """Logits (B, K, H, W) for a loader batch; float16 features become float32 on the device."""
+    feats = batch["features"].to(device, non_blocking=True).float()  # (B, C, h, w)
+    tokens = batch["tokens"].to(device, non_blocking=True)
+    with _autocast(device):
+        return model(feats, tokens, batch["lengths"])
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    class_weights: torch.Tensor,
+    device: torch.device,
+    state: TrainState,
+    config: TrainConfig,
+    *,
+    on_step: Callable[[TrainState], None] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, float]:
+    """Train over the loader's remaining batches; stops early at config.max_steps."""
+    model.train()
+    task = None
+    if progress is not None:
+        task = progress.add_task(
+            f"epoch {state.epoch + 1}", total=len(loader.batch_sampler or loader.sampler),
+            completed=state.batch_in_epoch, loss="-", rate="-",
+        )  # fmt: skip
+    losses, samples, t0 = [], 0, time.perf_counter()
+    for batch in loader:
+        if config.max_steps is not None and state.step >= config.max_steps:
+            break
+        targets = batch["targets"].to(device, non_blocking=True)
+        logits = forward_batch(model, batch, device)
+        loss = rebalanced_loss(logits, targets, class_weights)
+        optimizer.zero_grad(set_to_none=True)
+        state.batch_in_epoch += 1
+        if not torch.isfinite(loss):
+            state.bad_steps += 1
+            console.print(
+                f"[yellow]warning:[/] non-finite loss at step {state.step + 1} "
+                f"(epoch {state.epoch + 1}); step skipped ({state.bad_steps} in a row)"
+            )
+            if state.bad_steps >= config.max_bad_steps:
+                raise Diverged(
+                    f"training diverged: {state.bad_steps} non-finite losses in a row "
+                    f"(epoch {state.epoch + 1}); try a lower --lr"
+                )
+            continue
+        state.bad_steps = 0
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        state.step += 1
+        losses.append(float(loss.detach()))
+        samples += len(targets)
+        if progress is not None:
+            rate = samples / max(time.perf_counter() - t0, 1e-9)
+            progress.update(task, advance=1, loss=f"{losses[-1]:.3f}", rate=f"{rate:.0f}")
+        if on_step is not None:
+            on_step(state)
+    if progress is not None:
+        progress.remove_task(task)
+    elapsed = time.perf_counter() - t0
+    return {
+        "train_loss": float(np.mean(losses)) if losses else float("nan"),
+        "samples_per_s": samples / max(elapsed, 1e-9),
+        "steps": len(losses),
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Any,
+    class_weights: torch.Tensor,
+    device: torch.device,
+    *,
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """Loss, acc@1/acc@5 (plain and rebalanced), and with rgb in the batches PSNR and ab RMSE."""
+    model.eval()
+    acc = MetricAccumulator(class_weights)
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        targets = batch["targets"].to(device)
+        logits = forward_batch(model, batch, device)
+        acc.update(logits, targets, batch.get("rgb"))
+    return acc.result()
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, kind: str, total_steps: int):
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def _setup_distributed(config: TrainConfig) -> tuple[_Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(), resolve_device(config.device)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(rank, world, local), device
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _check_resumable(old: dict[str, Any], new: TrainConfig) -> None:
+    for key in _RESUME_FIXED:
+        if key == "store":
+            same = resolve_version(old[key]) == resolve_version(new.store)
+        else:
+            same = old.get(key) == getattr(new, key)
+        if not same:
+            raise UserError(
+                f"--resume: the checkpoint was trained with {key}={old.get(key)!r}, "
+                f"not {getattr(new, key)!r}; use the same options or a new --out"
+            )
+
+
+def sample_rows(
+    model: nn.Module,
+    dataset: StoreDataset,
+    rows: np.ndarray,
+    device: torch.device,
+    texts: np.ndarray,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]:
+    """(gray, prediction, truth, caption) for some rows of a split, for the sample sheet."""
+    batch = dataset[(0, rows)]
+    model.eval()
+    with torch.no_grad():
+        logits = forward_batch(model, batch, device)
+    rgb = batch["rgb"].numpy()  # (B, S, S, 3)
+    lab = rgb_to_lab(rgb)
+    ab = predicted_ab(logits, size=rgb.shape[1:3]).permute(0, 2, 3, 1).cpu().numpy()
+    pred = reconstruct_rgb(lab[..., 0], ab)  # (B, S, S, 3)
+    gray = reconstruct_rgb(lab[..., 0], np.zeros_like(ab))[..., 0]  # (B, S, S)
+    captions = [str(texts[c]) for c in batch["caption"].numpy()]
+    return list(zip(gray, pred, rgb, captions, strict=True))
+
+
+def fit(config: TrainConfig) -> dict[str, Any]:
+    """Train a colorizer on a store version; returns the final metrics and the checkpoint path."""
+    ddp, device = _setup_distributed(config)
+    out = Path(config.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    resume = config.resume and ckpt_path.exists()
+    if ckpt_path.exists() and not config.resume:
+        raise UserError(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
+
+    group = open_version(config.store)
+    version_path = resolve_version(config.store)
+    features = pick_features(group, config.features)
+    config = config.replace(features=features)
+    model_config = create_model_config(config.model, config.preset, store_shapes(group, features))
+    feature_attrs = dict(group[f"train/features/{features}"].attrs)
+    class_weights = torch.from_numpy(group["lab/weights"][:].astype(np.float32)).to(device)
+
+    torch.manual_seed(config.seed)
+    model = create_model(model_config)
+    model.load_embeddings(torch.from_numpy(group["vocab/embeddings"][:]))
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    train_set = StoreDataset(config.store, "train", features, seed=config.seed,
+                             in_memory=config.in_memory)  # fmt: skip
+    val_set = StoreDataset(config.store, "val", features, seed=config.seed,
+                           in_memory=config.in_memory, with_rgb=True)  # fmt: skip
+    pin = device.type == "cuda"
+    train_loader, train_sampler = make_loader(
+        train_set, config.batch_size, shuffle=True, seed=config.seed, workers=config.workers,
+        rank=ddp.rank, world_size=ddp.world_size, pin_memory=pin,
+    )  # fmt: skip
+    val_loader, _ = make_loader(val_set, config.batch_size, shuffle=False, workers=0)
+    steps_per_epoch = len(train_sampler)
+    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    scheduler = _scheduler(optimizer, config.schedule, total_steps)
+
+    state = TrainState()
+    if resume:
+        ckpt = load_checkpoint(ckpt_path)
+        _check_resumable(ckpt["train"]["config"], config)
+        model.load_state_dict(ckpt["model"]["state"])
+        optimizer.load_state_dict(ckpt["train"]["optimizer"])
+        scheduler.load_state_dict(ckpt["train"]["scheduler"])
+        _set_rng_state(ckpt["train"]["rng"], device)
+        t = ckpt["train"]
+        state = TrainState(t["epoch"], t["batch_in_epoch"], t["step"], 0, list(t["metrics"]))
+        if ddp.main:
+            console.print(f"resuming {ckpt_path}: epoch {state.epoch + 1}, step {state.step}")
+        static = {k: ckpt[k] for k in ("vocab", "features", "trunk", "lab", "store")}
+    else:
+        static = {
+            "vocab": read_vocab(group),
+            "features": {"name": features, "attrs": feature_attrs},
+            "trunk": trunk_entry(features, feature_attrs),
+            "lab": {
+                "grid": torch.from_numpy(group["lab/grid"][:].astype(np.float32)),
+                "weights": class_weights.cpu(),
+            },
+            "store": {"path": version_path, "version": version_path.rstrip("/").split("/")[-1]},
+        }
+
+    net: nn.Module = model
+    if ddp.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    def checkpoint(st: TrainState) -> None:
+        if ddp.main:
+            ckpt = _checkpoint_dict(
+                model, model_config, config, static, st, optimizer, scheduler, device
+            )
+            save_checkpoint(ckpt_path, ckpt)
+
+    def on_step(st: TrainState) -> None:
+        if st.step % config.checkpoint_every == 0:
+            checkpoint(st)
+
+    writer = None
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if config.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tb"))
+    texts = group["val/captions/text"][:]
+    sheet_rows = np.linspace(0, val_set.num_rows - 1, min(config.sample_images, val_set.num_rows))
+    sheet_rows = np.unique(sheet_rows.astype(np.int64))
+
+    progress = None
+    if ddp.main and config.progress:
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} samples/s"),
+            TimeElapsedColumn(), console=console, transient=True,
+        )  # fmt: skip
+    last: dict[str, Any] = {}
+    with progress or nullcontext():
+        while state.epoch < config.epochs:
+            if config.max_steps is not None and state.step >= config.max_steps:
+                break
+            train_sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
+            t0 = time.perf_counter()
+            stats = train_one_epoch(
+                net, train_loader, optimizer, scheduler, class_weights, device, state, config,
+                on_step=on_step, progress=progress,
+            )  # fmt: skip
+            finished = state.batch_in_epoch >= steps_per_epoch
+            record: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, **stats}
+            record["lr"] = optimizer.param_groups[0]["lr"]
+            record["seconds"] = time.perf_counter() - t0
+            if not finished:
+                record["partial"] = True
+            if ddp.main:
+                val = evaluate(model, val_loader, class_weights, device,
+                               max_batches=config.val_batches)  # fmt: skip
+                record.update({f"val_{k}": v for k, v in val.items()})
+                rows = sample_rows(model, val_set, sheet_rows, device, texts)
+                sheet = sample_sheet(
+                    rows, out / "samples" / f"epoch-{state.epoch + 1:03d}.png",
+                    title=f"{config.model}/{config.preset}, epoch {state.epoch + 1}, "
+                    f"step {state.step}",
+                )  # fmt: skip
+                if writer is not None:
+                    for k, v in record.items():
+                        if isinstance(v, float) and math.isfinite(v):
+                            writer.add_scalar(k, v, state.step)
+                    writer.add_image("samples", sheet, state.step, dataformats="HWC")
+                    writer.flush()
+                console.print(_summary_line(record))
+            state.metrics.append(record)
+            last = record
+            if finished:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+            checkpoint(state)
+            if ddp.main:
+                (out / "metrics.json").write_text(json.dumps(state.metrics, indent=2) + "\n")
+            ddp.barrier()
+    if writer is not None:
+        writer.close()
+    return {"checkpoint": str(ckpt_path), "metrics": last, "step": state.step,
+            "epoch": state.epoch}  # fmt: skip
+
+
+def _summary_line(record: dict[str, Any]) -> str:
+    keys = ("train_loss", "val_loss", "val_acc1", "val_acc5", "val_psnr", "samples_per_s")
+    parts = [f"{k} {record[k]:.4g}" for k in keys if k in record]
+    return f"epoch {record['epoch']} step {record['step']}: " + ", ".join(parts)
+
+
+def _checkpoint_dict(
+    model: Colorizer,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    static: dict[str, Any],
+    state: TrainState,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    device: torch.device,
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "model": {"config": model_config.to_dict(), "state": model.state_dict()},
+        **static,
+        "train": {
+            "config": config.to_dict(),
+            "epoch": state.epoch,
+            "batch_in_epoch": state.batch_in_epoch,
+            "step": state.step,
+            "metrics": state.metrics,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(device),
+        },
+    }
