@@ -1,0 +1,121 @@
+"""Reading a data set in the COCO layout: which splits it has, and each split's captions.
+
+Layout: ROOT/annotations/captions_<split>.json and pictures under ROOT/<split>/<file_name>. A split
+whose name starts with `train` becomes store split `train`, one starting with `val` becomes `val`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+from colorfeat.errors import UserError
+
+STORE_SPLITS = ("train", "val")
+VAL_SHARE = 5  # with a limit, val gets one image in five
+
+
+def store_split(coco_split: str) -> str | None:
+    """`train2014` -> `train`, `val2017` -> `val`, anything else (test2015, ...) -> None."""
+    for name in STORE_SPLITS:
+        if coco_split.startswith(name):
+            return name
+    return None
+
+
+def find_splits(root: str | Path) -> dict[str, str]:
+    """{coco split: store split} of the caption files under ROOT/annotations."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"source directory not found: {root}")
+    ann = root / "annotations"
+    if not ann.is_dir():
+        raise UserError(f"{root} is not in the COCO layout: no annotations/ directory")
+    splits: dict[str, str] = {}
+    for path in sorted(ann.glob("captions_*.json")):
+        name = path.stem.removeprefix("captions_")
+        target = store_split(name)
+        if target is None:
+            continue
+        if target in splits.values():
+            other = next(k for k, v in splits.items() if v == target)
+            raise UserError(f"{ann}: both {other} and {name} would become store split {target}")
+        splits[name] = target
+    if not splits:
+        raise UserError(f"{ann}: no captions_train*.json or captions_val*.json")
+    return splits
+
+
+def split_limits(limit: int | None, store_splits: list[str]) -> dict[str, int | None]:
+    """Share a total image limit among store splits: val one in VAL_SHARE, train the rest."""
+    if limit is None:
+        return dict.fromkeys(store_splits)
+    if len(store_splits) == 1 or limit < 2:
+        return {s: (limit if i == 0 else 0) for i, s in enumerate(sorted(store_splits))}
+    n_val = max(1, limit // VAL_SHARE)
+    return {s: (n_val if s == "val" else limit - n_val) for s in store_splits}
+
+
+def load_coco(path: str | Path):
+    """A pycocotools COCO index of a captions file; malformed input is one UserError naming it."""
+    from pycocotools.coco import COCO
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"annotations file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read annotations file {path}: {exc}") from None
+    if not text.strip():
+        raise UserError(f"annotations file is empty: {path}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"annotations file is not valid JSON: {path} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    _validate(data, path)
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # stdout is reserved for the published path
+        coco.createIndex()
+    return coco
+
+
+def _validate(data: object, path: Path) -> None:
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise UserError(f"not a COCO captions file (no 'images' list): {path}")
+    if not isinstance(data.get("annotations"), list):
+        raise UserError(f"not a COCO captions file (no 'annotations' list): {path}")
+    for i, img in enumerate(data["images"]):
+        if not (isinstance(img, dict) and isinstance(img.get("id"), int) and "file_name" in img):
+            raise UserError(f"image entry {i} lacks an integer 'id' or a 'file_name': {path}")
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), int):
+            raise UserError(f"caption entry {i} lacks an integer 'image_id': {path}")
+        ann.setdefault("id", i + 1)
+
+
+def read_split(root: str | Path, coco_split: str, limit: int | None = None) -> dict:
+    """Images of a split in id order with their captions (annotation id order), and counts.
+
+    -> {"images": [{"image_id", "file", "captions": [str]}], "orphan_captions": int} where `file`
+    is relative to root. Only the first `limit` images (by id) are read.
+    """
+    path = Path(root) / "annotations" / f"captions_{coco_split}.json"
+    coco = load_coco(path)
+    ids = sorted(coco.imgs)
+    if limit is not None:
+        ids = ids[:limit]
+    images = []
+    for image_id in ids:
+        anns = sorted(coco.imgToAnns.get(image_id, []), key=lambda a: a["id"])
+        captions = [a["caption"] if isinstance(a.get("caption"), str) else "" for a in anns]
+        file = f"{coco_split}/{coco.imgs[image_id]['file_name']}"
+        images.append({"image_id": image_id, "file": file, "captions": captions})
+    known = set(coco.imgs)
+    orphans = sum(1 for a in coco.dataset["annotations"] if a["image_id"] not in known)
+    return {"images": images, "orphan_captions": orphans}

@@ -1,0 +1,110 @@
+"""The embeddings stage: one vector per vocabulary word, `embeddings.npy` float32 (V, D).
+
+`spec="word2vec"` trains gensim Word2Vec on the train captions, reproducible bit for bit across
+runs and processes: one worker thread, a fixed seed, and a hash function that does not depend on
+PYTHONHASHSEED. Any other spec is a word2vec-format file (text or binary, header optional) loaded
+with gensim; vocabulary words it lacks get vectors from a normal seeded by `seed`, scaled like the
+file's vectors. Row 0 (`<pad>`) is zero.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from colorfeat.constants import EMBEDDING_DIM, PAD_ID
+from colorfeat.errors import UserError
+from colorfeat.parallel import commit, completed, partial_dir
+from colorfeat.vocab import load_vocab, train_sentences
+
+W2V_WINDOW = 5
+W2V_EPOCHS = 5
+
+
+def stable_hash(text: str) -> int:
+    """A hash of a string that is the same in every process (unlike the builtin `hash`)."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def train_word2vec(sentences: list[list[str]], dim: int = EMBEDDING_DIM, seed: int = 0):
+    """gensim KeyedVectors trained deterministically on tokenized sentences."""
+    from gensim.models import Word2Vec
+
+    model = Word2Vec(
+        sentences=sentences,
+        vector_size=dim,
+        window=W2V_WINDOW,
+        min_count=1,
+        workers=1,
+        seed=seed,
+        hashfxn=stable_hash,
+        epochs=W2V_EPOCHS,
+    )
+    return model.wv
+
+
+def load_word_vectors(path: str | Path):
+    """gensim KeyedVectors from a word2vec-format file: text or binary, with or without header."""
+    from gensim.models import KeyedVectors
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--embeddings is neither 'word2vec' nor an existing file: {path}")
+    with open(path, "rb") as f:
+        head = f.readline().split()
+    has_header = len(head) == 2 and all(t.isdigit() for t in head)
+    attempts = [dict(binary=False), dict(binary=True)] if has_header else [dict(binary=False)]
+    for kw in attempts:
+        try:
+            return KeyedVectors.load_word2vec_format(path, no_header=not has_header, **kw)
+        except (UnicodeDecodeError, ValueError, EOFError):
+            continue
+    raise UserError(f"not a word2vec-format file (text or binary): {path}")
+
+
+def embedding_matrix(tokens: list[str], vectors, seed: int = 0) -> np.ndarray:
+    """float32 (V, D): the vector of each token, seeded-normal rows for missing ones, <pad> zero."""
+    dim = vectors.vector_size
+    scale = float(np.asarray(vectors.vectors, dtype=np.float64).std()) or 1.0
+    rng = np.random.default_rng(seed)
+    out = np.zeros((len(tokens), dim), dtype=np.float32)
+    for i, token in enumerate(tokens):
+        if i == PAD_ID:
+            continue
+        if token in vectors.key_to_index:
+            out[i] = vectors[token]
+        else:
+            out[i] = rng.normal(0.0, scale, size=dim)
+    return out
+
+
+def embeddings_stage(
+    captions: dict,
+    vocab: dict,
+    out_dir: Path,
+    *,
+    spec: str = "word2vec",
+    dim: int = EMBEDDING_DIM,
+    seed: int = 0,
+) -> dict:
+    """Word vectors of the vocabulary -> {"path": embeddings.npy, "dim", "missing", "spec"}."""
+    if done := completed(out_dir):
+        return done
+    tokens = load_vocab(vocab)
+    if spec == "word2vec":
+        vectors = train_word2vec(train_sentences(captions), dim, seed)
+    else:
+        vectors = load_word_vectors(spec)
+    matrix = embedding_matrix(tokens, vectors, seed)
+    missing = sum(1 for t in tokens[1:] if t not in vectors.key_to_index)
+    partial = partial_dir(out_dir)
+    np.save(partial / "embeddings.npy", matrix)
+    result = {
+        "path": str(Path(out_dir) / "embeddings.npy"),
+        "dim": int(matrix.shape[1]),
+        "missing": missing,
+        "spec": spec if spec == "word2vec" else str(Path(spec).resolve()),
+    }
+    return commit(partial, out_dir, result)

@@ -1,0 +1,293 @@
+"""The images stage: pictures and captions into `images.zarr`, the store's per-split arrays.
+
+Writes out_dir/images.zarr, a zarr v3 group with, per store split (N kept images, M captions,
+S = image_size, T = max_len):
+
+    <split>/image_id              (N,) int64
+    <split>/rgb                   (N, S, S, 3) uint8, squash-resized with INTER_AREA, RGB order
+    <split>/ab_bins               (N, S/4, S/4) uint16, colorfeat.lab.ab_targets of rgb
+    <split>/captions/image_index  (M,) int32
+    <split>/captions/text         (M,) str
+    <split>/captions/tokens       (M, T) int32, padded with 0
+    <split>/captions/length       (M,) int32
+
+and group attrs `counts` and `skipped` ([{"file", "reason"}]). Arrays are chunked along N only and
+zstd-compressed.
+
+Two passes, both as Dask tasks over disjoint, chunk-aligned regions: decode every candidate
+picture into a staging group (blocks of STAGING_BLOCK pictures, each block's outcome saved so an
+interrupted run resumes), then copy the pictures that decoded into the final arrays. Which task
+ran where cannot change a byte: chunk boundaries and contents depend only on the inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import zarr
+from PIL import Image, ImageOps, UnidentifiedImageError
+from zarr.codecs import ZstdCodec
+
+from colorfeat.captions import load_captions, tokenize
+from colorfeat.constants import DEFAULT_IMAGE_SIZE, TARGET_STRIDE
+from colorfeat.lab import ab_targets
+from colorfeat.parallel import commit, completed, executor, partial_dir
+from colorfeat.vocab import encode, load_vocab
+
+RGB_CHUNK_BYTES = 8 << 20  # target uncompressed bytes of an rgb chunk
+TARGET_CHUNK_BYTES = 4 << 20  # ... of an ab_bins / caption-token chunk
+STAGING_BLOCK = 32  # pictures per decoding task
+COMPRESSOR = ZstdCodec(level=3)
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_GRAY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+# --------------------------------------------------------------------------- one picture
+
+
+def _to_rgb(im: Image.Image) -> Image.Image | None:
+    """An RGB picture, or None for a single-channel (grayscale) one."""
+    if im.mode in _GRAY_MODES:
+        return None
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in _ALPHA_MODES:
+        rgba = im.convert("RGBA")  # composite over white: transparent areas have no colour
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def decode_image(path: str | Path) -> tuple[np.ndarray | None, str | None]:
+    """(RGB uint8 (H, W, 3), None), or (None, why it cannot be used). Never raises."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                rgb = _to_rgb(im)
+    except FileNotFoundError:
+        return None, "missing file"
+    except UnidentifiedImageError:
+        return None, "not an image"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None, "too large"
+    except Exception as exc:  # PIL raises many types for broken data; none may stop the run
+        msg = str(exc).split("\n")[0]
+        return None, "truncated" if "truncated" in msg else f"corrupt: {msg}"
+    if rgb is None:
+        return None, "grayscale"
+    arr = np.asarray(rgb, dtype=np.uint8)  # (H, W, 3)
+    if arr.size == 0:
+        return None, "empty"
+    if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
+        return None, "grayscale"
+    return arr, None
+
+
+def squash_resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) -> (size, size, 3), aspect ratio not kept, OpenCV INTER_AREA."""
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def process_image(path: str | Path, size: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """(rgb (S, S, 3) uint8, ab_bins (S/4, S/4) uint16) of a picture, or why it is skipped."""
+    rgb, reason = decode_image(path)
+    if rgb is None:
+        return reason or "unreadable"
+    small = squash_resize(rgb, size)
+    return small, ab_targets(small)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def chunk_rows(row_bytes: int, target: int) -> int:
+    """Rows per chunk so that a chunk holds about `target` bytes (at least one row)."""
+    return max(1, round(target / row_bytes))
+
+
+def layout(size: int, max_len: int) -> dict[str, int]:
+    """Rows per chunk of each array: ab_bins chunks are a whole number of rgb chunks."""
+    rgb = chunk_rows(size * size * 3, RGB_CHUNK_BYTES)
+    t = size // TARGET_STRIDE
+    ab = rgb * max(1, round(TARGET_CHUNK_BYTES / (rgb * t * t * 2)))
+    return {"rgb": rgb, "ab_bins": ab, "captions": chunk_rows(max_len * 4, TARGET_CHUNK_BYTES)}
+
+
+def _array(group, name, shape, chunk, dtype, fill=0):
+    chunks = (max(1, min(chunk, shape[0])),) + tuple(shape[1:])
+    kw = {"compressors": COMPRESSOR} if dtype is not str else {}
+    return group.create_array(
+        name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, overwrite=True, **kw
+    )
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def _decode_block(task: dict) -> list[str | None]:
+    """Decode pictures [start, start + n) of a split into the staging arrays; save the outcome."""
+    status_file = Path(task["status"])
+    if status_file.is_file():
+        return json.loads(status_file.read_text())
+    stage = zarr.open_group(task["staging"], mode="r+")
+    size, t = task["size"], task["size"] // TARGET_STRIDE
+    n = len(task["files"])
+    rgb = np.zeros((n, size, size, 3), np.uint8)  # (n, S, S, 3)
+    ab = np.zeros((n, t, t), np.uint16)  # (n, S/4, S/4)
+    status: list[str | None] = []
+    for i, file in enumerate(task["files"]):
+        out = process_image(Path(task["root"]) / file, size)
+        if isinstance(out, str):
+            status.append(out)
+        else:
+            rgb[i], ab[i] = out
+            status.append(None)
+    s = task["start"]
+    stage["rgb"][s : s + n] = rgb
+    stage["ab_bins"][s : s + n] = ab
+    status_file.write_text(json.dumps(status))
+    return status
+
+
+def _copy_region(task: dict) -> None:
+    """Copy the kept staging rows `rows` into final rows [start, start + len(rows))."""
+    stage = zarr.open_group(task["staging"], mode="r")
+    out = zarr.open_group(task["out"], mode="r+")
+    rows = np.asarray(task["rows"], dtype=np.int64)
+    lo, hi, s = int(rows[0]), int(rows[-1]) + 1, task["start"]
+    for name in ("rgb", "ab_bins"):
+        block = stage[name][lo:hi][rows - lo]  # (len(rows), ...)
+        out[name][s : s + len(rows)] = block
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def _caption_arrays(group, images: list[dict], index: dict[str, int], max_len: int, chunk: int):
+    texts, tokens, lengths, owner = [], [], [], []
+    truncated = 0
+    for row, img in enumerate(images):
+        for text in img["captions"]:
+            words = tokenize(text)
+            truncated += len(words) > max_len
+            texts.append(text)
+            tokens.append(encode(words, index, max_len))
+            lengths.append(min(len(words), max_len))
+            owner.append(row)
+    m = len(texts)
+    cap = group.require_group("captions")
+    _array(cap, "image_index", (m,), chunk, np.int32)[:] = np.asarray(owner, np.int32)
+    tok = np.stack(tokens) if tokens else np.zeros((0, max_len), np.int32)  # (M, T)
+    _array(cap, "tokens", (m, max_len), chunk, np.int32)[:] = tok
+    _array(cap, "length", (m,), chunk, np.int32)[:] = np.asarray(lengths, np.int32)
+    text_arr = _array(cap, "text", (m,), chunk, str, fill="")
+    if m:
+        text_arr[:] = np.asarray(texts, dtype=np.dtypes.StringDType())
+    return {"captions": m, "captions_truncated": truncated}
+
+
+def images_stage(
+    source: dict,
+    captions: dict,
+    vocab: dict,
+    out_dir: Path,
+    *,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    max_len: int = 20,
+    workers: int = 1,
+    dask_address: str | None = None,
+) -> dict:
+    """Decode, resize and target every captioned picture -> {"path", "splits", "counts", ...}."""
+    if done := completed(out_dir):
+        return done
+    if image_size % TARGET_STRIDE:
+        raise ValueError(f"image_size must be divisible by {TARGET_STRIDE}, got {image_size}")
+    doc = load_captions(captions)
+    index = {w: i for i, w in enumerate(load_vocab(vocab))}
+    partial = partial_dir(out_dir)
+    staging_root = partial / "_staging"
+    out_path = partial / "images.zarr"
+    chunks = layout(image_size, max_len)
+    t = image_size // TARGET_STRIDE
+    root = zarr.open_group(out_path, mode="a")
+    counts: dict = {}
+    skipped: list[dict] = []
+    with executor(workers, dask_address) as ex:
+        for split in sorted(doc["splits"]):
+            cands = doc["splits"][split]
+            n = len(cands)
+            stage_path = staging_root / split
+            status_dir = staging_root / f"{split}-status"
+            status_dir.mkdir(parents=True, exist_ok=True)
+            stage = zarr.open_group(stage_path, mode="a")
+            if "rgb" not in stage:
+                _array(stage, "rgb", (n, image_size, image_size, 3), STAGING_BLOCK, np.uint8)
+                _array(stage, "ab_bins", (n, t, t), STAGING_BLOCK, np.uint16)
+            tasks = [
+                {
+                    "root": source["root"],
+                    "staging": str(stage_path),
+                    "status": str(status_dir / f"{s}.json"),
+                    "size": image_size,
+                    "start": s,
+                    "files": [c["file"] for c in cands[s : s + STAGING_BLOCK]],
+                }
+                for s in range(0, n, STAGING_BLOCK)
+            ]
+            status = [r for block in ex.map(_decode_block, tasks) for r in block]
+            kept_rows = [i for i, r in enumerate(status) if r is None]
+            skipped += [{"file": cands[i]["file"], "reason": r} for i, r in enumerate(status) if r]
+            kept = [cands[i] for i in kept_rows]
+            k = len(kept)
+            g = root.require_group(split)
+            _array(g, "image_id", (k,), chunks["ab_bins"], np.int64)[:] = np.asarray(
+                [c["image_id"] for c in kept], np.int64
+            )
+            _array(g, "rgb", (k, image_size, image_size, 3), chunks["rgb"], np.uint8)
+            _array(g, "ab_bins", (k, t, t), chunks["ab_bins"], np.uint16)
+            step = min(chunks["ab_bins"], max(k, 1))
+            copies = [
+                {
+                    "staging": str(stage_path),
+                    "out": str(out_path / split),
+                    "start": s,
+                    "rows": kept_rows[s : s + step],
+                }
+                for s in range(0, k, step)
+            ]
+            ex.map(_copy_region, copies)
+            c = _caption_arrays(g, kept, index, max_len, chunks["captions"])
+            reasons: dict[str, int] = {}
+            for i in range(n):
+                if status[i]:
+                    key = status[i].split(":")[0]
+                    reasons[key] = reasons.get(key, 0) + 1
+            counts[split] = {"candidates": n, "images": k, **c, "skipped": reasons}
+            g.attrs.update({"images": k, "captions": c["captions"]})
+    root.attrs.update(
+        {
+            "counts": counts,
+            "skipped": skipped,
+            "image_size": image_size,
+            "target_stride": TARGET_STRIDE,
+            "max_len": max_len,
+        }
+    )
+    shutil.rmtree(staging_root)
+    result = {
+        "path": str(Path(out_dir) / "images.zarr"),
+        "splits": {s: counts[s]["images"] for s in counts},
+        "counts": counts,
+        "skipped": len(skipped),
+        "image_size": image_size,
+        "max_len": max_len,
+    }
+    return commit(partial, out_dir, result)

@@ -1,0 +1,104 @@
+"""Where stage work runs (inline or on Dask) and the stage directory protocol.
+
+Stage protocol: a stage builds into `<out_dir>.partial` (resuming from it if it exists), writes the
+result JSON to `_SUCCESS` inside it, then renames it to `out_dir`; a stage whose `out_dir/_SUCCESS`
+exists returns that result without work.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SUCCESS = "_SUCCESS"
+
+
+# --------------------------------------------------------------------------- stage directories
+
+
+def completed(out_dir: Path) -> dict | None:
+    """The result of a finished stage in out_dir, or None."""
+    marker = Path(out_dir) / SUCCESS
+    if marker.is_file():
+        return json.loads(marker.read_text())
+    return None
+
+
+def partial_dir(out_dir: Path) -> Path:
+    """The directory a stage builds into; created (with parents) if missing."""
+    out_dir = Path(out_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    return partial
+
+
+def commit(partial: Path, out_dir: Path, result: dict) -> dict:
+    """Write the marker into `partial`, rename it to `out_dir`, return the result."""
+    out_dir = Path(out_dir)
+    (Path(partial) / SUCCESS).write_text(json.dumps(result, indent=1, sort_keys=True))
+    if out_dir.exists():  # an unfinished leftover without a marker
+        shutil.rmtree(out_dir)
+    Path(partial).rename(out_dir)
+    return result
+
+
+# --------------------------------------------------------------------------- executors
+
+
+class Executor:
+    """Runs `fn(item)` for each item, in order: inline, or as tasks on a Dask client."""
+
+    def __init__(self, client: Any | None = None) -> None:
+        self.client = client
+
+    @property
+    def workers(self) -> int:
+        if self.client is None:
+            return 1
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        if self.client is None:
+            return [fn(item) for item in items]
+        futures = self.client.map(fn, list(items), pure=False)
+        return self.client.gather(futures)
+
+
+@contextmanager
+def executor(workers: int = 1, dask_address: str | None = None) -> Iterator[Executor]:
+    """An Executor: inline for one local worker, a local Dask cluster of `workers` processes,
+    or the Dask scheduler at `dask_address` (whose workers must see the same file system)."""
+    if dask_address:
+        from distributed import Client
+
+        from colorfeat.errors import UserError
+
+        try:
+            client = Client(dask_address, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise UserError(f"cannot reach the Dask scheduler at {dask_address}: {exc}") from None
+        try:
+            yield Executor(client)
+        finally:
+            client.close()
+        return
+    if workers <= 1:
+        yield Executor(None)
+        return
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield Executor(client)
