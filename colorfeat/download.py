@@ -41,7 +41,6 @@ CHECKSUMS_FILE = PACKAGE_DATA_DIR / "coco_checksums.tsv"
 TIMEOUT = httpx.Timeout(30.0, read=60.0)
 ATTEMPTS = 8
 BACKOFF_S = (1.0, 60.0)  # first wait, longest wait
-_BLOCK = 1 << 20
 
 
 class Checksum(NamedTuple):
@@ -94,14 +93,15 @@ def fetch_text(url: str) -> str | None:
     return r.text if r.status_code == 200 else None
 
 
-def verify(path: Path, size: int | None, sha256: str | None) -> str:
+def verify(path: Path, size: int | None, sha256: str | None, name: str | None = None) -> str:
     """The file's SHA-256 if it matches the expected size and hash; else UserError."""
+    name = name or path.name
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
-        raise UserError(f"{path.name}: expected {size} bytes, got {actual_size}")
+        raise UserError(f"{name}: expected {size} bytes, got {actual_size}")
     digest = file_sha256(path)
     if sha256 is not None and digest != sha256.lower():
-        raise UserError(f"{path.name}: SHA-256 mismatch (expected {sha256}, got {digest})")
+        raise UserError(f"{name}: SHA-256 mismatch (expected {sha256}, got {digest})")
     return digest
 
 
@@ -140,7 +140,7 @@ def _fetch(client: httpx.Client, url: str, part: Path, bar: Progress, task) -> i
         if length is not None:
             bar.update(task, total=offset + int(length), completed=offset)
         with open(part, "ab" if offset else "wb") as f:
-            for block in r.iter_bytes(_BLOCK):
+            for block in r.iter_bytes():  # unbuffered: a drop loses nothing received
                 f.write(block)
                 received += len(block)
                 bar.update(task, advance=len(block))
@@ -188,7 +188,7 @@ def download(
     except (httpx.TransportError, _Transient) as exc:
         raise UserError(f"cannot download {url} after {attempts} attempts: {exc}") from None
     try:
-        digest = verify(part, size, sha256)
+        digest = verify(part, size, sha256, dest.name)
     except UserError as exc:
         part.unlink()
         raise UserError(f"download of {url} failed verification and was deleted: {exc}") from None

@@ -54,7 +54,7 @@ def acquire(
         return acquire_remote(OFFICIAL_BASE, OFFICIAL[source], work_dir, table, progress)
     if source.startswith(("http://", "https://")):
         base = source.rstrip("/")
-        return acquire_remote(base, _mirror_year(base), work_dir, table, progress)
+        return acquire_remote(base, None, work_dir, table, progress)
     path = Path(source).expanduser()
     if path.is_dir():
         return acquire_dir(path)
@@ -112,12 +112,20 @@ def _expected(name: str, table: dict[str, Checksum], listed: dict[str, Checksum]
 
 
 def acquire_remote(
-    base: str, year: str, work_dir: Path, table: dict[str, Checksum], progress: bool = True
+    base: str,
+    year: str | None,
+    work_dir: Path,
+    table: dict[str, Checksum],
+    progress: bool = True,
 ) -> dict:
-    """Download, verify and extract a year's archives (each archive once) under work_dir."""
-    out = work_dir / "sources" / f"coco{year}-{value_hash(base, 8)}"
+    """Download, verify and extract a year's archives (each archive once) under work_dir.
+
+    `year` None: the mirror's year is found by asking which annotations archive it has.
+    """
+    out = work_dir / "sources" / f"remote-{value_hash([base, year], 16)}"
     if done := completed(out):
         return done
+    year = year or _mirror_year(base)
     partial = partial_dir(out)
     listing = fetch_text(f"{base}/SHA256SUMS")
     listed = checksums_from_listing(listing) if listing else {}

@@ -1,0 +1,164 @@
+"""Fixtures for ingestion tests: a fault-injecting HTTP server on loopback and tiny COCO trees."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@dataclass
+class FileServer:
+    """Serves `files` (URL path -> bytes) with Range support and injected faults."""
+
+    url: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
+    fail_first: set[str] = field(default_factory=set)  # answer 500 to the first GET
+    drop_once: set[str] = field(default_factory=set)  # close the connection half-way, once
+    sent: dict[str, int] = field(default_factory=dict)  # body bytes sent per path
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+
+def _handler(server: FileServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+        def do_HEAD(self) -> None:
+            self._serve(body=False)
+
+        def do_GET(self) -> None:
+            self._serve(body=True)
+
+        def _serve(self, body: bool) -> None:
+            path = self.path
+            rng = self.headers.get("Range")
+            server.requests.append((self.command, path, rng))
+            data = server.files.get(path)
+            if data is None:
+                self._reply(404, b"not found", body)
+                return
+            if body and path in server.fail_first:
+                server.fail_first.discard(path)
+                self._reply(500, b"try again", body)
+                return
+            start = 0
+            if rng:
+                start = int(rng.removeprefix("bytes=").split("-")[0])
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            chunk = data[start:]
+            self.send_header("Content-Length", str(len(chunk)))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            if not body:
+                return
+            if path in server.drop_once:
+                server.drop_once.discard(path)
+                half = chunk[: len(chunk) // 2]
+                self.wfile.write(half)
+                self.wfile.flush()
+                server.sent[path] = server.sent.get(path, 0) + len(half)
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            self.wfile.write(chunk)
+            server.sent[path] = server.sent.get(path, 0) + len(chunk)
+
+        def _reply(self, code: int, text: bytes, body: bool) -> None:
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            if body:
+                self.wfile.write(text)
+
+    return Handler
+
+
+@pytest.fixture
+def file_server():
+    """A FileServer on 127.0.0.1 (random port); fill `files` and fault sets in the test."""
+    state = FileServer()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    httpd.daemon_threads = True
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def jpeg_bytes(rgb: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=95, **kw)
+    return buf.getvalue()
+
+
+def colour_picture(seed: int, h: int = 40, w: int = 56) -> np.ndarray:
+    """A small colourful (h, w, 3) uint8 picture."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(base).resize((w, h), Image.BILINEAR))
+
+
+def write_coco(root: Path, split: str, images: dict[str, bytes], captions: dict[str, list[str]]):
+    """A COCO-layout split: root/<split>/<file>, root/annotations/captions_<split>.json.
+
+    Image ids follow the order of `images` (1, 2, ...); `captions` maps file name -> texts, and
+    may name files absent from `images` (written as image entries with no file).
+    """
+    (root / split).mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys([*images, *captions]))
+    entries, anns = [], []
+    for i, name in enumerate(names, start=1):
+        if name in images:
+            (root / split / name).write_bytes(images[name])
+        entries.append({"id": i, "file_name": name, "width": 1, "height": 1})
+        for text in captions.get(name, []):
+            anns.append({"id": len(anns) + 1, "image_id": i, "caption": text})
+    doc = {"images": entries, "annotations": anns}
+    (root / "annotations" / f"captions_{split}.json").write_text(json.dumps(doc))
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def kit():
+    """Builders for test data: jpeg_bytes, colour_picture, write_coco, zip_bytes."""
+
+    class Kit:
+        pass
+
+    k = Kit()
+    k.jpeg_bytes = jpeg_bytes
+    k.colour_picture = colour_picture
+    k.write_coco = write_coco
+    k.zip_bytes = zip_bytes
+    return k
