@@ -112,7 +112,7 @@ def _imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
         )
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash a RuntimeError
+    except Exception as exc:  # URLError, a bad download hash, an unreadable cached file
         raise UserError(
             f"could not get ImageNet weights for {backbone} ({weights}): {exc}; "
             "set TORCH_HOME to a directory holding them or pass --weights FILE"

@@ -1,0 +1,158 @@
+"""ResNet trunks: truncation shapes, weight sources and their hashes, the network input."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from colorfeat import backbone
+from colorfeat.backbone import create_trunk, feature_shape, prepare_input, state_dict_hash
+from colorfeat.config import LAYERS, BackboneConfig
+from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
+from colorfeat.errors import UserError
+
+# (channels, stride) after each layer: basic-block and bottleneck ResNets.
+EXPECTED = {
+    "resnet18": {"layer1": (64, 4), "layer2": (128, 8), "layer3": (256, 16), "layer4": (512, 32)},
+    "resnet101": {
+        "layer1": (256, 4),
+        "layer2": (512, 8),
+        "layer3": (1024, 16),
+        "layer4": (2048, 32),
+    },
+}
+
+
+@pytest.mark.parametrize("arch", sorted(EXPECTED))
+@pytest.mark.parametrize("layer", LAYERS)
+def test_truncation_shapes(arch: str, layer: str) -> None:
+    trunk = create_trunk(BackboneConfig(backbone=arch, layer=layer, weights="none", image_size=64))
+    channels, stride = EXPECTED[arch][layer]
+    assert feature_shape(trunk, 224) == (channels, 224 // stride, 224 // stride)
+    assert list(trunk._modules)[-1] == layer
+    assert not trunk.training
+    assert not any(p.requires_grad for p in trunk.parameters())
+    with torch.inference_mode():
+        out = trunk(torch.randn(2, 3, 64, 64))  # (2, C, 64/stride, 64/stride)
+    assert out.shape == (2, channels, 64 // stride, 64 // stride)
+    assert torch.isfinite(out).all()
+
+
+def test_paper_default_is_resnet101_layer2_imagenet_v1() -> None:
+    cfg = BackboneConfig()
+    assert (cfg.backbone, cfg.layer, cfg.weights) == ("resnet101", "layer2", "imagenet")
+    assert (
+        backbone.imagenet_weights("resnet101") is torchvision.models.ResNet101_Weights.IMAGENET1K_V1
+    )
+
+
+_HASH_SCRIPT = """
+from colorfeat.backbone import create_trunk
+from colorfeat.config import BackboneConfig
+cfg = BackboneConfig(backbone="resnet18", layer="layer3", weights="none", seed=7)
+print(create_trunk(cfg).weights_hash)
+"""
+
+
+def test_random_weights_are_identical_across_processes() -> None:
+    cfg = BackboneConfig(backbone="resnet18", layer="layer3", weights="none", seed=7)
+    here = create_trunk(cfg)
+    other = subprocess.run(
+        [sys.executable, "-c", _HASH_SCRIPT], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert other == here.weights_hash
+    assert here.weights_id == "none:seed=7"
+    torch.manual_seed(123)  # the global RNG does not leak into the init
+    again = create_trunk(
+        BackboneConfig(backbone="resnet18", layer="layer3", weights="none", seed=7)
+    )
+    assert again.weights_hash == here.weights_hash
+    seed8 = create_trunk(
+        BackboneConfig(backbone="resnet18", layer="layer3", weights="none", seed=8)
+    )
+    assert seed8.weights_hash != here.weights_hash
+
+
+def test_weights_file_full_model_or_trunk_only(tmp_path) -> None:
+    torch.manual_seed(3)
+    model = torchvision.models.resnet18()
+    full = tmp_path / "full.pt"
+    torch.save(model.state_dict(), full)
+    trunk = create_trunk(BackboneConfig(backbone="resnet18", layer="layer2", weights=str(full)))
+    expected = {
+        k: v for k, v in model.state_dict().items() if not k.startswith(("layer3", "layer4", "fc"))
+    }
+    assert trunk.weights_hash == state_dict_hash(expected)
+    assert trunk.weights_id == "file:full.pt"
+
+    only = tmp_path / "trunk.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in trunk.state_dict().items()}}, only)
+    again = create_trunk(BackboneConfig(backbone="resnet18", layer="layer2", weights=str(only)))
+    assert again.weights_hash == trunk.weights_hash
+
+
+def test_weights_file_that_does_not_fit_is_a_clear_error(tmp_path) -> None:
+    bad = tmp_path / "r50.pt"
+    torch.save(torchvision.models.resnet50().state_dict(), bad)
+    with pytest.raises(UserError, match="does not fit this trunk: .*wrong shape"):
+        create_trunk(BackboneConfig(backbone="resnet18", layer="layer1", weights=str(bad)))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable state-dict file"):
+        create_trunk(BackboneConfig(backbone="resnet18", weights=str(junk)))
+    with pytest.raises(UserError, match="no such file"):
+        create_trunk(BackboneConfig(backbone="resnet18", weights=str(tmp_path / "missing.pt")))
+
+
+def test_imagenet_without_cache_or_network_says_how_to_provide_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(backbone, "network_reachable", lambda url: False)
+    with pytest.raises(UserError) as err:
+        create_trunk(BackboneConfig(backbone="resnet18", weights="imagenet"))
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "TORCH_HOME" in msg and "--weights FILE" in msg and "resnet18-f37072fd.pth" in msg
+
+
+def test_imagenet_weights_come_from_the_torch_home_cache_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(backbone, "network_reachable", lambda url: pytest.fail("probed network"))
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    torch.manual_seed(5)
+    torch.save(torchvision.models.resnet18().state_dict(), cached)
+    trunk = create_trunk(BackboneConfig(backbone="resnet18", layer="layer1", weights="imagenet"))
+    assert trunk.weights_id == "imagenet:ResNet18_Weights.IMAGENET1K_V1"
+    saved = torch.load(cached, weights_only=True)
+    assert trunk.weights_hash == state_dict_hash({k: saved[k] for k in trunk.state_dict()})
+
+    cached.write_bytes(b"truncated download")
+    with pytest.raises(UserError, match="could not get ImageNet weights .*TORCH_HOME"):
+        create_trunk(BackboneConfig(backbone="resnet18", weights="imagenet"))
+
+
+def test_network_probe_fails_fast_on_a_closed_port() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        start = time.monotonic()
+        assert not backbone.network_reachable(f"http://127.0.0.1:{port}/x", timeout=1.0)
+    assert time.monotonic() - start < 2.0
+
+
+def test_prepare_input_is_bt601_gray_replicated_and_normalised() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    x = prepare_input(torch.from_numpy(rgb))
+    assert x.shape == (2, 3, 8, 8) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    gray = rgb.astype(np.float64) @ np.array(LUMA_601) / 255.0  # (2, 8, 8)
+    for c in range(3):
+        want = (gray - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
+        np.testing.assert_allclose(x[:, c].numpy(), want, atol=1e-5)
