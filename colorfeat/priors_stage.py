@@ -6,43 +6,44 @@ Writes `counts.npy` (int64), `prior.npy` (float64), `weights.npy` (float32), `pr
 
 from __future__ import annotations
 
-import json
 import shutil
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import zarr
 
-from colorfeat.constants import NUM_AB_BINS, REBALANCE_ALPHA, REBALANCE_GAMMA
+from colorfeat.constants import REBALANCE_ALPHA, REBALANCE_GAMMA
 from colorfeat.errors import UserError
-from colorfeat.priors import bin_counts, plot_prior, prior_from_counts, rebalance_weights
+from colorfeat.parallel import Executor, commit, completed, executor, partial_dir
+from colorfeat.priors import (
+    bin_counts,
+    merge_counts,
+    plot_prior,
+    prior_from_counts,
+    rebalance_weights,
+)
 
-SUCCESS = "_SUCCESS"
+
+def _chunk_counts(bounds: tuple[int, int], images_zarr: str, split: str) -> np.ndarray:
+    bins = zarr.open_array(images_zarr, path=f"{split}/ab_bins", mode="r")
+    return bin_counts(bins[bounds[0] : bounds[1]])
 
 
-def train_bin_counts(
-    images_zarr: str | Path, split: str = "train", scheduler: Any = None
+def split_bin_counts(
+    images_zarr: str | Path, split: str = "train", run: Executor | None = None
 ) -> np.ndarray:
-    """int64 (625,) counts of a split's ab_bins, one partial bincount per chunk, then summed."""
-    import dask
-    import dask.array as da
-
-    path = Path(images_zarr)
+    """int64 (625,) counts of a split's ab_bins: one partial bincount per chunk, then merged."""
+    path = str(images_zarr)
     try:
-        bins = da.from_zarr(str(path), component=f"{split}/ab_bins")  # (N, S/4, S/4)
+        bins = zarr.open_array(path, path=f"{split}/ab_bins", mode="r")
     except (FileNotFoundError, KeyError) as exc:
-        raise UserError(
-            f"no {split}/ab_bins in {path}: the images stage has not written it"
-        ) from exc
-    partial = bins.map_blocks(
-        lambda block: bin_counts(block)[None, :],  # (1, 625) per chunk
-        dtype=np.int64,
-        chunks=((1,) * bins.numblocks[0], (NUM_AB_BINS,)),
-        drop_axis=[1, 2],
-        new_axis=[1],
-    )
-    with dask.config.set(scheduler=scheduler or "threads"):
-        return partial.sum(axis=0).compute()  # (625,)
+        raise UserError(f"no {split}/ab_bins in {path}: run the images stage first") from exc
+    n, step = bins.shape[0], bins.chunks[0]
+    ranges = [(start, min(start + step, n)) for start in range(0, n, step)]
+    fn = partial(_chunk_counts, images_zarr=path, split=split)
+    parts = run.map(fn, ranges) if run is not None else map(fn, ranges)
+    return merge_counts(parts)
 
 
 def priors_stage(
@@ -56,34 +57,22 @@ def priors_stage(
 ) -> dict:
     """Count train bins, derive prior and weights, plot the prior; idempotent on `out_dir`."""
     out_dir = Path(out_dir)
-    done = out_dir / SUCCESS
-    if done.exists():
-        return {**json.loads(done.read_text()), "executed": False}
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    if (done := completed(out_dir)) is not None:
+        return {**done, "executed": False}
+    shutil.rmtree(out_dir.with_name(out_dir.name + ".partial"), ignore_errors=True)
+    staging = partial_dir(out_dir)
 
-    scheduler = None
-    if dask_address is not None:
-        from distributed import Client
-
-        client = Client(dask_address)
-        scheduler = client.get
-    try:
-        counts = train_bin_counts(images["path"], scheduler=scheduler)
-    finally:
-        if dask_address is not None:
-            client.close()
+    with executor(workers, dask_address) as run:
+        counts = split_bin_counts(images["path"], run=run)
     if counts.sum() == 0:
         raise UserError("the train split has no targets: cannot compute a prior")
     prior = prior_from_counts(counts)
     weights = rebalance_weights(prior, alpha=alpha, gamma=gamma)
-    np.save(partial / "counts.npy", counts)
-    np.save(partial / "prior.npy", prior)
-    np.save(partial / "weights.npy", weights.astype(np.float32))
-    plot_prior(
-        prior, partial / "prior.png", title=f"train ab prior ({int(counts.sum()):,} targets)"
-    )
+    np.save(staging / "counts.npy", counts)
+    np.save(staging / "prior.npy", prior)
+    np.save(staging / "weights.npy", weights.astype(np.float32))
+    title = f"train ab prior ({int(counts.sum()):,} targets)"
+    plot_prior(prior, staging / "prior.png", title=title)
 
     result = {
         "path": str(out_dir),
@@ -93,6 +82,4 @@ def priors_stage(
         "targets": int(counts.sum()),
         "mode_bin": int(np.argmax(counts)),
     }
-    (partial / SUCCESS).write_text(json.dumps(result, indent=2))
-    partial.rename(out_dir)
-    return {**result, "executed": True}
+    return {**commit(staging, out_dir, result), "executed": True}

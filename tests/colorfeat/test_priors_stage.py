@@ -7,7 +7,7 @@ import zarr
 from PIL import Image
 
 from colorfeat.priors import bin_counts, prior_from_counts, rebalance_weights
-from colorfeat.priors_stage import priors_stage, train_bin_counts
+from colorfeat.priors_stage import priors_stage, split_bin_counts
 
 
 def write_bins(path, bins: np.ndarray, chunk: int) -> None:
@@ -19,7 +19,7 @@ def test_chunked_counts_equal_one_bincount(tmp_path):
     rng = np.random.default_rng(0)
     bins = rng.integers(0, 625, size=(23, 8, 8)).astype(np.uint16)
     write_bins(tmp_path / "images.zarr", bins, chunk=5)
-    np.testing.assert_array_equal(train_bin_counts(tmp_path / "images.zarr"), bin_counts(bins))
+    np.testing.assert_array_equal(split_bin_counts(tmp_path / "images.zarr"), bin_counts(bins))
 
 
 def test_stage_writes_prior_weights_plot_and_is_idempotent(tmp_path):
