@@ -54,14 +54,36 @@ def load_word_vectors(path: str | Path):
         raise UserError(f"--embeddings is neither 'word2vec' nor an existing file: {path}")
     with open(path, "rb") as f:
         head = f.readline().split()
-    has_header = len(head) == 2 and all(t.isdigit() for t in head)
-    attempts = [dict(binary=False), dict(binary=True)] if has_header else [dict(binary=False)]
-    for kw in attempts:
+    bad = UserError(f"not a word2vec-format file (text or binary): {path}")
+    if not (len(head) == 2 and all(t.isdigit() for t in head)):
+        return _load_headerless(path, bad)
+    for binary in (False, True):
         try:
-            return KeyedVectors.load_word2vec_format(path, no_header=not has_header, **kw)
+            return KeyedVectors.load_word2vec_format(path, binary=binary)
         except (UnicodeDecodeError, ValueError, EOFError):
             continue
-    raise UserError(f"not a word2vec-format file (text or binary): {path}")
+    raise bad
+
+
+def _load_headerless(path: Path, bad: UserError):
+    """Text vectors without the `<count> <dim>` line (the GloVe files)."""
+    from gensim.models import KeyedVectors
+
+    words, rows = [], []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                parts = line.rstrip().split(" ")
+                if len(parts) > 1:
+                    words.append(parts[0])
+                    rows.append(np.asarray(parts[1:], dtype=np.float32))
+    except (UnicodeDecodeError, ValueError):
+        raise bad from None
+    if not rows or len({len(r) for r in rows}) != 1:
+        raise bad
+    kv = KeyedVectors(vector_size=len(rows[0]))
+    kv.add_vectors(words, np.stack(rows))  # (count, dim)
+    return kv
 
 
 def embedding_matrix(tokens: list[str], vectors, seed: int = 0) -> np.ndarray:
