@@ -1,0 +1,187 @@
+"""The features stage: values, attrs, chunks, idempotence, resume after SIGKILL, several devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from colorfeat import extract
+from colorfeat.backbone import create_trunk, prepare_input
+from colorfeat.codecs import FEATURE_CODEC
+from colorfeat.config import BackboneConfig
+from colorfeat.errors import UserError
+from colorfeat.extract import features_stage, split_chunk_ranges
+from colorfeat.store import FEATURE_ATTRS
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest_store import write_images_zarr  # noqa: E402
+
+R18 = BackboneConfig(backbone="resnet18", layer="layer2", weights="none", image_size=32)
+
+
+@pytest.fixture(scope="module")
+def store_images(tmp_path_factory) -> dict:
+    return write_images_zarr(
+        tmp_path_factory.mktemp("images") / "images.zarr", {"train": 13, "val": 4}, size=32
+    )
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_features_match_the_trunk_and_carry_their_provenance(store_images, tmp_path) -> None:
+    result = features_stage(store_images, R18, tmp_path / "f", device="cpu", batch_size=4)
+    assert result["name"] == "resnet18.layer2"
+    group = zarr.open_group(result["path"], mode="r")
+    rgb = zarr.open_group(store_images["path"], mode="r")["train/rgb"][:]
+    arr = group["train/resnet18.layer2"]
+    assert arr.shape == (13, 128, 4, 4) and arr.dtype == np.float16
+    assert arr.chunks[1:] == arr.shape[1:]  # chunked along N only
+    trunk = create_trunk(R18)
+    with torch.inference_mode():
+        want = trunk(prepare_input(torch.from_numpy(rgb))).numpy()  # (13, 128, 4, 4) fp32
+    np.testing.assert_allclose(arr[:].astype(np.float32), want, rtol=2e-3, atol=2e-3)
+    attrs = dict(arr.attrs)
+    assert set(FEATURE_ATTRS) <= set(attrs)
+    assert attrs["weights"] == "none:seed=0" and attrs["weights_hash"] == trunk.weights_hash
+    assert attrs["input_size"] == 32 and attrs["dtype"] == "float16"
+    assert "BT.601" in attrs["grayscale"]
+    assert attrs["codec"] == FEATURE_CODEC
+    assert group["val/resnet18.layer2"].shape == (4, 128, 4, 4)
+    assert result["weights_hash"] == trunk.weights_hash
+    assert not (tmp_path / "f.partial").exists()
+    assert not list((tmp_path / "f").rglob("*.partial"))
+
+
+def test_finished_stage_returns_at_once(store_images, tmp_path, monkeypatch) -> None:
+    first = features_stage(store_images, R18, tmp_path / "f", device="cpu")
+    monkeypatch.setattr(extract, "create_trunk", lambda cfg: pytest.fail("recomputed"))
+    assert features_stage(store_images, R18, tmp_path / "f", device="cpu") == first
+
+
+@pytest.mark.parametrize(("n", "k"), [(0, 1), (1, 3), (7, 2), (10, 3), (64, 8), (5, 5)])
+def test_split_chunk_ranges_cover_everything_contiguously(n: int, k: int) -> None:
+    ranges = split_chunk_ranges(n, k)
+    assert len(ranges) == k
+    assert [i for r in ranges for i in r] == list(range(n))
+    sizes = [len(r) for r in ranges]
+    assert max(sizes) - min(sizes) <= 1
+    with pytest.raises(ValueError):
+        split_chunk_ranges(3, 0)
+
+
+_KILLED_RUN = """
+import json, sys, time
+from pathlib import Path
+from colorfeat import extract
+from colorfeat.config import BackboneConfig
+
+write = extract._write_block
+def slow_write(arr, block, data, markers):
+    write(arr, block, data, markers)
+    print("WROTE", block.split, *block.chunks, flush=True)
+    time.sleep(0.5)
+
+extract._write_block = slow_write
+cfg = BackboneConfig(backbone="resnet18", layer="layer2", weights="none", image_size=32)
+extract.features_stage(json.loads(sys.argv[1]), cfg, Path(sys.argv[2]), device="cpu",
+                       batch_size=2, chunk_images=2)
+print("FINISHED", flush=True)
+"""
+
+
+def test_resume_after_sigkill_gives_identical_bytes(store_images, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "killed"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_RUN, json.dumps(store_images), str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    wrote = 0
+    for line in child.stdout:
+        wrote += line.startswith("WROTE")
+        if wrote == 3:
+            os.kill(child.pid, signal.SIGKILL)
+            break
+    child.wait(timeout=60)
+    child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    assert not out.exists() and (tmp_path / "killed.partial").is_dir()
+
+    blocks_run = []
+    run_block = extract._run_block
+    monkeypatch.setattr(extract, "_run_block", lambda *a: blocks_run.append(1) or run_block(*a))
+    kwargs = {"device": "cpu", "batch_size": 2, "chunk_images": 2}
+    resumed = features_stage(store_images, R18, out, **kwargs)
+    total_blocks = 7 + 2  # ceil(13 / 2) train chunks + ceil(4 / 2) val chunks, one per block
+    assert 0 < len(blocks_run) <= total_blocks - 3
+
+    fresh = features_stage(store_images, R18, tmp_path / "fresh", **kwargs)
+    assert _files(Path(resumed["path"])) == _files(Path(fresh["path"]))
+    assert resumed["weights_hash"] == fresh["weights_hash"]
+
+
+def test_chunks_of_a_killed_run_without_marker_are_recomputed(store_images, tmp_path) -> None:
+    kwargs = {"device": "cpu", "batch_size": 4, "chunk_images": 4}
+    fresh = features_stage(store_images, R18, tmp_path / "fresh", **kwargs)
+    partial = tmp_path / "torn.partial"
+    (partial / "features.zarr").parent.mkdir(parents=True)
+    # a chunk written with garbage but never marked, and a stray temp file of a killed write
+    features_stage(store_images, R18, tmp_path / "torn", **kwargs)
+    (tmp_path / "torn").rename(partial)
+    (partial / "_SUCCESS").unlink()
+    chunk = partial / "features.zarr" / "train" / "resnet18.layer2" / "c" / "1" / "0" / "0" / "0"
+    chunk.write_bytes(b"garbage")
+    (chunk.parent / "0.deadbeef.partial").write_bytes(b"half")
+    marks = partial / "_chunks_done" / "train"
+    marks.mkdir(parents=True)
+    for c in (0, 2, 3):
+        (marks / str(c)).touch()
+    (partial / "_chunks_done" / "val").mkdir()
+    (partial / "_chunks_done" / "val" / "0").touch()
+    resumed = features_stage(store_images, R18, tmp_path / "torn", **kwargs)
+    assert _files(Path(resumed["path"])) == _files(Path(fresh["path"]))
+
+
+def test_several_devices_split_the_chunks_across_processes(store_images, tmp_path) -> None:
+    kwargs = {"device": "cpu", "batch_size": 4, "chunk_images": 4}
+    one = features_stage(store_images, R18, tmp_path / "one", **kwargs)
+    two = features_stage(store_images, R18, tmp_path / "two", devices=["cpu", "cpu"], **kwargs)
+    a, b = (zarr.open_group(r["path"], mode="r") for r in (one, two))
+    for split in ("train", "val"):
+        x, y = a[f"{split}/resnet18.layer2"][:], b[f"{split}/resnet18.layer2"][:]
+        np.testing.assert_allclose(x.astype(np.float32), y.astype(np.float32), rtol=1e-2, atol=1e-2)
+    assert not (tmp_path / "two" / "_chunks_done").exists()
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(store_images, tmp_path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(UserError, match="--device cuda .*no CUDA GPU"):
+        features_stage(store_images, R18, tmp_path / "f", device="cuda")
+
+
+def test_mismatched_image_size_is_a_clear_error(store_images, tmp_path) -> None:
+    with pytest.raises(UserError, match="images are 32x32"):
+        features_stage(store_images, BackboneConfig(backbone="resnet18", weights="none"), tmp_path)
+
+
+def test_features_beyond_float16_range_are_refused(tmp_path) -> None:
+    arr = zarr.create_array(str(tmp_path / "a"), shape=(2, 1), chunks=(1, 1), dtype="float16")
+    block = extract.Block("train", 0, 2, (0, 1))
+    data = np.array([[1.0], [np.inf]], dtype=np.float16)  # what .half() makes of |x| > 65504
+    with pytest.raises(UserError, match="overflow float16"):
+        extract._write_block(arr, block, data, tmp_path / "marks")
+    assert not (tmp_path / "marks" / "0").exists()
