@@ -65,3 +65,148 @@ def store_ls(root: str = typer.Argument(..., help="A store root.")) -> None:
 
     with reported_errors("colorfeat"):
         typer.echo(render_versions(list_versions(root)))
+
+
+# --------------------------------------------------------------------------- run and schedule
+# The options of a rebuild, shared by `run` and `schedule`.
+_SOURCE = typer.Option(
+    ..., help="coco2014, coco2017, synthetic, a COCO-layout directory, or a mirror URL."
+)
+_STORE = typer.Option(..., help="Store root: a directory or an fsspec URL (s3://...).")
+_WORK_DIR = typer.Option(
+    Path("work"), help="Local work dir: downloads, stage outputs, Prefect state."
+)
+_LIMIT = typer.Option(None, min=1, help="Use at most N images (synthetic: generate N).")
+_IMAGE_SIZE = typer.Option(224, help="Square image size S (a multiple of 32).")
+_BACKBONE = typer.Option("resnet101", help="Frozen trunk: resnet18/34/50/101/152.")
+_LAYER = typer.Option("layer2", help="Trunk stage whose output is stored: layer1..layer4.")
+_WEIGHTS = typer.Option("imagenet", help="imagenet, none (seeded random) or a state-dict FILE.")
+_DEVICE = typer.Option(Device.auto, help="Where to run the trunk.")
+_BATCH_SIZE = typer.Option(64, min=1, help="Images per forward pass.")
+_EMBEDDINGS = typer.Option("word2vec", help="word2vec (fit on train captions) or a vectors FILE.")
+_WORKERS = typer.Option(1, min=1, help="Local Dask worker processes for the CPU stages.")
+_DASK_ADDRESS = typer.Option(None, help="Run the CPU stages on this Dask scheduler instead.")
+_SEED = typer.Option(0, help="Seed of the synthetic source, word2vec and random weights.")
+
+
+def _rebuild_parameters(
+    source: str,
+    store: str,
+    work_dir: Path,
+    limit: int | None,
+    image_size: int,
+    backbone: str,
+    layer: str,
+    weights: str,
+    device: Device,
+    batch_size: int,
+    embeddings: str,
+    workers: int,
+    dask_address: str | None,
+    seed: int,
+) -> dict:
+    """Validated parameters of the rebuild flow (absolute paths); raises UserError."""
+    from colorfeat.config import BackboneConfig, PipelineConfig
+    from colorfeat.errors import UserError
+
+    if workers > 1 and dask_address:
+        raise UserError("give --workers or --dask-address, not both")
+    if weights not in ("imagenet", "none") and not Path(weights).is_file():
+        raise UserError(f"--weights must be imagenet, none or a file; no file {weights!r}")
+    if embeddings != "word2vec" and not Path(embeddings).is_file():
+        raise UserError(f"--embeddings must be word2vec or a file; no file {embeddings!r}")
+    trunk = BackboneConfig(backbone, layer, weights, image_size, seed)
+    local = {"store": store if "://" in store else str(Path(store).resolve())}
+    PipelineConfig(source=source, limit=limit, backbone=trunk, device=device.value,
+                   batch_size=batch_size, workers=workers, dask_address=dask_address,
+                   seed=seed, **local)  # fmt: skip
+    is_path = weights not in ("imagenet", "none")
+    return {
+        "source": source
+        if "://" in source or not Path(source).is_dir()
+        else str(Path(source).resolve()),
+        "store": local["store"],
+        "work_dir": str(work_dir.resolve()),
+        "limit": limit,
+        "image_size": image_size,
+        "backbone": backbone,
+        "layer": layer,
+        "weights": str(Path(weights).resolve()) if is_path else weights,
+        "device": device.value,
+        "batch_size": batch_size,
+        "embeddings": embeddings if embeddings == "word2vec" else str(Path(embeddings).resolve()),
+        "workers": workers,
+        "dask_address": dask_address,
+        "seed": seed,
+    }
+
+
+@app.command()
+def run(
+    source: str = _SOURCE,
+    store: str = _STORE,
+    work_dir: Path = _WORK_DIR,
+    limit: int = _LIMIT,
+    image_size: int = _IMAGE_SIZE,
+    backbone: str = _BACKBONE,
+    layer: str = _LAYER,
+    weights: str = _WEIGHTS,
+    device: Device = _DEVICE,
+    batch_size: int = _BATCH_SIZE,
+    embeddings: str = _EMBEDDINGS,
+    workers: int = _WORKERS,
+    dask_address: str = _DASK_ADDRESS,
+    seed: int = _SEED,
+) -> None:
+    """Rebuild the feature store and publish a version (or reuse the identical one).
+
+    Runs the Prefect rebuild flow with an embedded API (state under WORK_DIR/prefect). Logs go to
+    stderr; the published version's path is the last line on stdout.
+    """
+    with reported_errors("colorfeat"):
+        parameters = _rebuild_parameters(
+            source, store, work_dir, limit, image_size, backbone, layer, weights, device,
+            batch_size, embeddings, workers, dask_address, seed,
+        )  # fmt: skip
+        from colorfeat.extract import resolve_device
+
+        resolve_device(device.value)  # no GPU for --device cuda: fail before any work
+        from flows.local import run_rebuild
+
+        summary = run_rebuild(parameters)
+    typer.echo(summary["path"])
+
+
+@app.command()
+def schedule(
+    cron: str = typer.Option(..., help="When to rebuild, e.g. '0 3 * * 1' (Mondays 03:00)."),
+    timezone: str = typer.Option(None, help="IANA time zone of the cron expression (UTC)."),
+    name: str = typer.Option("weekly-rebuild", help="Deployment name (flow `rebuild`)."),
+    source: str = _SOURCE,
+    store: str = _STORE,
+    work_dir: Path = _WORK_DIR,
+    limit: int = _LIMIT,
+    image_size: int = _IMAGE_SIZE,
+    backbone: str = _BACKBONE,
+    layer: str = _LAYER,
+    weights: str = _WEIGHTS,
+    device: Device = _DEVICE,
+    batch_size: int = _BATCH_SIZE,
+    embeddings: str = _EMBEDDINGS,
+    workers: int = _WORKERS,
+    dask_address: str = _DASK_ADDRESS,
+    seed: int = _SEED,
+) -> None:
+    """Serve the rebuild as a scheduled Prefect deployment until interrupted.
+
+    Needs a Prefect server (PREFECT_API_URL); see docs/operations.md. The run options become the
+    deployment's default parameters.
+    """
+    with reported_errors("colorfeat"):
+        parameters = _rebuild_parameters(
+            source, store, work_dir, limit, image_size, backbone, layer, weights, device,
+            batch_size, embeddings, workers, dask_address, seed,
+        )  # fmt: skip
+        from flows.deploy import serve_rebuild
+
+        serve_rebuild(cron, parameters, name=name, timezone=timezone)

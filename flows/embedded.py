@@ -1,0 +1,183 @@
+"""An embedded Prefect API for one command: a loopback server, SQLite under the work dir.
+
+`colorfeat run` needs no Prefect server and must not touch the user's `~/.prefect`: it calls
+`isolate(home)` before Prefect is first imported, then runs the flow inside `embedded_api(home)`.
+The server process watches its parent and exits when the parent dies, so a killed run leaves no
+server behind holding the database. Run as a module, this file is that server process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+
+from colorfeat.errors import UserError
+
+_STARTUP_TIMEOUT_S = 90.0
+# Variables that would point Prefect at a server or profile other than the embedded one.
+_FOREIGN = ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH")
+
+
+def prefect_env(home: Path) -> dict[str, str]:
+    """The environment that keeps every file Prefect writes under `home`."""
+    home = Path(home).resolve()
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+    }
+
+
+def isolate(home: Path) -> None:
+    """Point this process (and its children) at `home`; call before Prefect is first imported."""
+    Path(home).mkdir(parents=True, exist_ok=True)
+    for name in _FOREIGN:
+        os.environ.pop(name, None)
+    os.environ.update(prefect_env(home))
+
+
+def wait_healthy(api_url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Block until `api_url/health` answers 200; fail early if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise UserError(f"the Prefect API process exited with code {proc.returncode}")
+            try:
+                if client.get(f"{api_url}/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+    raise UserError(f"the Prefect API at {api_url} did not become healthy in {timeout:.0f} s")
+
+
+class EmbeddedAPI:
+    """A Prefect API process on a free loopback port, with its database under `home`."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home).resolve()
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in _FOREIGN}
+        env.update(prefect_env(self.home))
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+        cmd = [sys.executable, "-m", "flows.embedded", "--fd", str(listener.fileno())]
+        cmd += ["--parent", str(os.getpid())]
+        # The server's output goes to stderr: stdout belongs to the command's result.
+        self.proc = subprocess.Popen(
+            cmd, env=env, pass_fds=[listener.fileno()], stdout=sys.stderr.fileno()
+        )
+        listener.close()
+
+    def wait(self, timeout: float = _STARTUP_TIMEOUT_S) -> None:
+        """Block until the API answers."""
+        wait_healthy(self.url, timeout, self.proc)
+
+    def close(self) -> None:
+        """Flush what the client still buffers, then stop the server."""
+        try:
+            if self.proc.poll() is None:
+                _drain()
+        finally:
+            _stop(self.proc)
+
+
+@contextmanager
+def embedded_api(home: Path, *, wait: bool = True) -> Iterator[EmbeddedAPI]:
+    """Serve a Prefect API backed by `home/prefect.db` and point this process at it.
+
+    With `wait=False` the caller may import heavy modules while the server starts, then call
+    `api.wait()` before running a flow.
+    """
+    api = EmbeddedAPI(home)
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = api.url
+    try:
+        with ExitStack() as stack:
+            if "prefect" in sys.modules:  # settings were read at import: update them too
+                from prefect.settings import temporary_settings
+
+                stack.enter_context(
+                    temporary_settings(updates={"api.url": api.url, "home": str(api.home)})
+                )
+            if wait:
+                api.wait()
+            yield api
+    finally:
+        api.close()
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+
+
+def _drain() -> None:
+    """Send buffered logs and events before the API goes away."""
+    if "prefect" not in sys.modules:
+        return
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        for drained in (APILogWorker.instance().drain, EventsWorker.drain_all):
+            try:
+                result = drained()
+                if inspect.isawaitable(result):
+                    await result
+            except RuntimeError:  # the worker never started
+                pass
+
+    run_coro_as_sync(drain())
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _serve(fd: int, parent: int) -> None:
+    import uvicorn
+    from prefect.server.api.server import create_app
+
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    app = create_app(ephemeral=True, final=True)
+    config = uvicorn.Config(app, log_level="error", lifespan="on", access_log=False)
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Serve an embedded Prefect API on a socket.")
+    parser.add_argument("--fd", type=int, required=True, help="listening socket to serve on")
+    parser.add_argument("--parent", type=int, required=True, help="exit when this process dies")
+    args = parser.parse_args()
+    _serve(args.fd, args.parent)

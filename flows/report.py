@@ -1,0 +1,93 @@
+"""What a person wants to see after a rebuild, as Prefect artifacts: a summary and colour counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zarr
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+_MAX_SKIPPED_LISTED = 50
+
+
+def colour_rows(caption_counts: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per colour word: its kept-caption mentions per store split and in all, most first."""
+    splits = sorted(
+        k for k, v in caption_counts.items() if isinstance(v, dict) and "colour_words" in v
+    )
+    rows = []
+    for word, total in caption_counts.get("colour_words", {}).items():
+        row: dict[str, Any] = {"colour": word}
+        row.update({s: caption_counts[s]["colour_words"].get(word, 0) for s in splits})
+        row["total"] = total
+        rows.append(row)
+    return sorted(rows, key=lambda r: (-r["total"], r["colour"]))
+
+
+def summary_markdown(summary: dict[str, Any], skipped: list[dict[str, str]]) -> str:
+    """The rebuild summary: version, counts, skipped images with reasons, colours, stage timings."""
+    verb = "published" if summary["published"] else "reused (identical version already published)"
+    lines = [
+        f"# Feature store version `{summary['version']}`",
+        "",
+        f"- {verb}: `{summary['path']}`",
+        f"- source: `{summary['source']['spec']}` (identity `{summary['source']['identity']}`)",
+        "",
+        "## Counts",
+        "",
+        "| split | candidate images | kept images | captions | skipped |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for split, c in sorted(summary["counts"]["images"].items()):
+        n_skipped = sum(c.get("skipped", {}).values())
+        lines.append(
+            f"| {split} | {c.get('candidates', '')} | {c.get('images', '')} "
+            f"| {c.get('captions', '')} | {n_skipped} |"
+        )
+    cap = summary["counts"]["captions"]
+    lines += [
+        "",
+        f"Images with a colour caption: {cap.get('images_kept')}; "
+        f"colour captions kept: {cap.get('captions_kept')}.",
+        "",
+        f"## Skipped images ({len(skipped)})",
+        "",
+    ]
+    if skipped:
+        lines += ["| file | reason |", "|---|---|"]
+        lines += [f"| `{s['file']}` | {s['reason']} |" for s in skipped[:_MAX_SKIPPED_LISTED]]
+        if len(skipped) > _MAX_SKIPPED_LISTED:
+            lines.append(f"| ... | {len(skipped) - _MAX_SKIPPED_LISTED} more |")
+    else:
+        lines.append("None.")
+    lines += ["", "## Colour words in kept captions", ""]
+    rows = colour_rows(cap)
+    lines.append(", ".join(f"{r['colour']} {r['total']}" for r in rows) or "None.")
+    lines += ["", "## Stages", "", "| stage | key | did work | seconds |", "|---|---|---|---:|"]
+    for name, s in summary["stages"].items():
+        lines.append(
+            f"| {name} | `{s['key']}` | {'yes' if s['executed'] else 'no (reused)'} "
+            f"| {s['seconds']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def skipped_images(images: dict[str, Any]) -> list[dict[str, str]]:
+    """The skipped pictures and reasons the images stage recorded in its Zarr attrs."""
+    return list(zarr.open_group(images["path"], mode="r").attrs.get("skipped", []))
+
+
+@task(name="report")
+def report_rebuild(summary: dict[str, Any], images: dict[str, Any]) -> str:
+    """Leave the summary (markdown) and per-colour counts (table) as artifacts of this run."""
+    markdown = summary_markdown(summary, skipped_images(images))
+    create_markdown_artifact(
+        markdown, key="rebuild-summary", description=f"rebuild of {summary['version']}"
+    )
+    create_table_artifact(
+        colour_rows(summary["counts"]["captions"]),
+        key="colour-counts",
+        description="kept-caption mentions of each colour word, per store split",
+    )
+    return markdown

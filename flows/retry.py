@@ -1,0 +1,51 @@
+"""When a failed task is worth retrying: network trouble, never a problem the user must fix."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import httpx
+
+from colorfeat.errors import UserError
+
+# Network errnos: an interrupted or refused connection may work on a later try.
+_TRANSIENT_ERRNOS = {
+    errno.ECONNRESET,
+    errno.ECONNREFUSED,
+    errno.ECONNABORTED,
+    errno.ETIMEDOUT,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ENETDOWN,
+    errno.EPIPE,
+}
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """True when `exc` or an exception it was raised from is a network failure."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, httpx.TransportError | TimeoutError | ConnectionError):
+            return True
+        if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+            return True
+        if type(exc).__name__ in {"NetworkError", "DownloadError"}:
+            return True
+        if isinstance(exc, UserError) and exc.__cause__ is None:
+            return False
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect `retry_condition_fn`: retry a failed run only for network failures."""
+    data = getattr(state, "data", None)
+    if isinstance(data, BaseException):
+        return is_transient(data)
+    try:
+        state.result()
+    except Exception as exc:  # the task's own exception, re-raised from the stored result
+        return is_transient(exc)
+    return False

@@ -1,0 +1,73 @@
+"""The rebuild flow: stages run once, unchanged rebuilds reuse everything, artifacts are left."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from colorfeat.store import open_store
+from flows.pipeline import rebuild
+from flows.plan import STAGES
+
+DIR_STAGES = [s for s in STAGES if s not in ("acquire", "publish")]
+
+
+def test_unchanged_rebuild_does_no_work_and_a_changed_layer_reruns_only_features(prefect_api, tiny):
+    first = rebuild(**tiny)
+    assert first["executed"] == list(STAGES)
+    assert first["published"]
+    store = open_store(tiny["store"])
+    assert store.version == first["version"]
+    assert store.features("train").shape[1:] == (128, 8, 8)  # resnet18.layer2 at S = 64
+
+    again = rebuild(**tiny)
+    assert [s for s in again["executed"] if s != "acquire"] == []
+    assert again["version"] == first["version"] and not again["published"]
+    assert sorted(p.name for p in (store_root(tiny) / "versions").iterdir()) == [first["version"]]
+
+    layer3 = rebuild(**{**tiny, "layer": "layer3"})
+    assert [s for s in layer3["executed"] if s != "acquire"] == ["features", "publish"]
+    assert layer3["version"] != first["version"]
+    for stage in DIR_STAGES:
+        same = layer3["stages"][stage]["key"] == first["stages"][stage]["key"]
+        assert same == (stage != "features"), stage
+    latest = open_store(tiny["store"])
+    assert latest.version == layer3["version"]
+    assert latest.features("val").shape[1:] == (256, 4, 4)
+    np.testing.assert_array_equal(latest.array("train", "rgb")[:], store.array("train", "rgb")[:])
+
+
+def test_rebuild_leaves_a_summary_and_a_colour_table(prefect_api, tiny):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    summary = rebuild(**tiny)
+
+    async def latest(key: str):
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+            )
+        return found
+
+    markdown = asyncio.run(latest("rebuild-summary"))
+    assert markdown and summary["version"] in markdown[-1].data
+    assert "| features |" in markdown[-1].data and "## Skipped images" in markdown[-1].data
+    table = asyncio.run(latest("colour-counts"))
+    assert table and table[-1].type == "table"
+
+
+def store_root(tiny: dict):
+    from pathlib import Path
+
+    return Path(tiny["store"])
+
+
+@pytest.mark.parametrize("bad", [{"layer": "layer9"}, {"image_size": 50}])
+def test_bad_options_fail_before_any_stage(prefect_api, tiny, bad):
+    from colorfeat.errors import UserError
+
+    with pytest.raises(UserError):
+        rebuild(**{**tiny, **bad})
