@@ -80,7 +80,7 @@ def decode_image(path: str | Path) -> tuple[np.ndarray | None, str | None]:
         return None, "too large"
     except Exception as exc:  # PIL raises many types for broken data; none may stop the run
         msg = str(exc).split("\n")[0]
-        return None, "truncated" if "truncated" in msg else f"corrupt: {msg}"
+        return None, "truncated" if "truncated" in msg.lower() else f"corrupt: {msg}"
     if rgb is None:
         return None, "grayscale"
     arr = np.asarray(rgb, dtype=np.uint8)  # (H, W, 3)
