@@ -304,9 +304,10 @@ def _local_files(path: Path) -> set[str]:
 class StoreVersion:
     """One published version: attrs, splits, arrays (zarr or lazy dask), vocab and LAB tables."""
 
-    def __init__(self, path: str, group: zarr.Group) -> None:
+    def __init__(self, path: str, group: zarr.Group, storage_options: dict | None = None) -> None:
         self.path = path
         self.group = group
+        self.storage_options = storage_options
         self.attrs: dict[str, Any] = dict(group.attrs)
         self.version: str = self.attrs.get("version") or path.rstrip("/").rsplit("/", 1)[-1]
         self.splits: list[str] = list(self.attrs.get("splits") or [])
@@ -369,7 +370,7 @@ class StoreVersion:
 
     def validate(self) -> None:
         """Raise UserError unless this version is complete (layout, dtypes, counts, chunks)."""
-        fs, base = _filesystem(self.path, _storage_options(self.group))
+        fs, base = _filesystem(self.path, self.storage_options)
         fs.invalidate_cache()
         files = {p[len(base.rstrip("/")) + 1 :] for p in fs.find(base)}
         check_version(self.group, files)
@@ -399,11 +400,12 @@ def open_store(path_or_root: str | Path, *, storage_options: dict | None = None)
 
 
 def _open_version(path: str, storage_options: dict | None) -> StoreVersion:
-    group = zarr.open_group(path, mode="r", storage_options=_zarr_options(path, storage_options))
+    options = _zarr_options(path, storage_options)
+    group = zarr.open_group(path, mode="r", zarr_format=3, storage_options=options)
     schema = group.attrs.get("schema")
     if schema != STORE_SCHEMA:
         raise UserError(f"{path} has store schema {schema!r}; this code reads {STORE_SCHEMA!r}")
-    return StoreVersion(path, group)
+    return StoreVersion(path, group, storage_options)
 
 
 # ----------------------------------------------------------------------------- describing
@@ -539,11 +541,6 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
 
 def _zarr_options(path: str, storage_options: dict | None) -> dict | None:
     return storage_options if "://" in path and not path.startswith("file://") else None
-
-
-def _storage_options(group: zarr.Group) -> dict | None:
-    fs = getattr(group.store, "fs", None)
-    return dict(fs.storage_options) if fs is not None else None
 
 
 def _join_url(root: str, rel: str) -> str:
