@@ -53,13 +53,24 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def autocast_dtype(device: str) -> torch.dtype | None:
-    """bf16 autocast on CUDA; on CPUs with native bf16 matmul only if it was measured faster.
+PRECISIONS = ("auto", "bf16", "fp32")
+# bf16 autocast vs fp32, resnet101.layer2 on natural photos: relative L2 error of the features.
+BF16_TOLERANCE = 2e-2
 
-    On this project's AMD EPYC (avx512_bf16) bf16 autocast was not faster than fp32 with oneDNN
-    (benchmarks/extract.py --precision), so CPUs compute in fp32.
+
+def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of the trunk, or None for plain fp32.
+
+    "auto" is bf16 on CUDA, and on CPUs with native bf16 matmul (AVX512-BF16 / AMX), where
+    benchmarks/extract.py measured it faster than fp32 with features within BF16_TOLERANCE
+    (relative L2) of fp32; elsewhere fp32 (emulated bf16 is slower).
     """
-    return torch.bfloat16 if device.startswith("cuda") else None
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        native = device.startswith("cuda") or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        precision = "bf16" if native else "fp32"
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 def split_chunk_ranges(n_chunks: int, n_devices: int) -> list[range]:
@@ -92,14 +103,16 @@ def features_stage(
     *,
     device: str = "auto",
     batch_size: int = 64,
+    precision: str = "auto",
     devices: Sequence[str] | None = None,
     chunk_images: int | None = None,
 ) -> dict:
     """Extract `backbone` features of every image in `images` into out_dir/features.zarr.
 
-    `devices` forces an explicit device list (one process per entry when several); by default it is
-    every CUDA device when `device` resolves to cuda, else the one device. `chunk_images` overrides
-    the chunk length along N (default: about colorfeat.codecs.TARGET_CHUNK_BYTES per chunk).
+    `precision` is "auto" (see `autocast_dtype`), "bf16" or "fp32". `devices` forces an explicit
+    device list (one process per entry when several); by default it is every CUDA device when
+    `device` resolves to cuda, else the one device. `chunk_images` overrides the chunk length along
+    N (default: about colorfeat.codecs.TARGET_CHUNK_BYTES per chunk).
     """
     out_dir = Path(out_dir)
     done = out_dir / "_SUCCESS"
@@ -112,6 +125,7 @@ def features_stage(
         n_gpu = torch.cuda.device_count() if device == "cuda" else 0
         devices = [f"cuda:{i}" for i in range(n_gpu)] if n_gpu > 1 else [device]
     devices = [resolve_device(d) for d in devices]
+    autocast_dtype(devices[0], precision)  # validates `precision`
 
     partial = out_dir.with_name(out_dir.name + ".partial")
     trunk = create_trunk(backbone)
@@ -122,17 +136,19 @@ def features_stage(
     shapes: dict[str, list[int]] = {}
     for split in splits:
         rgb = src[f"{split}/rgb"]
-        arr = _feature_array(root, split, rgb, trunk, backbone, chunk_images, devices[0], partial)
+        compute = "bfloat16 autocast" if autocast_dtype(devices[0], precision) else "float32"
+        arr = _feature_array(root, split, rgb, trunk, backbone, chunk_images, compute, partial)
         shapes[split] = list(arr.shape)
         blocks += _pending_blocks(split, arr, batch_size, partial / _MARKERS / split)
 
     if len(devices) > 1 and len(blocks) > 1:
-        _run_multiprocess(images, backbone, partial, blocks, devices, batch_size)
+        _run_multiprocess(images, backbone, partial, blocks, devices, (batch_size, precision))
     elif blocks:
         _configure_threads(devices[0], 1)
         extract_blocks(
-            trunk, src, root, backbone.name, blocks, devices[0], batch_size, partial / _MARKERS
-        )
+            trunk, src, root, backbone.name, blocks, devices[0], partial / _MARKERS,
+            batch_size=batch_size, precision=precision,
+        )  # fmt: skip
 
     _finish(root, partial, splits)
     result = {
@@ -159,14 +175,16 @@ def extract_blocks(
     name: str,
     blocks: Sequence[Block],
     device: str,
-    batch_size: int,
     markers: Path,
+    *,
+    batch_size: int,
+    precision: str = "auto",
 ) -> None:
     """Run the trunk over `blocks` of src/<split>/rgb into dst/<split>/<name>; mark chunks done."""
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     trunk = trunk.to(dev, memory_format=torch.channels_last)
-    amp = autocast_dtype(device)
+    amp = autocast_dtype(device, precision)
     reads: queue.Queue = queue.Queue(maxsize=_PREFETCH_BLOCKS)
     writes: queue.Queue = queue.Queue(maxsize=_PREFETCH_BLOCKS)
     stop = threading.Event()
@@ -293,7 +311,7 @@ def _feature_array(
     trunk: Trunk,
     backbone: BackboneConfig,
     chunk_images: int | None,
-    device: str,
+    compute: str,
     partial: Path,
 ) -> zarr.Array:
     """Open the split's feature array in the partial dir, or create it (again, if it differs)."""
@@ -316,7 +334,7 @@ def _feature_array(
         "input_size": s,
         **INPUT_DESCRIPTION,
         "dtype": "float16",
-        "compute": "bfloat16 autocast" if autocast_dtype(device) else "float32",
+        "compute": compute,
         "codec": FEATURE_CODEC,
         "code_version": CODE_VERSION,
     }
@@ -368,7 +386,7 @@ def _run_multiprocess(
     partial: Path,
     blocks: list[Block],
     devices: Sequence[str],
-    batch_size: int,
+    settings: tuple[int, str],
 ) -> None:
     ranges = split_chunk_ranges(len(blocks), len(devices))
     work = [(devices[i], [blocks[j] for j in r]) for i, r in enumerate(ranges) if len(r)]
@@ -377,7 +395,7 @@ def _run_multiprocess(
     try:
         mp.spawn(
             _worker,
-            args=(images, backbone, str(partial), work, batch_size),
+            args=(images, backbone, str(partial), work, settings),
             nprocs=len(work),
             join=True,
         )
@@ -392,7 +410,7 @@ def _worker(
     backbone: BackboneConfig,
     partial: str,
     work: list[tuple[str, list[Block]]],
-    batch_size: int,
+    settings: tuple[int, str],
 ) -> None:
     device, blocks = work[rank]
     _configure_threads(device, len(work))
@@ -402,7 +420,11 @@ def _worker(
     root = zarr.open_group(str(Path(partial) / "features.zarr"), mode="r+")
     markers = Path(partial) / _MARKERS
     src = _open_images(images)
-    extract_blocks(trunk, src, root, backbone.name, blocks, device, batch_size, markers)
+    batch_size, precision = settings
+    extract_blocks(
+        trunk, src, root, backbone.name, blocks, device, markers,
+        batch_size=batch_size, precision=precision,
+    )  # fmt: skip
 
 
 def _finish(root: zarr.Group, partial: Path, splits: list[str]) -> None:

@@ -19,7 +19,7 @@ from colorfeat.backbone import create_trunk, prepare_input
 from colorfeat.codecs import FEATURE_CODEC
 from colorfeat.config import BackboneConfig
 from colorfeat.errors import UserError
-from colorfeat.extract import features_stage, split_chunk_ranges
+from colorfeat.extract import BF16_TOLERANCE, features_stage, split_chunk_ranges
 from colorfeat.store import FEATURE_ATTRS
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,7 +42,9 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_features_match_the_trunk_and_carry_their_provenance(store_images, tmp_path) -> None:
-    result = features_stage(store_images, R18, tmp_path / "f", device="cpu", batch_size=4)
+    result = features_stage(
+        store_images, R18, tmp_path / "f", device="cpu", batch_size=4, precision="fp32"
+    )
     assert result["name"] == "resnet18.layer2"
     group = zarr.open_group(result["path"], mode="r")
     rgb = zarr.open_group(store_images["path"], mode="r")["train/rgb"][:]
@@ -58,11 +60,24 @@ def test_features_match_the_trunk_and_carry_their_provenance(store_images, tmp_p
     assert attrs["weights"] == "none:seed=0" and attrs["weights_hash"] == trunk.weights_hash
     assert attrs["input_size"] == 32 and attrs["dtype"] == "float16"
     assert "BT.601" in attrs["grayscale"]
-    assert attrs["codec"] == FEATURE_CODEC
+    assert attrs["codec"] == FEATURE_CODEC and attrs["compute"] == "float32"
     assert group["val/resnet18.layer2"].shape == (4, 128, 4, 4)
     assert result["weights_hash"] == trunk.weights_hash
     assert not (tmp_path / "f.partial").exists()
     assert not list((tmp_path / "f").rglob("*.partial"))
+
+
+def test_bf16_autocast_stays_within_the_stated_tolerance_of_fp32(store_images, tmp_path) -> None:
+    runs = {
+        p: features_stage(store_images, R18, tmp_path / p, device="cpu", precision=p)
+        for p in ("fp32", "bf16")
+    }
+    x, y = (zarr.open_group(r["path"], mode="r")["train/resnet18.layer2"] for r in runs.values())
+    ref, low = x[:].astype(np.float32), y[:].astype(np.float32)
+    assert np.linalg.norm(low - ref) / np.linalg.norm(ref) < BF16_TOLERANCE
+    assert y.attrs["compute"] == "bfloat16 autocast"
+    with pytest.raises(UserError, match="precision must be"):
+        features_stage(store_images, R18, tmp_path / "x", device="cpu", precision="fp8")
 
 
 def test_finished_stage_returns_at_once(store_images, tmp_path, monkeypatch) -> None:
