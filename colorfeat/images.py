@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import zarr
 from PIL import Image, ImageOps, UnidentifiedImageError
-from zarr.codecs import ZstdCodec
+from zarr.codecs import BloscCodec, ZstdCodec
 
 from colorfeat.captions import load_captions, tokenize
 from colorfeat.constants import DEFAULT_IMAGE_SIZE, TARGET_STRIDE
@@ -43,6 +43,7 @@ RGB_CHUNK_BYTES = 8 << 20  # target uncompressed bytes of an rgb chunk
 TARGET_CHUNK_BYTES = 4 << 20  # ... of an ab_bins / caption-token chunk
 STAGING_BLOCK = 32  # pictures per decoding task
 COMPRESSOR = ZstdCodec(level=3)
+STAGING_COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")  # speed over size
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _GRAY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -121,9 +122,9 @@ def layout(size: int, max_len: int) -> dict[str, int]:
     return {"rgb": rgb, "ab_bins": ab, "captions": chunk_rows(max_len * 4, TARGET_CHUNK_BYTES)}
 
 
-def _array(group, name, shape, chunk, dtype, fill=0):
+def _array(group, name, shape, chunk, dtype, fill=0, compressor=COMPRESSOR):
     chunks = (max(1, min(chunk, shape[0])),) + tuple(shape[1:])
-    kw = {"compressors": COMPRESSOR} if dtype is not str else {}
+    kw = {"compressors": compressor} if dtype is not str else {}
     return group.create_array(
         name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, overwrite=True, **kw
     )
@@ -204,6 +205,7 @@ def images_stage(
     max_len: int = 20,
     workers: int = 1,
     dask_address: str | None = None,
+    processes: bool = True,
 ) -> dict:
     """Decode, resize and target every captioned picture -> {"path", "splits", "counts", ...}."""
     if done := completed(out_dir):
@@ -220,7 +222,7 @@ def images_stage(
     root = zarr.open_group(out_path, mode="a")
     counts: dict = {}
     skipped: list[dict] = []
-    with executor(workers, dask_address) as ex:
+    with executor(workers, dask_address, processes=processes) as ex:
         for split in sorted(doc["splits"]):
             cands = doc["splits"][split]
             n = len(cands)
@@ -229,8 +231,9 @@ def images_stage(
             status_dir.mkdir(parents=True, exist_ok=True)
             stage = zarr.open_group(stage_path, mode="a")
             if "rgb" not in stage:
-                _array(stage, "rgb", (n, image_size, image_size, 3), STAGING_BLOCK, np.uint8)
-                _array(stage, "ab_bins", (n, t, t), STAGING_BLOCK, np.uint16)
+                shape = (n, image_size, image_size, 3)
+                _array(stage, "rgb", shape, STAGING_BLOCK, np.uint8, 0, STAGING_COMPRESSOR)
+                _array(stage, "ab_bins", (n, t, t), STAGING_BLOCK, np.uint16, 0, STAGING_COMPRESSOR)
             tasks = [
                 {
                     "root": source["root"],

@@ -59,7 +59,8 @@ class Executor:
     def workers(self) -> int:
         if self.client is None:
             return 1
-        return max(1, len(self.client.scheduler_info().get("workers", {})))
+        info = self.client.scheduler_info().get("workers", {})
+        return max(1, sum(w.get("nthreads", 1) for w in info.values()))
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         if self.client is None:
@@ -69,9 +70,12 @@ class Executor:
 
 
 @contextmanager
-def executor(workers: int = 1, dask_address: str | None = None) -> Iterator[Executor]:
-    """An Executor: inline for one local worker, a local Dask cluster of `workers` processes,
-    or the Dask scheduler at `dask_address` (whose workers must see the same file system)."""
+def executor(
+    workers: int = 1, dask_address: str | None = None, *, processes: bool = True
+) -> Iterator[Executor]:
+    """An Executor: inline for one local worker, a local Dask cluster of `workers` processes
+    (or threads), or the Dask scheduler at `dask_address` (whose workers must see the same file
+    system)."""
     if dask_address:
         from distributed import Client
 
@@ -93,9 +97,9 @@ def executor(workers: int = 1, dask_address: str | None = None) -> Iterator[Exec
 
     with (
         LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
+            n_workers=workers if processes else 1,
+            threads_per_worker=1 if processes else workers,
+            processes=processes,
             dashboard_address=None,
             silence_logs=40,
         ) as cluster,
