@@ -77,11 +77,16 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def probe(url: str) -> bool:
-    """Whether a URL answers 200 to HEAD."""
+    """Whether a file exists at url (HEAD, or a one-byte GET where HEAD is not allowed)."""
     try:
-        return httpx.head(url, timeout=TIMEOUT, follow_redirects=True).status_code == 200
+        code = httpx.head(url, timeout=TIMEOUT, follow_redirects=True).status_code
+        if code in (403, 405, 501):
+            one = {"Range": "bytes=0-0"}
+            r = httpx.get(url, headers=one, timeout=TIMEOUT, follow_redirects=True)
+            code = 200 if r.status_code in (200, 206) else r.status_code
     except httpx.HTTPError as exc:
         raise UserError(f"cannot reach {url}: {exc}") from None
+    return code == 200
 
 
 def fetch_text(url: str) -> str | None:
@@ -169,6 +174,9 @@ def download(
     if size is not None and part.exists() and part.stat().st_size > size:
         part.unlink()
     fetched = 0
+    if progress:
+        total = f" ({size / 1e9:.2f} GB)" if size else ""
+        Console(stderr=True).print(f"downloading {url}{total}", highlight=False)
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=backoff[0], max=backoff[1]),
