@@ -25,14 +25,17 @@ def _payload(n: int = 300_000) -> bytes:
     return os.urandom(n)
 
 
-def test_resumes_after_drop_and_500(file_server, tmp_path):
+def test_resumes_after_drop_and_500(file_server, tmp_path, capfd):
     data = _payload()
     file_server.files["/zips/a.zip"] = data
     file_server.fail_first.add("/zips/a.zip")
     file_server.drop_once.add("/zips/a.zip")
     sha = hashlib.sha256(data).hexdigest()
     dest = tmp_path / "a.zip"
-    got = download(f"{file_server.url}/zips/a.zip", dest, size=len(data), sha256=sha, **FAST)
+    url = f"{file_server.url}/zips/a.zip"
+    got = download(url, dest, size=len(data), sha256=sha, backoff=(0.01, 0.05), progress=True)
+    out, err = capfd.readouterr()
+    assert out == "" and f"downloading {url}" in err  # progress goes to stderr only
     assert dest.read_bytes() == data
     assert got["sha256"] == sha
     assert not dest.with_name("a.zip.part").exists()
