@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -172,6 +173,45 @@ def _copy_region(task: dict) -> None:
 # --------------------------------------------------------------------------- stage
 
 
+def _decode_split(ex, root: str, cands: list[dict], stage_path: Path, size: int) -> list:
+    """Pass 1: every candidate of a split into the staging arrays -> its status (None = kept)."""
+    n, t = len(cands), size // TARGET_STRIDE
+    status_dir = stage_path.with_name(stage_path.name + "-status")
+    status_dir.mkdir(parents=True, exist_ok=True)
+    stage = zarr.open_group(stage_path, mode="a")
+    if "rgb" not in stage:
+        rgb_shape = (n, size, size, 3)
+        _array(stage, "rgb", rgb_shape, STAGING_BLOCK, np.uint8, 0, STAGING_COMPRESSOR)
+        _array(stage, "ab_bins", (n, t, t), STAGING_BLOCK, np.uint16, 0, STAGING_COMPRESSOR)
+    tasks = [
+        {
+            "root": root,
+            "staging": str(stage_path),
+            "status": str(status_dir / f"{s}.json"),
+            "size": size,
+            "start": s,
+            "files": [c["file"] for c in cands[s : s + STAGING_BLOCK]],
+        }
+        for s in range(0, n, STAGING_BLOCK)
+    ]
+    return [r for block in ex.map(_decode_block, tasks) for r in block]
+
+
+def _write_split(ex, g, out: Path, stage_path: Path, rows, cands, size: int, chunks) -> None:
+    """Pass 2: the kept staging rows into pre-allocated final arrays, one task per region."""
+    k, t = len(rows), size // TARGET_STRIDE
+    ids = np.asarray([cands[i]["image_id"] for i in rows], np.int64)
+    _array(g, "image_id", (k,), chunks["ab_bins"], np.int64)[:] = ids
+    _array(g, "rgb", (k, size, size, 3), chunks["rgb"], np.uint8)
+    _array(g, "ab_bins", (k, t, t), chunks["ab_bins"], np.uint16)
+    step = min(chunks["ab_bins"], max(k, 1))  # whole chunks of both arrays
+    copies = [
+        {"staging": str(stage_path), "out": str(out), "start": s, "rows": rows[s : s + step]}
+        for s in range(0, k, step)
+    ]
+    ex.map(_copy_region, copies)
+
+
 def _caption_arrays(group, images: list[dict], index: dict[str, int], max_len: int, chunk: int):
     texts, tokens, lengths, owner = [], [], [], []
     truncated = 0
@@ -218,63 +258,28 @@ def images_stage(
     staging_root = partial / "_staging"
     out_path = partial / "images.zarr"
     chunks = layout(image_size, max_len)
-    t = image_size // TARGET_STRIDE
     root = zarr.open_group(out_path, mode="a")
     counts: dict = {}
     skipped: list[dict] = []
     with executor(workers, dask_address, processes=processes) as ex:
         for split in sorted(doc["splits"]):
             cands = doc["splits"][split]
-            n = len(cands)
             stage_path = staging_root / split
-            status_dir = staging_root / f"{split}-status"
-            status_dir.mkdir(parents=True, exist_ok=True)
-            stage = zarr.open_group(stage_path, mode="a")
-            if "rgb" not in stage:
-                shape = (n, image_size, image_size, 3)
-                _array(stage, "rgb", shape, STAGING_BLOCK, np.uint8, 0, STAGING_COMPRESSOR)
-                _array(stage, "ab_bins", (n, t, t), STAGING_BLOCK, np.uint16, 0, STAGING_COMPRESSOR)
-            tasks = [
-                {
-                    "root": source["root"],
-                    "staging": str(stage_path),
-                    "status": str(status_dir / f"{s}.json"),
-                    "size": image_size,
-                    "start": s,
-                    "files": [c["file"] for c in cands[s : s + STAGING_BLOCK]],
-                }
-                for s in range(0, n, STAGING_BLOCK)
-            ]
-            status = [r for block in ex.map(_decode_block, tasks) for r in block]
+            status = _decode_split(ex, source["root"], cands, stage_path, image_size)
             kept_rows = [i for i, r in enumerate(status) if r is None]
-            skipped += [{"file": cands[i]["file"], "reason": r} for i, r in enumerate(status) if r]
-            kept = [cands[i] for i in kept_rows]
-            k = len(kept)
             g = root.require_group(split)
-            _array(g, "image_id", (k,), chunks["ab_bins"], np.int64)[:] = np.asarray(
-                [c["image_id"] for c in kept], np.int64
-            )
-            _array(g, "rgb", (k, image_size, image_size, 3), chunks["rgb"], np.uint8)
-            _array(g, "ab_bins", (k, t, t), chunks["ab_bins"], np.uint16)
-            step = min(chunks["ab_bins"], max(k, 1))
-            copies = [
-                {
-                    "staging": str(stage_path),
-                    "out": str(out_path / split),
-                    "start": s,
-                    "rows": kept_rows[s : s + step],
-                }
-                for s in range(0, k, step)
-            ]
-            ex.map(_copy_region, copies)
+            _write_split(ex, g, out_path / split, stage_path, kept_rows, cands, image_size, chunks)
+            kept = [cands[i] for i in kept_rows]
             c = _caption_arrays(g, kept, index, max_len, chunks["captions"])
-            reasons: dict[str, int] = {}
-            for i in range(n):
-                if status[i]:
-                    key = status[i].split(":")[0]
-                    reasons[key] = reasons.get(key, 0) + 1
-            counts[split] = {"candidates": n, "images": k, **c, "skipped": reasons}
-            g.attrs.update({"images": k, "captions": c["captions"]})
+            reasons = Counter(r.split(":")[0] for r in status if r)
+            skipped += [{"file": cands[i]["file"], "reason": r} for i, r in enumerate(status) if r]
+            counts[split] = {
+                "candidates": len(cands),
+                "images": len(kept),
+                **c,
+                "skipped": dict(sorted(reasons.items())),
+            }
+            g.attrs.update({"images": len(kept), "captions": c["captions"]})
     root.attrs.update(
         {
             "counts": counts,
