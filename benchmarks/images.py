@@ -1,7 +1,9 @@
 """Throughput of the images stage (images/s) with 1 and 2 Dask workers, on synthetic data.
 
 Also prints what the synthetic source produces at the given limit: pictures, captions, the
-captions that name a colour, and the images stage's counts.
+captions that name a colour, and the images stage's counts. Two workers run as a local cluster of
+two processes (each imports the pipeline afresh) and as two threads of this process. The load
+average is printed too: on a shared machine the wall-clock numbers are only as good as it is quiet.
 
     .venv/bin/python benchmarks/images.py [--limit 2000] [--image-size 224] [--repeat 1]
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +24,8 @@ from colorfeat.parallel import executor
 from colorfeat.sources import acquire
 from colorfeat.vocab import vocab_stage
 
+RUNS = ((1, True, "1 worker (inline)"), (2, True, "2 worker processes"), (2, False, "2 threads"))
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -28,6 +33,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
@@ -48,26 +54,34 @@ def main() -> None:
         t0 = time.perf_counter()
         with executor(2):
             pass
-        t_cluster = time.perf_counter() - t0
-        print(f"local Dask cluster of 2 processes: {t_cluster:.1f} s to start and stop")
+        print(f"local Dask cluster of 2 processes: {time.perf_counter() - t0:.1f} s to start/stop")
         rates = {}
-        for workers in (1, 2):
-            best = float("inf")
+        for workers, processes, label in RUNS:
+            best, cpu = float("inf"), 0.0
             for r in range(args.repeat):
-                out = work / f"images-{workers}-{r}"
-                t0 = time.perf_counter()
-                res = images_stage(src, caps, voc, out, image_size=args.image_size, workers=workers)
-                best = min(best, time.perf_counter() - t0)
-            rates[workers] = n / best
-            extra = ""
-            if workers > 1:
-                extra = f"; {n / max(best - t_cluster, 1e-9):.0f} images/s without cluster start"
+                out = work / f"images-{workers}-{processes}-{r}"
+                t0, c0 = time.perf_counter(), time.process_time()
+                res = images_stage(
+                    src,
+                    caps,
+                    voc,
+                    out,
+                    image_size=args.image_size,
+                    workers=workers,
+                    processes=processes,
+                )
+                if time.perf_counter() - t0 < best:
+                    best, cpu = time.perf_counter() - t0, time.process_time() - c0
+            rates[label] = n / best
             print(
-                f"images stage S={args.image_size}, {workers} worker(s): {n} images in "
-                f"{best:.2f} s = {rates[workers]:.0f} images/s{extra}"
+                f"images stage S={args.image_size}, {label}: {n} images in {best:.2f} s = "
+                f"{rates[label]:.0f} images/s (this process's CPU: {1000 * cpu / n:.2f} ms/image)"
             )
         print(f"  counts: {json.dumps(res['counts'])}")
-        print(f"speed-up 2 vs 1 worker: {rates[2] / rates[1]:.2f}x")
+        base = rates[RUNS[0][2]]
+        ups = ", ".join(f"{k} {v / base:.2f}x" for k, v in rates.items())
+        print(f"speed-up vs 1 worker: {ups}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
