@@ -217,9 +217,11 @@ def test_same_bytes_with_one_and_two_workers(synthetic_inputs, monkeypatch):
     monkeypatch.setattr(images_mod, "STAGING_BLOCK", 8)  # more tasks than workers
     one = images_stage(src, caps, voc, work / "w1", image_size=32, workers=1)
     two = images_stage(src, caps, voc, work / "w2", image_size=32, workers=2)
+    threads = images_stage(src, caps, voc, work / "t2", image_size=32, workers=2, processes=False)
     assert one["splits"] == two["splits"] == {"train": 64, "val": 16}
     a, b = _files(Path(one["path"])), _files(Path(two["path"]))
     assert a.keys() == b.keys() and a == b
+    assert _files(Path(threads["path"])) == a
     doc = load_captions(caps)
     g = zarr.open_group(one["path"], mode="r")
     assert g["train/image_id"][:].tolist() == [i["image_id"] for i in doc["splits"]["train"]]
