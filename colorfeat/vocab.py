@@ -1,8 +1,8 @@
 """The vocabulary stage: word ids from the train captions.
 
-Writes `vocab.json` = {"tokens": [...], "counts": {word: n}, "min_count": int}: index 0 is
-`<pad>`, 1 is `<unk>`, then every train word seen at least `min_count` times, most frequent first,
-ties broken alphabetically.
+Writes `vocab.json`, the JSON list of tokens: index 0 is `<pad>`, 1 is `<unk>`, then every train
+word seen at least `min_count` times, most frequent first, ties broken alphabetically; and
+`counts.json` = {"counts": {word: n}, "min_count": int}.
 """
 
 from __future__ import annotations
@@ -50,12 +50,13 @@ def vocab_stage(captions: dict, out_dir: Path, *, min_count: int = 1) -> dict:
         return done
     tokens, counts = build_vocab(train_sentences(captions), min_count)
     partial = partial_dir(out_dir)
-    doc = {"tokens": tokens, "counts": dict(sorted(counts.items())), "min_count": min_count}
-    (partial / "vocab.json").write_text(json.dumps(doc))
+    (partial / "vocab.json").write_text(json.dumps(tokens))
+    doc = {"counts": dict(sorted(counts.items())), "min_count": min_count}
+    (partial / "counts.json").write_text(json.dumps(doc))
     result = {"path": str(Path(out_dir) / "vocab.json"), "size": len(tokens)}
     return commit(partial, out_dir, result)
 
 
 def load_vocab(vocab: dict) -> list[str]:
     """The token list a vocab stage wrote."""
-    return json.loads(Path(vocab["path"]).read_text())["tokens"]
+    return json.loads(Path(vocab["path"]).read_text())

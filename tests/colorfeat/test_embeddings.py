@@ -29,7 +29,7 @@ def stage_inputs(tmp_path):
     doc = {"splits": {"train": [{"image_id": 1, "file": "x", "captions": CAPTIONS}]}}
     (tmp_path / "captions.json").write_text(json.dumps(doc))
     tokens = ["<pad>", "<unk>", "a", "red", "bus", "white", "zzz-not-in-captions"]
-    (tmp_path / "vocab.json").write_text(json.dumps({"tokens": tokens}))
+    (tmp_path / "vocab.json").write_text(json.dumps(tokens))
     return {"path": str(tmp_path / "captions.json")}, {"path": str(tmp_path / "vocab.json")}
 
 
