@@ -168,9 +168,6 @@ def run(
             source, store, work_dir, limit, image_size, backbone, layer, weights, device,
             batch_size, embeddings, workers, dask_address, seed,
         )  # fmt: skip
-        from colorfeat.extract import resolve_device
-
-        resolve_device(device.value)  # no GPU for --device cuda: fail before any work
         from flows.local import run_rebuild
 
         summary = run_rebuild(parameters)

@@ -81,17 +81,18 @@ class Ledger:
             result = plain_task(*args, **kwargs)
         except Exception as exc:
             raise StageFailed(name, exc) from exc
-        executed = bool(result.get("executed", result.get("published", True)))
+        executed = result.get("executed", result.get("published"))
         self.record(name, result.get("version") or result.get("identity"), executed, start)
         return result
 
-    def record(self, name: str, key: str | None, executed: bool, start: float) -> None:
+    def record(self, name: str, key: str | None, executed: bool | None, start: float) -> None:
+        """Note a finished stage; `executed` None: the stage does not say (acquire, checked)."""
         seconds = round(time.perf_counter() - start, 3)
         self.stages[name] = {"key": key, "executed": executed, "seconds": seconds}
-        what = "did its work" if executed else "reused its complete output"
+        what = {True: "did its work", False: "reused its output", None: "done"}[executed]
         get_run_logger().info(f"{name}: {what} in {seconds:.1f} s ({key})")
 
     @property
     def executed(self) -> list[str]:
         """The stages that did work in this run, in order."""
-        return [name for name, info in self.stages.items() if info["executed"]]
+        return [name for name, info in self.stages.items() if info["executed"] is True]

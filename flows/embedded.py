@@ -37,6 +37,7 @@ def prefect_env(home: Path) -> dict[str, str]:
         "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
+        "PREFECT_UI_URL": "",  # no UI here: no "View at" links
         "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
     }
 

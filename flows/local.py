@@ -66,8 +66,10 @@ def run_rebuild(parameters: dict[str, Any]) -> dict[str, Any]:
     home = Path(parameters["work_dir"]).resolve() / "prefect"
     isolate(home)
     with stdout_to_stderr(), embedded_api(home, wait=False) as api:
+        from colorfeat.extract import resolve_device
         from flows.pipeline import rebuild  # heavy imports while the API starts
 
+        resolve_device(parameters.get("device", "auto"))  # no GPU for cuda: fail before any work
         _quiet_user_error_tracebacks()
         api.wait()
         return rebuild(**parameters)

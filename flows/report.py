@@ -9,6 +9,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 _MAX_SKIPPED_LISTED = 50
+_DID_WORK = {True: "yes", False: "no (reused)", None: "checked"}
 
 
 def colour_rows(caption_counts: dict[str, Any]) -> list[dict[str, Any]]:
@@ -66,10 +67,7 @@ def summary_markdown(summary: dict[str, Any], skipped: list[dict[str, str]]) -> 
     lines.append(", ".join(f"{r['colour']} {r['total']}" for r in rows) or "None.")
     lines += ["", "## Stages", "", "| stage | key | did work | seconds |", "|---|---|---|---:|"]
     for name, s in summary["stages"].items():
-        lines.append(
-            f"| {name} | `{s['key']}` | {'yes' if s['executed'] else 'no (reused)'} "
-            f"| {s['seconds']:.2f} |"
-        )
+        lines.append(f"| {name} | `{s['key']}` | {_DID_WORK[s['executed']]} | {s['seconds']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
