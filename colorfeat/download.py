@@ -39,8 +39,8 @@ from colorfeat.hashing import file_sha256
 
 CHECKSUMS_FILE = PACKAGE_DATA_DIR / "coco_checksums.tsv"
 TIMEOUT = httpx.Timeout(30.0, read=60.0)
-ATTEMPTS = 8
-BACKOFF_S = (1.0, 60.0)  # first wait, longest wait
+ATTEMPTS = 6
+BACKOFF_S = (1.0, 30.0)  # first wait, longest wait: about 30 s of waiting before giving up
 
 
 class Checksum(NamedTuple):

@@ -120,15 +120,18 @@ def acquire_remote(
 ) -> dict:
     """Download, verify and extract a year's archives (each archive once) under work_dir.
 
-    `year` None: the mirror's year is found by asking which annotations archive it has.
+    `year` None means a mirror: its year is found by asking which annotations archive it has,
+    and an optional `SHA256SUMS` listing at its root is checked too.
     """
     out = work_dir / "sources" / f"remote-{value_hash([base, year], 16)}"
     if done := completed(out):
         return done
-    year = year or _mirror_year(base)
+    listed: dict[str, Checksum] = {}
+    if year is None:  # a mirror: find its year, and use its SHA256SUMS if it has one
+        year = _mirror_year(base)
+        listing = fetch_text(f"{base}/SHA256SUMS")
+        listed = checksums_from_listing(listing) if listing else {}
     partial = partial_dir(out)
-    listing = fetch_text(f"{base}/SHA256SUMS")
-    listed = checksums_from_listing(listing) if listing else {}
     downloads = work_dir / "downloads" / value_hash(base, 8)
     archives = {
         f"zips/train{year}.zip": None,
