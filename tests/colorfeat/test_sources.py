@@ -138,3 +138,21 @@ def test_synthetic_is_generated_once(tmp_path):
     assert a["splits"] == {"train2017": "train", "val2017": "val"}
     assert acquire("synthetic", tmp_path, limit=10, seed=4)["identity"] != a["identity"]
     assert acquire("synthetic", tmp_path, limit=11, seed=3)["identity"] != a["identity"]
+
+
+def test_official_source_is_verified_against_the_table(file_server, kit, tmp_path, monkeypatch):
+    from colorfeat import sources
+    from colorfeat.download import Checksum
+
+    archives = _mirror(file_server, kit, "2017")
+    monkeypatch.setattr(sources, "OFFICIAL_BASE", file_server.url)
+    with pytest.raises(UserError, match="train2017.zip: expected 19336861798 bytes"):
+        acquire("coco2017", tmp_path, progress=False)
+    table = {
+        path.rsplit("/", 1)[1]: Checksum(len(data), hashlib.sha256(data).hexdigest())
+        for path, data in archives.items()
+    }
+    src = acquire("coco2017", tmp_path, checksums=table, progress=False)
+    assert src["splits"] == {"train2017": "train", "val2017": "val"}
+    assert (Path(src["root"]) / "val2017" / "001.jpg").is_file()
+    assert not any(p == "/SHA256SUMS" for _, p, _ in file_server.requests)
