@@ -94,26 +94,51 @@ class Colorist:
         oov = [w for w in words if w not in self.vocab]
         return torch.tensor([ids], dtype=torch.int64), oov
 
+    def gray(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB (H, W, 3) -> luma (S, S) float32 at the store's size, not rounded."""
+        h, w = rgb.shape[:2]
+        s = self.image_size
+        gray = rgb.astype(np.float32) @ np.asarray(LUMA_601, dtype=np.float32)  # (H, W)
+        if (h, w) == (s, s):
+            return gray
+        interp = cv2.INTER_AREA if h * w >= s * s else cv2.INTER_LINEAR
+        return cv2.resize(gray, (s, s), interpolation=interp)  # (S, S)
+
     @torch.no_grad()
+    def predict_ab_batch(
+        self,
+        gray: np.ndarray,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        size: tuple[int, int],
+        temperature: float = ANNEALED_T,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Luma (B, S, S) + captions (B, T) -> ab (B, H, W, 2) at `size` and attention (B, h, w)."""
+        x = torch.from_numpy(np.repeat(gray[..., None], 3, axis=3)).to(self.device)  # (B, S, S, 3)
+        feats = self.trunk(backbone_input(x))  # (B, C, S/8, S/8)
+        logits, last = self.model(
+            feats.float(), tokens.to(self.device), lengths, return_activation=True
+        )
+        ab = predicted_ab(logits, size=size, temperature=temperature)  # (B, 2, H, W)
+        heat = last.float().mean(dim=1).cpu().numpy()  # (B, h, w)
+        return ab.permute(0, 2, 3, 1).cpu().numpy(), heat  # (B, H, W, 2), (B, h, w)
+
+    def predict_ab(
+        self, rgb: np.ndarray, tokens: torch.Tensor, temperature: float = ANNEALED_T
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 RGB (H, W, 3) + caption (1, T) -> ab (H, W, 2) and the attention map (h, w)."""
+        lengths = torch.tensor([tokens.shape[1]])
+        ab, heat = self.predict_ab_batch(
+            self.gray(rgb)[None], tokens, lengths, rgb.shape[:2], temperature
+        )
+        return ab[0], heat[0]
+
     def colorize(
         self, rgb: np.ndarray, tokens: torch.Tensor, temperature: float = ANNEALED_T
     ) -> tuple[np.ndarray, np.ndarray]:
         """uint8 RGB (H, W, 3) -> colorized uint8 RGB (H, W, 3) and the attention map (h, w)."""
-        h, w = rgb.shape[:2]
-        s = self.image_size
-        gray = rgb.astype(np.float32) @ np.asarray(LUMA_601, dtype=np.float32)  # (H, W)
-        interp = cv2.INTER_AREA if h * w >= s * s else cv2.INTER_LINEAR
-        small = cv2.resize(gray, (s, s), interpolation=interp)  # (S, S) float, not rounded
-        x = torch.from_numpy(np.repeat(small[None, :, :, None], 3, axis=3)).to(self.device)
-        feats = self.trunk(backbone_input(x))  # (1, C, S/8, S/8)
-        lengths = torch.tensor([tokens.shape[1]])
-        logits, last = self.model(
-            feats.float(), tokens.to(self.device), lengths, return_activation=True
-        )
-        ab = predicted_ab(logits, size=(h, w), temperature=temperature)  # (1, 2, H, W)
-        ab = ab[0].permute(1, 2, 0).cpu().numpy()  # (H, W, 2)
+        ab, heat = self.predict_ab(rgb, tokens, temperature)
         l_channel = rgb_to_lab(rgb)[..., 0]  # (H, W): the input's own lightness
-        heat = last.float().mean(dim=1)[0].cpu().numpy()  # (h, w)
         return reconstruct_rgb(l_channel, ab), heat
 
 

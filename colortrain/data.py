@@ -308,6 +308,9 @@ def make_loader(
         batch_size=None,
         num_workers=workers,
         pin_memory=pin_memory,
+        # Its own generator: creating an iterator must not draw from the global RNG, which
+        # drives dropout and is restored on resume.
+        generator=torch.Generator().manual_seed(seed),
         **extra,
     )
     return loader, sampler

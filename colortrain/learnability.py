@@ -1,0 +1,124 @@
+"""Does a checkpoint colour what the caption says? Measured on the synthetic source.
+
+The synthetic palette is isoluminant, so a grayscale picture carries no hint of its shapes'
+colours. For each held-out picture of the store we colorize the store's image from one of its
+captions (through the checkpoint alone: trunk, colorizer, vocabulary), average the predicted ab
+over each object's pixels, and call the nearest palette colour (in ab) the object's predicted
+colour.
+
+- caption-colour accuracy: predicted colour == the colour the caption names for that object;
+- swap test: the first object's colour word is replaced by a palette colour absent from the
+  picture; the object must come out in the new colour.
+
+Chance is 1 / len(PALETTE). Results are given for all objects and for single-object pictures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from colorfeat.lab import rgb_to_lab
+from colorfeat.synthetic import PALETTE, load_ground_truth, object_masks
+from colortrain.colorize import Colorist, tokenize
+from colortrain.data import CaptionIndex, open_version
+
+PALETTE_NAMES = list(PALETTE)
+
+
+def palette_ab() -> np.ndarray:
+    """(P, 2) ab of the palette colours, in PALETTE order."""
+    rgb = np.array([PALETTE[n] for n in PALETTE_NAMES], dtype=np.uint8)
+    return rgb_to_lab(rgb)[:, 1:]
+
+
+def nearest_colour(ab: np.ndarray, table: np.ndarray) -> str:
+    """The palette colour nearest to one ab point."""
+    return PALETTE_NAMES[int(np.argmin(((table - ab) ** 2).sum(axis=1)))]
+
+
+def _swap_colour(present: set[str], row: int) -> str:
+    """A palette colour not in the picture, chosen by the row so every colour is used."""
+    absent = [c for c in PALETTE_NAMES if c not in present]
+    return absent[row % len(absent)]
+
+
+def caption_colour_accuracy(
+    checkpoint: str | Path,
+    store: str,
+    source_root: str | Path,
+    *,
+    split: str = "val",
+    limit: int | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Caption-colour and swap-test accuracies of a checkpoint on a synthetic store split."""
+    colorist = Colorist.from_checkpoint(checkpoint, device)
+    group = open_version(store)
+    truth = {r["id"]: r for r in load_ground_truth(source_root, split)["images"]}
+    ids = group[f"{split}/image_id"][:]
+    n = len(ids) if limit is None else min(limit, len(ids))
+    rgb_all = group[f"{split}/rgb"][:n]  # (n, S, S, 3)
+    texts = group[f"{split}/captions/text"][:]
+    index = CaptionIndex.build(group[f"{split}/captions/image_index"][:], len(ids))
+    size = int(rgb_all.shape[1])
+
+    # One item per picture: its masks, the caption's words, and the swapped caption's words.
+    items = []
+    for row in range(n):
+        record = truth[int(ids[row])]
+        masks = [(c, m) for c, m in object_masks(record, size) if m.any()]
+        words = tokenize(str(texts[index.rows[index.offsets[row]]]))
+        named = [(c, m) for c, m in masks if c in words]
+        if not named:  # a caption that does not name the colours tests nothing
+            continue
+        old, swap_mask = named[0]
+        new = _swap_colour({c for c, _ in masks}, row)
+        swapped = [new if w == old else w for w in words]
+        items.append((row, len(record["objects"]) == 1, named, words, swap_mask, new, swapped))
+
+    table = palette_ab()
+    hits: dict[str, list[bool]] = {"all": [], "single": [], "swap_all": [], "swap_single": []}
+    for lo in range(0, len(items), batch_size):
+        chunk = items[lo : lo + batch_size]
+        gray = np.stack([colorist.gray(rgb_all[it[0]]) for it in chunk])  # (B, S, S)
+        normal = _predict(colorist, gray, [it[3] for it in chunk], size)
+        swapped = _predict(colorist, gray, [it[6] for it in chunk], size)
+        for (_, single, named, _, swap_mask, new, _), ab, ab_swap in zip(
+            chunk, normal, swapped, strict=True
+        ):
+            for colour, mask in named:
+                ok = nearest_colour(ab[mask].mean(axis=0), table) == colour
+                hits["all"].append(ok)
+                if single:
+                    hits["single"].append(ok)
+            ok = nearest_colour(ab_swap[swap_mask].mean(axis=0), table) == new
+            hits["swap_all"].append(ok)
+            if single:
+                hits["swap_single"].append(ok)
+    return {
+        "caption_accuracy": _mean(hits["all"]),
+        "caption_accuracy_single": _mean(hits["single"]),
+        "swap_accuracy": _mean(hits["swap_all"]),
+        "swap_accuracy_single": _mean(hits["swap_single"]),
+        "objects": len(hits["all"]),
+        "pictures": len(items),
+        "single_object_pictures": len(hits["single"]),
+        "chance": 1.0 / len(PALETTE_NAMES),
+    }
+
+
+def _predict(colorist: Colorist, gray: np.ndarray, captions: list[list[str]], size: int):
+    """Predicted ab (B, S, S, 2) for luma (B, S, S) and tokenized captions."""
+    encoded = [colorist.encode(" ".join(words))[0][0] for words in captions]
+    lengths = torch.tensor([len(t) for t in encoded])
+    tokens = torch.nn.utils.rnn.pad_sequence(encoded, batch_first=True)  # (B, T), 0 = <pad>
+    return colorist.predict_ab_batch(gray, tokens, lengths, (size, size))[0]
+
+
+def _mean(values: list[bool]) -> float:
+    return float(np.mean(values)) if values else float("nan")
