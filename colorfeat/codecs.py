@@ -37,7 +37,7 @@ def feature_compressors(name: str = FEATURE_CODEC) -> list:
     return CANDIDATES[name]()
 
 
-def images_per_chunk(bytes_per_image: int, n_images: int) -> int:
+def images_per_chunk(bytes_per_image: int, n_images: int | None = None) -> int:
     """How many images make one chunk of about TARGET_CHUNK_BYTES (at least 1, at most N)."""
     per = max(1, math.ceil(TARGET_CHUNK_BYTES / max(1, bytes_per_image)))
-    return max(1, min(per, n_images))
+    return per if n_images is None else max(1, min(per, n_images))

@@ -13,7 +13,13 @@ import torch
 import torchvision
 
 from colorfeat import backbone
-from colorfeat.backbone import create_trunk, feature_shape, prepare_input, state_dict_hash
+from colorfeat.backbone import (
+    create_trunk,
+    feature_shape,
+    fuse_batchnorm,
+    prepare_input,
+    state_dict_hash,
+)
 from colorfeat.config import LAYERS, BackboneConfig
 from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
 from colorfeat.errors import UserError
@@ -42,6 +48,7 @@ def test_truncation_shapes(arch: str, layer: str) -> None:
     with torch.inference_mode():
         out = trunk(torch.randn(2, 3, 64, 64))  # (2, C, 64/stride, 64/stride)
     assert out.shape == (2, channels, 64 // stride, 64 // stride)
+    assert feature_shape(trunk, 64) == tuple(out.shape[1:])
     assert torch.isfinite(out).all()
 
 
@@ -145,6 +152,24 @@ def test_network_probe_fails_fast_on_a_closed_port() -> None:
         start = time.monotonic()
         assert not backbone.network_reachable(f"http://127.0.0.1:{port}/x", timeout=1.0)
     assert time.monotonic() - start < 2.0
+
+
+def test_folding_batchnorm_keeps_the_function() -> None:
+    trunk = create_trunk(BackboneConfig(backbone="resnet50", layer="layer2", weights="none"))
+    gen = torch.Generator().manual_seed(0)
+    for m in trunk.modules():  # non-trivial statistics, so that folding matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2, generator=gen)
+            m.running_var.uniform_(0.5, 2.0, generator=gen)
+            m.weight.data.uniform_(0.5, 1.5, generator=gen)
+    fused = fuse_batchnorm(trunk)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trunk.modules())  # a copy
+    x = torch.randn(2, 3, 64, 64, generator=gen)
+    with torch.inference_mode():
+        ref, out = trunk(x), fused(x)
+    assert torch.linalg.norm(out - ref) / torch.linalg.norm(ref) < 1e-5
+    assert feature_shape(fused, 224) == feature_shape(trunk, 224)
 
 
 def test_prepare_input_is_bt601_gray_replicated_and_normalised() -> None:

@@ -80,6 +80,16 @@ def test_bf16_autocast_stays_within_the_stated_tolerance_of_fp32(store_images, t
         features_stage(store_images, R18, tmp_path / "x", device="cpu", precision="fp8")
 
 
+def test_compiled_trunk_matches_eager(store_images, tmp_path) -> None:
+    cfg = BackboneConfig(backbone="resnet18", layer="layer1", weights="none", image_size=32)
+    kwargs = {"device": "cpu", "precision": "fp32", "batch_size": 8}
+    eager = features_stage(store_images, cfg, tmp_path / "eager", compile_trunk=False, **kwargs)
+    comp = features_stage(store_images, cfg, tmp_path / "comp", compile_trunk=True, **kwargs)
+    assert comp["compute"] == "float32, torch.compile (inductor, frozen)"
+    a, b = (zarr.open_group(r["path"], mode="r")["train/resnet18.layer1"][:] for r in (eager, comp))
+    np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=1e-2, atol=1e-2)
+
+
 def test_finished_stage_returns_at_once(store_images, tmp_path, monkeypatch) -> None:
     first = features_stage(store_images, R18, tmp_path / "f", device="cpu")
     monkeypatch.setattr(extract, "create_trunk", lambda cfg: pytest.fail("recomputed"))
