@@ -139,13 +139,10 @@ def _drain() -> None:
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     async def drain() -> None:
-        for drained in (APILogWorker.instance().drain, EventsWorker.drain_all):
-            try:
-                result = drained()
-                if inspect.isawaitable(result):
-                    await result
-            except RuntimeError:  # the worker never started
-                pass
+        for worker in (APILogWorker, EventsWorker):  # drain_all: never starts a new worker
+            result = worker.drain_all()
+            if inspect.isawaitable(result):
+                await result
 
     run_coro_as_sync(drain())
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.constants import EMBEDDING_DIM
@@ -131,6 +132,7 @@ def rebuild(
     version = run.call("publish", publish_version, config.store, parts, attrs)
 
     summary = {
+        "flow_run_id": str(flow_run.id),
         "version": version["version"],
         "path": version["path"],
         "published": version["published"],
