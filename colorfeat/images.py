@@ -245,7 +245,7 @@ def images_stage(
     max_len: int = 20,
     workers: int = 1,
     dask_address: str | None = None,
-    processes: bool = True,
+    processes: bool = False,
 ) -> dict:
     """Decode, resize and target every captioned picture -> {"path", "splits", "counts", ...}."""
     if done := completed(out_dir):

@@ -71,11 +71,17 @@ class Executor:
 
 @contextmanager
 def executor(
-    workers: int = 1, dask_address: str | None = None, *, processes: bool = True
+    workers: int = 1, dask_address: str | None = None, *, processes: bool = False
 ) -> Iterator[Executor]:
-    """An Executor: inline for one local worker, a local Dask cluster of `workers` processes
-    (or threads), or the Dask scheduler at `dask_address` (whose workers must see the same file
-    system)."""
+    """An Executor: inline for one local worker, a local Dask cluster of `workers` threads (or
+    processes), or the Dask scheduler at `dask_address` (whose workers must see the same file
+    system).
+
+    Threads are the local default: the stages' work (JPEG decoding, OpenCV, numpy reductions,
+    compression) runs outside the GIL, and a process cluster costs seconds to start plus each
+    worker's import of the pipeline (torch included), which dominates data sets of a few thousand
+    pictures (benchmarks/images.py).
+    """
     if dask_address:
         from distributed import Client
 

@@ -216,8 +216,8 @@ def test_same_bytes_with_one_and_two_workers(synthetic_inputs, monkeypatch):
     work, src, caps, voc = synthetic_inputs
     monkeypatch.setattr(images_mod, "STAGING_BLOCK", 8)  # more tasks than workers
     one = images_stage(src, caps, voc, work / "w1", image_size=32, workers=1)
-    two = images_stage(src, caps, voc, work / "w2", image_size=32, workers=2)
-    threads = images_stage(src, caps, voc, work / "t2", image_size=32, workers=2, processes=False)
+    two = images_stage(src, caps, voc, work / "w2", image_size=32, workers=2, processes=True)
+    threads = images_stage(src, caps, voc, work / "t2", image_size=32, workers=2)
     assert one["splits"] == two["splits"] == {"train": 64, "val": 16}
     a, b = _files(Path(one["path"])), _files(Path(two["path"]))
     assert a.keys() == b.keys() and a == b
