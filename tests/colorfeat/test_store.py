@@ -291,3 +291,39 @@ def test_docs_reading_example_runs_against_a_store(store_parts, tmp_path) -> Non
     assert "features" in proc.stdout
     # the example imports nothing from this project
     assert not re.search(r"^\s*(from|import)\s+col", "\n".join(blocks), flags=re.M)
+
+
+def test_the_real_stages_publish_a_valid_version(tmp_path) -> None:
+    from colorfeat.captions import captions_stage
+    from colorfeat.config import PipelineConfig
+    from colorfeat.embeddings import embeddings_stage
+    from colorfeat.images import images_stage
+    from colorfeat.priors_stage import priors_stage
+    from colorfeat.sources import acquire
+    from colorfeat.vocab import vocab_stage
+
+    work = tmp_path / "work"
+    src = acquire("synthetic", work, limit=16, seed=0, progress=False)
+    captions = captions_stage(src, PipelineConfig().lexicon, work / "captions", limit=16)
+    vocab = vocab_stage(captions, work / "vocab")
+    vectors = embeddings_stage(captions, vocab, work / "embeddings", dim=8)
+    images = images_stage(src, captions, vocab, work / "images", image_size=32)
+    priors = priors_stage(images, work / "priors")
+    cfg = BackboneConfig(backbone="resnet18", layer="layer2", weights="none", image_size=32)
+    features = features_stage(images, cfg, work / "features", device="cpu")
+    parts = {
+        "images": images, "vocab": vocab, "embeddings": vectors, "priors": priors,
+        "features": [features], "keys": {"source": src["identity"], "test": "real-stages"},
+    }  # fmt: skip
+    counts = {"images": images["counts"], "captions": captions["counts"]}
+    result = publish(str(tmp_path / "store"), parts, attrs=version_attrs(counts))
+    v = open_store(tmp_path / "store")
+    v.validate()
+    assert v.version == result["version"]
+    for split, n in images["splits"].items():
+        assert n > 0 and v.features(split).shape == (n, 128, 4, 4)
+        assert v.array(split, "rgb").shape == (n, 32, 32, 3)
+        lengths = v.array(split, "captions/length")[:]
+        assert v.array(split, "captions/image_index")[:].max() == n - 1 and lengths.min() >= 1
+    assert v.vocab_tokens == json.loads(Path(vocab["path"]).read_text())
+    np.testing.assert_array_equal(v.lab_prior, np.load(Path(priors["path"]) / "prior.npy"))
