@@ -6,10 +6,11 @@
     root/annotations/synthetic_train2017.json, synthetic_val2017.json ground truth (below)
     root/train2017/*.jpg, root/val2017/*.jpg                          the pictures
 
-Every shape takes its colour from `PALETTE`, whose colours all share one CIELAB lightness `L`: the
-grayscale picture shows where the shapes are but not which colour they have, so only a model that
-reads the caption can colour them right. Backgrounds are neutral gray (a = b = 0) textures whose
-lightness varies but stays away from `L`, so the shapes stay visible in grayscale.
+Every shape takes its colour from `PALETTE`, whose colours all share one CIELAB lightness `L` and,
+within 2 gray levels, one BT.601 luma: the grayscale picture shows where the shapes are but not
+which colour they have, so only a model that reads the caption can colour them right.
+Backgrounds are neutral gray (a = b = 0) textures whose lightness varies but stays away from the
+palette's, so the shapes stay visible in grayscale.
 
 The ground truth file is {"palette": {name: [r, g, b]}, "L": float, "version": int, "images":
 [{"id", "file_name", "width", "height", "background", "objects": [{"shape", "color", "size",
@@ -19,8 +20,8 @@ The ground truth file is {"palette": {name: [r, g, b]}, "L": float, "version": i
 Each picture is drawn from its own seeded generator (seed, split, index), so the first pictures of
 a split are the same whatever the limit. Pictures are JPEG at quality 95 with 4:4:4 chroma
 (no subsampling). Measured on 400 generated pictures squash-resized to 224: the share of S/4
-target cells inside an object that land on the object's palette bin is 99.87% for PNG, 99.87%
-for this JPEG and 98.1% for JPEG with the default 4:2:0 subsampling, which smears colour across
+target cells inside an object that land on the object's palette bin is 99.85% for PNG, 99.83%
+for this JPEG and 97.9% for JPEG with the default 4:2:0 subsampling, which smears colour across
 edges; cells one cell away from an edge are 100% right in every case. So: JPEG, the format
 real COCO uses, at 4:4:4.
 """
@@ -39,27 +40,30 @@ from PIL import Image
 from colorfeat.coco import split_limits
 from colorfeat.lab import lab_to_rgb, rgb_to_lab
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_LIMIT = 1000
-PALETTE_L = 60.0
-# ab of each colour, on bin centres and >= 30 apart, all inside the sRGB gamut at L = 60.
+PALETTE_L = 54.0
+# ab of each colour: on bin centres, >= 36 apart, inside the sRGB gamut at L = 54, and with
+# BT.601 luma (the grayscale the backbone sees) within 1.8 gray levels of each other. Found by a
+# search over the ab grid: equal L* alone is not enough, since at equal L* the luma of greens
+# and purples differs by ~25 levels, a hint a no-language model would use.
 PALETTE_AB: dict[str, tuple[float, float]] = {
     "red": (60.0, 30.0),
-    "orange": (30.0, 50.0),
+    "orange": (40.0, 60.0),
     "yellow": (0.0, 60.0),
-    "green": (-50.0, 40.0),
-    "teal": (-30.0, -10.0),
+    "green": (-30.0, 30.0),
+    "teal": (-20.0, -10.0),
     "blue": (0.0, -40.0),
-    "purple": (40.0, -40.0),
-    "pink": (60.0, -10.0),
+    "purple": (80.0, -60.0),
+    "pink": (70.0, -10.0),
 }
 GAMUT_TOLERANCE = 1.0  # max LAB -> RGB -> LAB error (any channel) of an in-gamut colour
 SHAPES = ("circle", "square", "triangle", "rectangle", "ellipse", "diamond", "star", "hexagon")
 SIZES = {"small": (0.10, 0.15), "medium": (0.16, 0.22), "large": (0.23, 0.30)}
 BACKGROUNDS = ("plain", "striped", "checkered", "speckled", "cloudy", "dotted")
-# Background gray levels: dark (L ~ 14-42) or light (L ~ 77-96), never near the palette's L = 60.
-DARK_GRAY = (35, 100)
-LIGHT_GRAY = (190, 245)
+# Background gray levels, dark or light, at least 30 levels from the palette's luma (~120).
+DARK_GRAY = (20, 90)
+LIGHT_GRAY = (160, 245)
 TEXTURE_AMPLITUDE = 22
 IMAGE_SIDE = (112, 200)
 JPEG_QUALITY = 95

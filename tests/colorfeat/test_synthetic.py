@@ -14,7 +14,7 @@ from PIL import Image
 
 from colorfeat import synthetic
 from colorfeat.captions import colour_words, load_lexicon
-from colorfeat.constants import AB_BINS_PER_AXIS, PRIORS_DIR
+from colorfeat.constants import AB_BINS_PER_AXIS, LUMA_601, PRIORS_DIR
 from colorfeat.lab import ab_targets, quantize_ab, rgb_to_lab
 
 
@@ -35,6 +35,8 @@ def test_palette_is_isoluminant_in_gamut_and_well_separated():
         lab = rgb_to_lab(np.array(rgb, dtype=np.uint8))
         assert abs(lab[0] - synthetic.PALETTE_L) < 0.5  # one lightness for all
         bins[name] = int(quantize_ab(lab[1:]))
+    luma = np.array(list(synthetic.PALETTE.values())) @ np.array(LUMA_601)  # what the model sees
+    assert np.ptp(luma) < 2.0
     for (_, a), (_, b) in combinations(bins.items(), 2):
         ia, ib = divmod(a, AB_BINS_PER_AXIS), divmod(b, AB_BINS_PER_AXIS)
         assert max(abs(ia[0] - ib[0]), abs(ia[1] - ib[1])) >= 3  # clearly different ab bins
