@@ -26,8 +26,10 @@ from colorfeat.backbone import create_trunk, prepare_input
 from colorfeat.codecs import CANDIDATES, FEATURE_CODEC, images_per_chunk
 from colorfeat.config import BackboneConfig
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field", "camera",
-          "immunohistochemistry", "retina", "brick", "grass", "gravel", "moon", "clock", "coins")  # fmt: skip
+PHOTOS = (
+    "astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field", "camera",
+    "immunohistochemistry", "retina", "brick", "grass", "gravel", "moon", "clock", "coins",
+)  # fmt: skip
 
 
 def natural_images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -51,13 +53,14 @@ def natural_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def extract(cfg: BackboneConfig, rgb: np.ndarray, batch: int = 16) -> np.ndarray:
-    """(N, C, H, W) float16 features, computed as the features stage computes them on a CPU."""
+def extract(cfg: BackboneConfig, rgb: np.ndarray, bf16: bool, batch: int = 16) -> np.ndarray:
+    """(N, C, H, W) float16 features, computed as the features stage computes them."""
     trunk = create_trunk(cfg).to(memory_format=torch.channels_last)
     outs = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(rgb), batch):
-            outs.append(trunk(prepare_input(torch.from_numpy(rgb[i : i + batch]))).half().numpy())
+            y = trunk(prepare_input(torch.from_numpy(rgb[i : i + batch])))  # (B, C, H, W)
+            outs.append(y.half().contiguous().numpy())
     return np.concatenate(outs)
 
 
@@ -99,12 +102,13 @@ def main() -> None:
     p.add_argument("--backbone", default="resnet101")
     p.add_argument("--layer", default="layer2")
     p.add_argument("--weights", default="none")
+    p.add_argument("--bf16", action="store_true", help="features computed under bf16 autocast")
     args = p.parse_args()
     cfg = BackboneConfig(args.backbone, args.layer, args.weights, args.size)
     rgb = natural_images(args.n, args.size)
     t = time.perf_counter()
-    feats = extract(cfg, rgb)
-    print(f"# {cfg.name} weights={args.weights}: {feats.shape} float16 in "
+    feats = extract(cfg, rgb, args.bf16)
+    print(f"# {cfg.name} weights={args.weights} bf16={args.bf16}: {feats.shape} float16 in "
           f"{time.perf_counter() - t:.1f} s; zeros {np.mean(feats == 0):.1%}; "
           f"float32 would be {feats[0].size * 4 / 1e6:.2f} MB/image; torch threads "
           f"{torch.get_num_threads()}")  # fmt: skip

@@ -20,6 +20,7 @@ CANDIDATES: dict[str, Callable[[], list]] = {
     "zstd-1": lambda: [ZstdCodec(level=1)],
     "zstd-3": lambda: [ZstdCodec(level=3)],
     "zstd-9": lambda: [ZstdCodec(level=9)],
+    "blosc-zstd1-shuffle": lambda: [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")],
     "blosc-zstd3-noshuffle": lambda: [BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle")],
     "blosc-zstd3-shuffle": lambda: [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")],
     "blosc-zstd3-bitshuffle": lambda: [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")],
