@@ -1,0 +1,191 @@
+"""`make demo`: the product end to end on the synthetic source, offline, on a small CPU machine.
+
+1. `colorfeat run --source synthetic` builds and publishes a small feature store (Prefect flow);
+2. `colortrain fit --preset small` trains the FiLM colorizer on it;
+3. `colortrain evaluate` measures it on the held-out split;
+4. two held-out pictures are saved as grayscale and `colortrain colorize` recolours each of them
+   with two captions that name different colours (the true one and another), at full resolution.
+
+Writes everything under OUT (default `demo/`) and prints where the store, checkpoint, metrics,
+sample sheet and pictures are. Run it again and the finished steps are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+BIN = Path(sys.executable).parent
+# Sized so the whole demo takes a few minutes on two CPU cores (see docs/operations.md).
+DEFAULTS = {"limit": 1000, "image_size": 64, "epochs": 8, "seed": 0}
+
+
+def sh(*cmd: str, capture: bool = False) -> str:
+    """Run a command (printed first, like a shell would); its stdout when `capture`."""
+    print("$ " + " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, stdout=subprocess.PIPE if capture else None, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"demo: `{cmd[0]} {cmd[1]}` failed with exit status {done.returncode}")
+    return done.stdout or ""
+
+
+def pick_held_out(source_root: Path, count: int = 2) -> list[dict]:
+    """`count` validation pictures with one shape, a caption naming its colour, and another."""
+    from colorfeat.synthetic import PALETTE, load_ground_truth
+
+    truth = load_ground_truth(source_root, "val")
+    pictures = next(p for p in sorted(source_root.glob("val*")) if p.is_dir())
+    annotations = source_root / "annotations" / f"captions_{pictures.name}.json"
+    captions = json.loads(annotations.read_text())
+    by_image: dict[int, list[str]] = {}
+    for ann in captions["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann["caption"].strip())
+    names = list(PALETTE)
+    picked = []
+    for record in truth["images"]:
+        if len(record["objects"]) != 1:
+            continue
+        colour = record["objects"][0]["color"]
+        named = [c for c in by_image.get(record["id"], []) if colour in c.lower().split()]
+        if not named:
+            continue
+        other = names[(names.index(colour) + 3 + len(picked)) % len(names)]  # far on the wheel
+        picked.append(
+            {
+                "file": pictures / record["file_name"],
+                "id": record["id"],
+                "captions": [named[0], _swap_word(named[0], colour, other)],
+                "colours": [colour, other],
+            }
+        )
+        if len(picked) == count:
+            return picked
+    raise SystemExit("demo: no single-shape validation picture with a colour caption")
+
+
+def _swap_word(caption: str, old: str, new: str) -> str:
+    return " ".join(new if w.lower() == old else w for w in caption.split())
+
+
+def write_gray(src: Path, dst: Path) -> Path:
+    """Save a picture as 8-bit grayscale (BT.601 luma), the input a user would have."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    Image.open(src).convert("L").save(dst)
+    return dst
+
+
+def contact_sheet(rows: list[list[Path]], dst: Path) -> Path:
+    """One row per picture: gray input, then its colorizations, side by side."""
+    images = [[Image.open(p).convert("RGB") for p in row] for row in rows]
+    height = max(im.height for row in images for im in row)
+    width = max(sum(im.width for im in row) for row in images)
+    sheet = Image.new("RGB", (width, height * len(images)), "white")
+    for r, row in enumerate(images):
+        x = 0
+        for im in row:
+            sheet.paste(im, (x, r * height))
+            x += im.width
+    sheet.save(dst)
+    return dst
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("demo"), help="where everything goes")
+    parser.add_argument("--limit", type=int, default=DEFAULTS["limit"], help="synthetic pictures")
+    parser.add_argument("--image-size", type=int, default=DEFAULTS["image_size"])
+    parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    work, store = out / "work", out / "store"
+    started = time.perf_counter()
+
+    print("\n== 1. rebuild the feature store (Prefect flow, embedded API)", flush=True)
+    version = sh(
+        str(BIN / "colorfeat"), "run", "--source", "synthetic", "--store", str(store),
+        "--work-dir", str(work), "--limit", str(args.limit), "--image-size", str(args.image_size),
+        "--backbone", "resnet101", "--layer", "layer2", "--weights", "none", "--device", "cpu",
+        "--seed", str(args.seed), capture=True,
+    ).strip().splitlines()[-1]  # fmt: skip
+
+    print("\n== 2. train the small FiLM colorizer", flush=True)
+    run_dir = out / "runs" / Path(version).name / "film-small"
+    checkpoint = run_dir / "checkpoint.pt"
+    sh(
+        str(BIN / "colortrain"), "fit", "--store", version, "--out", str(run_dir),
+        "--model", "film", "--preset", "small", "--epochs", str(args.epochs),
+        "--device", "cpu", "--seed", str(args.seed), "--resume",
+    )  # fmt: skip
+
+    print("\n== 3. evaluate on the held-out split", flush=True)
+    metrics = out / "evaluation.json"
+    metrics.write_text(
+        sh(
+            str(BIN / "colortrain"),
+            "evaluate",
+            "--checkpoint",
+            str(checkpoint),
+            "--store",
+            version,
+            "--split",
+            "val",
+            "--json",
+            capture=True,
+        )  # fmt: skip
+    )
+    print(metrics.read_text())
+
+    print("\n== 4. colorize two held-out gray pictures, two captions each", flush=True)
+    from colorfeat.sources import acquire
+
+    source_root = Path(acquire("synthetic", work, limit=args.limit, seed=args.seed)["root"])
+    rows, pictures = [], []
+    for pick in pick_held_out(source_root):
+        gray = write_gray(pick["file"], out / "inputs" / f"{pick['id']}-gray.png")
+        row = [gray]
+        for caption, colour in zip(pick["captions"], pick["colours"], strict=True):
+            dst = out / "colorized" / f"{pick['id']}-{colour}.png"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            sh(str(BIN / "colortrain"), "colorize", str(gray), "--caption", caption,
+               "--checkpoint", str(checkpoint), "--out", str(dst))  # fmt: skip
+            row.append(dst)
+            pictures.append((dst, caption))
+        rows.append(row)
+    sheet = contact_sheet(rows, out / "colorized" / "contact-sheet.png")
+
+    from colortrain.learnability import caption_colour_accuracy
+
+    probe = caption_colour_accuracy(checkpoint, version, source_root, limit=200)
+    sample_sheets = sorted((run_dir / "samples").glob("*.png"))
+    evaluation = json.loads(metrics.read_text())
+    print(f"\n== done in {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"store version        {version}")
+    print(f"checkpoint           {checkpoint}")
+    print(f"training metrics     {run_dir / 'metrics.json'}")
+    print(f"evaluation           {metrics}  {_headline(evaluation)}")
+    print(
+        f"caption colour acc.  {probe['caption_accuracy']:.0%} of {probe['objects']} held-out "
+        f"shapes (swap test {probe['swap_accuracy']:.0%}, chance {probe['chance']:.0%})"
+    )
+    if sample_sheets:
+        print(f"sample sheet         {sample_sheets[-1]}")
+    print(f"gray inputs          {out / 'inputs'}")
+    for path, caption in pictures:
+        print(f"colorized            {path}  <- {caption!r}")
+    print(f"side by side         {sheet}")
+
+
+def _headline(evaluation: dict) -> str:
+    metrics = evaluation.get("metrics", {})
+    return ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if isinstance(v, int | float))
+
+
+if __name__ == "__main__":
+    main()
