@@ -194,7 +194,8 @@ def _decode_split(ex, root: str, cands: list[dict], stage_path: Path, size: int)
         }
         for s in range(0, n, STAGING_BLOCK)
     ]
-    return [r for block in ex.map(_decode_block, tasks) for r in block]
+    blocks = ex.map(_decode_block, tasks, desc=f"decoding {stage_path.name} pictures")
+    return [r for block in blocks for r in block]
 
 
 def _write_split(ex, g, out: Path, stage_path: Path, rows, cands, size: int, chunks) -> None:

@@ -62,11 +62,36 @@ class Executor:
         info = self.client.scheduler_info().get("workers", {})
         return max(1, sum(w.get("nthreads", 1) for w in info.values()))
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        if self.client is None:
-            return [fn(item) for item in items]
-        futures = self.client.map(fn, list(items), pure=False)
-        return self.client.gather(futures)
+    def map(
+        self, fn: Callable[[Any], Any], items: Sequence[Any], desc: str | None = None
+    ) -> list[Any]:
+        """[fn(item) for item in items]; with `desc`, a progress bar on stderr."""
+        with _progress(desc, len(items)) as advance:
+            if self.client is None:
+                out = []
+                for item in items:
+                    out.append(fn(item))
+                    advance()
+                return out
+            from distributed import as_completed
+
+            futures = self.client.map(fn, list(items), pure=False)
+            for _ in as_completed(futures):
+                advance()
+            return self.client.gather(futures)
+
+
+@contextmanager
+def _progress(desc: str | None, total: int) -> Iterator[Callable[[], None]]:
+    if desc is None or total == 0:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(desc, total=total)
+        yield lambda: bar.advance(task)
 
 
 @contextmanager
