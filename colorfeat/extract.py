@@ -213,7 +213,7 @@ def extract_blocks(
     cuda = dev.type == "cuda"
     model = fuse_batchnorm(trunk).to(dev, memory_format=torch.channels_last)
     if run.compiled:
-        model = torch.compile(model, dynamic=False, options={"freezing": True})
+        model = torch.compile(model, dynamic=False)
     amp = torch.bfloat16 if run.amp == "bf16" else None
     reads: queue.Queue = queue.Queue(maxsize=_PREFETCH_BLOCKS)
     writes: queue.Queue = queue.Queue(maxsize=_PREFETCH_BLOCKS)
@@ -248,7 +248,7 @@ def extract_blocks(
     reader.start()
     writer.start()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _compile_settings(run.compiled):
             while not errors and (item := reads.get()) is not None:
                 b, host = item
                 out = _run_block(model, host, dev, amp, run.batch)  # (n, C, H, W) fp16 on host
@@ -266,6 +266,16 @@ def extract_blocks(
         reader.join(timeout=10)
     if errors:
         raise errors[0]
+
+
+def _compile_settings(compiled: bool) -> contextlib.AbstractContextManager:
+    """Inductor with frozen weights (constant-folded, prepacked for oneDNN): about 3x faster on CPU
+    than without; it must be set while the first call compiles (`options=` does not reach it)."""
+    if not compiled:
+        return contextlib.nullcontext()
+    import torch._inductor.config
+
+    return torch._inductor.config.patch(freezing=True)
 
 
 def _write_block(arr: zarr.Array, b: Block, data: np.ndarray, markers: Path) -> None:
