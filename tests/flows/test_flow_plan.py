@@ -1,0 +1,95 @@
+"""Stage keys: what each option invalidates, and what it must not."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from colorfeat.config import PipelineConfig
+from flows import plan as plan_module
+from flows.pipeline import pipeline_config
+from flows.plan import plan_rebuild
+
+DIR_STAGES = ("captions", "vocab", "embeddings", "images", "priors", "features")
+
+
+def config(tmp_path: Path, **options) -> PipelineConfig:
+    base = {"limit": 24, "image_size": 64, "backbone": "resnet18", "weights": "none"}
+    base["device"] = "cpu"
+    return pipeline_config("synthetic", str(tmp_path / "s"), str(tmp_path / "w"), **base | options)
+
+
+def changed(a: PipelineConfig, b: PipelineConfig, identity_b: str = "src") -> set[str]:
+    pa, pb = plan_rebuild(a, "src"), plan_rebuild(b, identity_b)
+    return {stage for stage in DIR_STAGES if pa[stage].key != pb[stage].key}
+
+
+def test_keys_are_deterministic_and_name_the_stage_directory(tmp_path):
+    a, b = plan_rebuild(config(tmp_path), "src"), plan_rebuild(config(tmp_path), "src")
+    assert a == b
+    for stage in DIR_STAGES:
+        assert a[stage].key.startswith(f"{stage}-")
+        assert a[stage].out_dir == (tmp_path / "w" / "stages" / a[stage].key).resolve()
+        assert not a[stage].complete
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"layer": "layer3"}, {"features"}),
+        ({"backbone": "resnet34"}, {"features"}),
+        ({"image_size": 96}, {"images", "priors", "features"}),
+        ({"embeddings": "word2vec", "seed": 1}, {"embeddings", "features"}),
+        ({"limit": 30}, set(DIR_STAGES)),
+        # how fast, never what: no key changes
+        ({"workers": 4}, set()),
+        ({"dask_address": "tcp://10.0.0.5:8786"}, set()),
+        ({"batch_size": 3}, set()),
+    ],
+)
+def test_an_option_changes_exactly_the_stages_that_read_it(tmp_path, options, expected):
+    assert changed(config(tmp_path), config(tmp_path, **options)) == expected
+
+
+def test_store_and_work_dir_are_not_content(tmp_path):
+    a = plan_rebuild(config(tmp_path), "src")
+    other = replace(config(tmp_path), store="s3://bucket/x", work_dir=str(tmp_path / "elsewhere"))
+    b = plan_rebuild(other, "src")
+    assert {s: p.key for s, p in a.items()} == {s: p.key for s, p in b.items()}
+
+
+def test_a_new_source_identity_changes_every_stage(tmp_path):
+    assert changed(config(tmp_path), config(tmp_path), identity_b="src2") == set(DIR_STAGES)
+
+
+def test_files_count_by_content_not_by_path(tmp_path):
+    lexicon = Path(config(tmp_path).lexicon)
+    same = tmp_path / "copy.txt"
+    same.write_bytes(lexicon.read_bytes())
+    edited = tmp_path / "edited.txt"
+    edited.write_bytes(lexicon.read_bytes() + b"\nmauve\n")
+    base = config(tmp_path)
+    assert changed(base, replace(base, lexicon=str(same))) == set()
+    assert changed(base, replace(base, lexicon=str(edited))) == set(DIR_STAGES)
+
+    weights = tmp_path / "w1.pt"
+    weights.write_bytes(b"weights one")
+    copy = tmp_path / "w2.pt"
+    copy.write_bytes(b"weights one")
+    one, two = config(tmp_path, weights=str(weights)), config(tmp_path, weights=str(copy))
+    assert changed(one, two) == set()
+
+
+def test_a_stage_code_version_invalidates_it_and_what_follows(tmp_path, monkeypatch):
+    import colorfeat.images
+
+    before = config(tmp_path)
+    keys = plan_rebuild(before, "src")
+    monkeypatch.setattr(colorfeat.images, "STAGE_VERSION", "changed", raising=False)
+    monkeypatch.setattr(colorfeat.images, "CODE_VERSION", None, raising=False)
+    after = plan_rebuild(before, "src")
+    moved = {s for s in DIR_STAGES if keys[s].key != after[s].key}
+    assert moved == {"images", "priors", "features"}
+    assert plan_module.code_version("images").endswith("+changed")
