@@ -111,15 +111,16 @@ def verify(path: Path, size: int | None, sha256: str | None, name: str | None = 
 
 
 def _progress(enabled: bool) -> Progress:
+    console = Console(stderr=True)
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
-        disable=not enabled,
+        disable=not (enabled and console.is_terminal),  # no bars in logs
     )
 
 

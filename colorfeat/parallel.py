@@ -83,13 +83,14 @@ class Executor:
 
 @contextmanager
 def _progress(desc: str | None, total: int) -> Iterator[Callable[[], None]]:
-    if desc is None or total == 0:
-        yield lambda: None
-        return
     from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(console=Console(stderr=True), transient=True) as bar:
+    console = Console(stderr=True)
+    if desc is None or total == 0 or not console.is_terminal:  # no bars in logs
+        yield lambda: None
+        return
+    with Progress(console=console, transient=True) as bar:
         task = bar.add_task(desc, total=total)
         yield lambda: bar.advance(task)
 
