@@ -69,12 +69,13 @@ def publish(root: str, parts: dict, *, attrs: dict, storage_options: dict | None
     vid = version_id(parts)
     target = f"{base}/{VERSIONS}/{vid}"
     local = _is_local(fs)
-    if local:
-        Path(base, VERSIONS).mkdir(parents=True, exist_ok=True)
-        _clean_stale_tmp(Path(base, VERSIONS))
+    # local roots: build beside the versions (rename is atomic there); remote roots: build next to
+    # the stage outputs (hardlinks need the same file system), then upload
+    staging_parent = Path(base, VERSIONS) if local else Path(parts["images"]["path"]).parent.parent
+    staging_parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_tmp(staging_parent)
     published = False
     if not fs.exists(f"{target}/zarr.json"):
-        staging_parent = Path(base, VERSIONS) if local else Path(parts["images"]["path"]).parent
         staging = staging_parent / f"{TMP_PREFIX}{vid}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             _assemble(staging, parts, attrs, vid)
