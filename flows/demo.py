@@ -80,19 +80,38 @@ def write_gray(src: Path, dst: Path) -> Path:
     return dst
 
 
-def contact_sheet(rows: list[list[Path]], dst: Path) -> Path:
-    """One row per picture: gray input, then its colorizations, side by side."""
-    images = [[Image.open(p).convert("RGB") for p in row] for row in rows]
-    height = max(im.height for row in images for im in row)
-    width = max(sum(im.width for im in row) for row in images)
-    sheet = Image.new("RGB", (width, height * len(images)), "white")
+def contact_sheet(rows: list[list[tuple[Path, str]]], dst: Path) -> Path:
+    """One row per picture: the gray input, then its colorizations, each under its label."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=13)
+    gap, label = 8, 36
+    images = [[(Image.open(p).convert("RGB"), text) for p, text in row] for row in rows]
+    cell_w = max(im.width for row in images for im, _ in row)
+    cell_h = max(im.height for row in images for im, _ in row) + label
+    columns = max(len(row) for row in images)
+    size = (columns * (cell_w + gap) + gap, len(images) * (cell_h + gap) + gap)
+    sheet = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(sheet)
     for r, row in enumerate(images):
-        x = 0
-        for im in row:
-            sheet.paste(im, (x, r * height))
-            x += im.width
+        for c, (im, text) in enumerate(row):
+            x, y = gap + c * (cell_w + gap), gap + r * (cell_h + gap)
+            draw.multiline_text((x, y), _wrap(text, cell_w, font), fill="black", font=font)
+            sheet.paste(im, (x, y + label))
     sheet.save(dst)
     return dst
+
+
+def _wrap(text: str, width: int, font) -> str:
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and font.getlength(trial) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return "\n".join([*lines, line][:2])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,13 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     rows, pictures = [], []
     for pick in pick_held_out(source_root):
         gray = write_gray(pick["file"], out / "inputs" / f"{pick['id']}-gray.png")
-        row = [gray]
+        row = [(gray, "gray input")]
         for caption, colour in zip(pick["captions"], pick["colours"], strict=True):
             dst = out / "colorized" / f"{pick['id']}-{colour}.png"
             dst.parent.mkdir(parents=True, exist_ok=True)
             sh(str(BIN / "colortrain"), "colorize", str(gray), "--caption", caption,
                "--checkpoint", str(checkpoint), "--out", str(dst))  # fmt: skip
-            row.append(dst)
+            row.append((dst, f'"{caption}"'))
             pictures.append((dst, caption))
         rows.append(row)
     sheet = contact_sheet(rows, out / "colorized" / "contact-sheet.png")

@@ -111,3 +111,15 @@ def test_bad_options_fail_before_any_stage(prefect_api, tiny, bad):
 
     with pytest.raises(UserError):
         rebuild(**{**tiny, **bad})
+
+
+def test_rebuild_can_train_a_colorizer_on_the_published_version(prefect_api, tiny, tmp_path):
+    from colortrain.checkpoint import load_checkpoint
+
+    runs = tmp_path / "runs"
+    summary = rebuild(**tiny, train_dir=str(runs), train_max_steps=2)
+    checkpoint = Path(summary["train"]["checkpoint"])
+    assert checkpoint == runs / summary["version"] / "film-small" / "checkpoint.pt"
+    assert load_checkpoint(checkpoint)["store"]["version"] == summary["version"]
+    again = rebuild(**tiny, train_dir=str(runs), train_max_steps=2)  # resumes: nothing left
+    assert again["train"]["checkpoint"] == str(checkpoint) and again["executed"] == []
