@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,13 @@ from flows.embedded import embedded_api, isolate
 
 @contextmanager
 def stdout_to_stderr() -> Iterator[None]:
-    """Send everything written to file descriptor 1 to descriptor 2 until the block ends."""
+    """Send whatever this process and its children write to stdout to stderr, until the end."""
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
     try:
-        yield
+        with redirect_stdout(sys.stderr):
+            yield
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)

@@ -1,0 +1,39 @@
+"""What `colorfeat run` does around the flow: stdout kept for the result, one-line user errors."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+from colorfeat.errors import UserError
+from flows.caching import StageFailed
+from flows.local import _OneLineUserErrors, stdout_to_stderr
+
+
+def test_everything_written_to_stdout_inside_goes_to_stderr_children_included(capfd):
+    print("before")
+    with stdout_to_stderr():
+        print("from python")
+        subprocess.run([sys.executable, "-c", "print('from a child')"], check=True)
+    print("after")
+    out, err = capfd.readouterr()
+    assert out == "before\nafter\n"
+    assert "from python\n" in err and "from a child\n" in err
+
+
+def _formatted(exc: BaseException) -> str:
+    try:
+        raise exc
+    except BaseException:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    return _OneLineUserErrors(logging.Formatter("%(message)s")).format(record)
+
+
+def test_user_errors_are_logged_without_a_traceback_bugs_with_one():
+    assert _formatted(UserError("no such file: x.json")) == "failed"
+    assert _formatted(StageFailed("images", UserError("corrupt archive"))) == "failed"
+    assert "Traceback" in _formatted(TypeError("unhashable"))
+    bug = StageFailed("publish", TypeError("unhashable type: 'slice'"))
+    assert str(bug) == "the publish stage failed: TypeError: unhashable type: 'slice'"
+    assert "Traceback" in _formatted(bug)
