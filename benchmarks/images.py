@@ -52,7 +52,7 @@ def main() -> None:
             )
         print(f"  colour words: {json.dumps(c['colour_words'])}")
         t0 = time.perf_counter()
-        with executor(2):
+        with executor(2, processes=True):
             pass
         print(f"local Dask cluster of 2 processes: {time.perf_counter() - t0:.1f} s to start/stop")
         rates = {}
