@@ -93,32 +93,33 @@ def rebuild(
     `devices` spreads feature extraction over several devices (default: every GPU when cuda);
     `train_dir` also fits a colorizer on the published version.
     """
-    config = pipeline_config(
+    cfg = pipeline_config(
         source, store, work_dir, limit=limit, image_size=image_size, backbone=backbone,
         layer=layer, weights=weights, device=device, batch_size=batch_size,
         embeddings=embeddings, workers=workers, dask_address=dask_address, seed=seed,
     )  # fmt: skip
-    run = Ledger(Path(config.work_dir) / "prefect" / "results")
-
-    src = run.call("acquire", acquire_source, config.source, config.work_dir, config.limit, seed)
-    plan = plan_rebuild(config, src["identity"])
-    captions = run.run(plan["captions"], keep_colour_captions, src, config.lexicon, limit=limit)
-    vocab = run.run(plan["vocab"], build_vocab, captions, min_count=config.min_count)
-    vectors = run.run(
-        plan["embeddings"], embed_words, captions, vocab,
-        spec=config.embeddings, dim=config.embedding_dim, seed=seed,
-    )  # fmt: skip
-    images = run.run(
-        plan["images"], prepare_images, src, captions, vocab,
-        image_size=config.image_size, max_len=config.max_len,
-        workers=workers, dask_address=dask_address,
-    )  # fmt: skip
-    priors = run.run(
-        plan["priors"], count_priors, images, workers=workers, dask_address=dask_address
+    stages = Ledger(Path(cfg.work_dir) / "prefect" / "results")
+    acquired = stages.call("acquire", acquire_source, cfg.source, cfg.work_dir, cfg.limit, cfg.seed)
+    plan = plan_rebuild(cfg, acquired["identity"])
+    captions = stages.run(
+        plan["captions"], keep_colour_captions, acquired, cfg.lexicon, limit=cfg.limit
     )
-    features = run.run(
-        plan["features"], extract_features, images, config.backbone,
-        device=device, batch_size=batch_size, devices=devices,
+    vocab = stages.run(plan["vocab"], build_vocab, captions, min_count=cfg.min_count)
+    vectors = stages.run(
+        plan["embeddings"], embed_words, captions, vocab,
+        spec=cfg.embeddings, dim=cfg.embedding_dim, seed=cfg.seed,
+    )  # fmt: skip
+    images = stages.run(
+        plan["images"], prepare_images, acquired, captions, vocab,
+        image_size=cfg.image_size, max_len=cfg.max_len,
+        workers=cfg.workers, dask_address=cfg.dask_address,
+    )  # fmt: skip
+    priors = stages.run(
+        plan["priors"], count_priors, images, workers=cfg.workers, dask_address=cfg.dask_address
+    )
+    features = stages.run(
+        plan["features"], extract_features, images, cfg.backbone,
+        device=cfg.device, batch_size=cfg.batch_size, devices=devices,
     )  # fmt: skip
     parts = {
         "images": images,
@@ -128,8 +129,8 @@ def rebuild(
         "features": [features],
         "keys": {name: stage.key for name, stage in plan.items()},
     }
-    attrs = version_attrs(config, src, captions, images)
-    version = run.call("publish", publish_version, config.store, parts, attrs)
+    attrs = version_attrs(cfg, acquired, captions, images)
+    version = stages.call("publish", publish_version, cfg.store, parts, attrs)
 
     summary = {
         "flow_run_id": str(flow_run.id),
@@ -139,14 +140,14 @@ def rebuild(
         "source": attrs["source"],
         "counts": {"captions": captions["counts"], "images": images["counts"]},
         "skipped": images.get("skipped", 0),
-        "stages": run.stages,
-        "executed": run.executed,
+        "stages": stages.stages,
+        "executed": stages.executed,
     }
     report_rebuild(summary, images)
     if train_dir is not None:
         summary["train"] = train(
             store=version["path"], out=train_dir, preset=train_preset, max_steps=train_max_steps,
-            device=device, seed=seed,
+            device=cfg.device, seed=cfg.seed,
         )  # fmt: skip
     return summary
 
