@@ -70,3 +70,18 @@ def test_chunk_ranges_per_device_are_contiguous_disjoint_balanced_and_complete(n
 def test_chunk_ranges_need_a_device():
     with pytest.raises(ValueError):
         split_chunk_ranges(4, 0)
+
+
+def test_extraction_over_gpus_matches_one_gpu(prefect_api, tiny, tmp_path):
+    """On a GPU machine: one process per device (two on one GPU if there is only one)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here")
+    n = torch.cuda.device_count()
+    devices = [f"cuda:{i}" for i in range(n)] if n > 1 else ["cuda:0", "cuda:0"]
+    gpu = {**tiny, "device": "cuda"}
+    one = rebuild(**gpu, devices=["cuda:0"])
+    spread = {**gpu, "store": str(tmp_path / "gpus-store"), "work_dir": str(tmp_path / "gw")}
+    many = rebuild(**spread, devices=devices)
+    assert many["version"] == one["version"]
+    assert_same_version(one["path"], many["path"])
