@@ -36,8 +36,13 @@ class ModelConfig:
     lstm_hidden: int
     num_blocks: int = 4
     dropout: float = 0.2
+    embedding_init: str = "standardized"  # or "raw"; see Colorizer.load_embeddings
 
     def __post_init__(self) -> None:
+        if self.embedding_init not in ("standardized", "raw"):
+            raise UserError(
+                f"embedding_init must be standardized or raw, not {self.embedding_init!r}"
+            )
         if self.kind not in MODEL_KINDS:
             raise UserError(f"--model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
         if self.preset not in PRESETS:

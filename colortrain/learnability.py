@@ -21,12 +21,66 @@ from typing import Any
 import numpy as np
 import torch
 
+from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.lab import rgb_to_lab
 from colorfeat.synthetic import PALETTE, load_ground_truth, object_masks
 from colortrain.colorize import Colorist, tokenize
 from colortrain.data import CaptionIndex, open_version
 
 PALETTE_NAMES = list(PALETTE)
+
+
+def build_synthetic_store(
+    work_dir: str | Path,
+    *,
+    limit: int = 1000,
+    image_size: int = 64,
+    seed: int = 0,
+    embedding_dim: int = 300,
+) -> tuple[str, str]:
+    """Run the rebuild stages on the synthetic source -> (store version path, source root).
+
+    acquire -> captions -> vocab -> embeddings -> images -> priors -> features (ResNet-101 layer2,
+    seeded random weights) -> publish, each into work_dir/stages/<name>, the store at
+    work_dir/store. Stages are idempotent: a second call reuses everything.
+    """
+    from colorfeat.captions import captions_stage
+    from colorfeat.embeddings import embeddings_stage
+    from colorfeat.extract import features_stage
+    from colorfeat.images import images_stage
+    from colorfeat.priors_stage import priors_stage
+    from colorfeat.sources import acquire
+    from colorfeat.store import publish
+    from colorfeat.vocab import vocab_stage
+
+    work = Path(work_dir)
+    stages = work / "stages"
+    backbone = BackboneConfig(weights="none", image_size=image_size, seed=seed)
+    pipeline = PipelineConfig(
+        source="synthetic", store=str(work / "store"), work_dir=str(work), limit=limit,
+        backbone=backbone, device="cpu", embedding_dim=embedding_dim, seed=seed,
+    )  # fmt: skip
+    source = acquire("synthetic", work / "source", limit=limit, seed=seed)
+    captions = captions_stage(source, pipeline.lexicon, stages / "captions")
+    vocab = vocab_stage(captions, stages / "vocab")
+    embeddings = embeddings_stage(
+        captions, vocab, stages / "embeddings", dim=embedding_dim, seed=seed
+    )
+    images = images_stage(source, captions, vocab, stages / "images", image_size=image_size)
+    priors = priors_stage(images, stages / "priors")
+    features = features_stage(images, backbone, stages / "features", device="cpu")
+    keys = {
+        "source": source["identity"],
+        "config": pipeline.to_dict(),
+    }
+    parts = {
+        "images": images, "vocab": vocab, "embeddings": embeddings, "priors": priors,
+        "features": [features], "keys": keys,
+    }  # fmt: skip
+    attrs = {"source": {"name": "synthetic", "identity": source["identity"]},
+             "config": pipeline.to_dict()}  # fmt: skip
+    result = publish(pipeline.store, parts, attrs=attrs)
+    return result["path"], source["root"]
 
 
 def palette_ab() -> np.ndarray:
@@ -122,3 +176,36 @@ def _predict(colorist: Colorist, gray: np.ndarray, captions: list[list[str]], si
 
 def _mean(values: list[bool]) -> float:
     return float(np.mean(values)) if values else float("nan")
+
+
+def run(
+    work_dir: str | Path,
+    *,
+    models: tuple[str, ...] = ("film", "nolang"),
+    limit: int = 1000,
+    image_size: int = 96,
+    epochs: int = 6,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Build the synthetic store, train each `small` model on it, and probe each checkpoint."""
+    from colortrain.config import TrainConfig
+    from colortrain.train import fit
+
+    work = Path(work_dir)
+    store, source_root = build_synthetic_store(work, limit=limit, image_size=image_size, seed=seed)
+    results: dict[str, Any] = {"store": store, "models": {}}
+    for kind in models:
+        out = work / "runs" / kind
+        config = TrainConfig(
+            store=store, out=str(out), model=kind, preset="small", epochs=epochs,
+            batch_size=batch_size, lr=lr, seed=seed, in_memory=True, resume=True,
+            progress=progress,
+        )  # fmt: skip
+        trained = fit(config)
+        probe = caption_colour_accuracy(trained["checkpoint"], store, source_root)
+        results["models"][kind] = {**probe, "run": str(out), "val": trained["metrics"]}
+    results["chance"] = 1.0 / len(PALETTE_NAMES)
+    return results

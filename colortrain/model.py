@@ -26,6 +26,14 @@ class CaptionEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.lstm = nn.LSTM(embedding_dim, hidden, batch_first=True, bidirectional=True)
         self.out_dim = 2 * hidden
+        # Forget-gate bias 1 (Jozefowicz et al. 2015): the final states must remember a colour
+        # word several words back; with PyTorch's default the memory halves every step at first.
+        with torch.no_grad():
+            for name, bias in self.lstm.named_parameters():
+                if name.startswith("bias_ih"):
+                    bias[hidden : 2 * hidden] = 1.0  # gate order: input, forget, cell, output
+                elif name.startswith("bias_hh"):
+                    bias[hidden : 2 * hidden] = 0.0
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """tokens (B, T) int64, lengths (B,) -> (B, 2 * hidden)."""
@@ -101,12 +109,25 @@ class Colorizer(nn.Module):
         self.classifier = nn.Conv2d(c.width, c.num_bins, kernel_size=1)
 
     def load_embeddings(self, vectors: torch.Tensor) -> None:
-        """Initialise the word embeddings from the store's (V, D) vectors."""
+        """Initialise the word embeddings from the store's (V, D) vectors.
+
+        With `embedding_init="standardized"` each dimension is centred and scaled to unit
+        variance over the vocabulary's words (specials excluded) first. Word vectors trained on a
+        small or repetitive corpus share one large common direction (on the synthetic source any
+        two words have cosine ~0.99); standardising keeps what tells words apart, at
+        nn.Embedding's usual N(0, 1) scale. `raw` copies the vectors as they are.
+        """
         if self.encoder is None:
             return
         weight = self.encoder.embed.weight
         if tuple(vectors.shape) != tuple(weight.shape):
             raise ValueError(f"embeddings {tuple(vectors.shape)} != model {tuple(weight.shape)}")
+        vectors = vectors.to(torch.float32).clone()
+        if self.config.embedding_init == "standardized":
+            words = vectors[2:] if vectors.shape[0] > 3 else vectors[1:]  # skip <pad>, <unk>
+            mean, std = words.mean(dim=0), words.std(dim=0).clamp_min(1e-6)
+            vectors[1:] = (vectors[1:] - mean) / std
+        vectors[PAD_ID] = 0.0
         with torch.no_grad():
             weight.copy_(vectors.to(weight.dtype))
 

@@ -108,10 +108,22 @@ def test_nolang_ignores_the_caption_and_film_needs_one() -> None:
 
 
 def test_embeddings_load_from_the_store_vectors() -> None:
+    # Vectors with a large shared direction, as word2vec gives on a small corpus.
+    vectors = torch.randn(30, 300) * 0.1 + torch.randn(300)
+    vectors[0] = 0
+    raw = create_model(ModelConfig(**{**create_model_config("film", "small", SHAPES).to_dict(),
+                                      "embedding_init": "raw"}))  # fmt: skip
+    raw.load_embeddings(vectors)
+    torch.testing.assert_close(raw.encoder.embed.weight.detach(), vectors)
     model = create_model(create_model_config("film", "small", SHAPES))
-    vectors = torch.randn(30, 300)
     model.load_embeddings(vectors)
-    torch.testing.assert_close(model.encoder.embed.weight.detach(), vectors)
+    weight = model.encoder.embed.weight.detach()
+    assert (weight[0] == 0).all()  # <pad>
+    words = weight[2:]
+    torch.testing.assert_close(words.mean(0), torch.zeros(300), atol=1e-5, rtol=0)
+    torch.testing.assert_close(words.std(0), torch.ones(300), atol=1e-4, rtol=0)
+    cos = torch.nn.functional.cosine_similarity(words[:1], words[1:])
+    assert cos.abs().mean() < 0.3  # the shared direction is gone
     with pytest.raises(ValueError):
         model.load_embeddings(torch.randn(31, 300))
 
