@@ -9,8 +9,10 @@ is not (deleted, or never finished), the task runs with `refresh_cache` and over
 
 from __future__ import annotations
 
+import fcntl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,23 @@ class StageFailed(UserError):
         self.user_caused = isinstance(exc, UserError)
 
 
+@contextmanager
+def work_dir_lock(work_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the work dir: two runs must not build the same stages at once.
+
+    The kernel drops the lock when the process dies, however it dies, so a killed run never
+    blocks the next one.
+    """
+    path = Path(work_dir) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another colorfeat run is using the work dir {work_dir}") from None
+        yield
+
+
 def _stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return Path(parameters["out_dir"]).name  # the stage key, see flows.plan
 
@@ -43,7 +62,7 @@ STAGE_CACHE = CachePolicy.from_cache_key_fn(_stage_cache_key)
 
 
 def stage_task(name: str, **options: Any) -> Callable[[Callable[..., dict]], Task]:
-    """A Prefect task for a stage function taking `out_dir`: cached by stage key, JSON results."""
+    """A Prefect task wrapping a stage, `out_dir` first: cached by stage key, JSON results."""
     return task(
         name=name,
         cache_policy=STAGE_CACHE,
@@ -61,14 +80,14 @@ class Ledger:
         self.stages: dict[str, dict[str, Any]] = {}
 
     def run(self, stage: StagePlan, stage_task: Task, *args: Any, **kwargs: Any) -> dict:
-        """Run a cached stage task into `stage.out_dir`; return the stage's result dict."""
+        """Run `stage_task(stage.out_dir, *args, **kwargs)`, cached; return the stage's result."""
         reused = stage.complete
         configured = stage_task.with_options(
             refresh_cache=not reused, result_storage=self.results_dir
         )
         start = time.perf_counter()
         try:
-            result = configured(*args, out_dir=stage.out_dir, **kwargs)
+            result = configured(stage.out_dir, *args, **kwargs)
         except Exception as exc:
             raise StageFailed(stage.name, exc) from exc
         self.record(stage.name, stage.key, executed=not reused, start=start)

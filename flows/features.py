@@ -14,16 +14,16 @@ from flows.retry import retry_if_transient
 
 
 @stage_task("priors", task_run_name="{out_dir.name}")
-def count_priors(images: dict, out_dir: Path, workers: int, dask_address: str | None) -> dict:
+def count_priors(out_dir: Path, images: dict, workers: int, dask_address: str | None) -> dict:
     """Empirical ab-bin prior of the train targets and its rebalancing weights."""
     return priors_stage.priors_stage(images, out_dir, workers=workers, dask_address=dask_address)
 
 
 @stage_task("features", task_run_name="{out_dir.name}")
 def extract_features(
+    out_dir: Path,
     images: dict,
     backbone: BackboneConfig,
-    out_dir: Path,
     device: str,
     batch_size: int,
     devices: list[str] | None = None,

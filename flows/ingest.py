@@ -29,20 +29,20 @@ def acquire_source(source: str, work_dir: str, limit: int | None, seed: int) -> 
 
 
 @stage_task("captions", task_run_name="{out_dir.name}")
-def keep_colour_captions(source: dict, lexicon: str, out_dir: Path, limit: int | None) -> dict:
+def keep_colour_captions(out_dir: Path, source: dict, lexicon: str, limit: int | None) -> dict:
     """Keep the captions that name a colour of the lexicon, per image and store split."""
     return captions.captions_stage(source, lexicon, out_dir, limit=limit)
 
 
 @stage_task("vocab", task_run_name="{out_dir.name}")
-def build_vocab(kept_captions: dict, out_dir: Path, min_count: int) -> dict:
+def build_vocab(out_dir: Path, kept_captions: dict, min_count: int) -> dict:
     """The vocabulary of the train captions, specials first."""
     return vocab.vocab_stage(kept_captions, out_dir, min_count=min_count)
 
 
 @stage_task("embeddings", task_run_name="{out_dir.name}")
 def embed_words(
-    kept_captions: dict, vocabulary: dict, out_dir: Path, spec: str, dim: int, seed: int
+    out_dir: Path, kept_captions: dict, vocabulary: dict, spec: str, dim: int, seed: int
 ) -> dict:
     """Word vectors of the vocabulary: a seeded word2vec fit, or a word2vec-format file."""
     return embeddings.embeddings_stage(
@@ -52,10 +52,10 @@ def embed_words(
 
 @stage_task("images", task_run_name="{out_dir.name}")
 def prepare_images(
+    out_dir: Path,
     source: dict,
     kept_captions: dict,
     vocabulary: dict,
-    out_dir: Path,
     image_size: int,
     max_len: int,
     workers: int,

@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 
 from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.constants import EMBEDDING_DIM
-from flows.caching import Ledger
+from flows.caching import Ledger, work_dir_lock
 from flows.features import count_priors, extract_features, publish_version
 from flows.ingest import (
     acquire_source,
@@ -98,28 +98,35 @@ def rebuild(
         layer=layer, weights=weights, device=device, batch_size=batch_size,
         embeddings=embeddings, workers=workers, dask_address=dask_address, seed=seed,
     )  # fmt: skip
+    with work_dir_lock(cfg.work_dir):
+        summary = build_version(cfg, devices)
+    if train_dir is not None:
+        summary["train"] = train(
+            store=summary["path"], out=train_dir, preset=train_preset, max_steps=train_max_steps,
+            device=cfg.device, seed=cfg.seed,
+        )  # fmt: skip
+    return summary
+
+
+def build_version(cfg: PipelineConfig, devices: list[str] | None = None) -> dict[str, Any]:
+    """The stage table, run inside the rebuild flow; returns the run's summary."""
     stages = Ledger(Path(cfg.work_dir) / "prefect" / "results")
     acquired = stages.call("acquire", acquire_source, cfg.source, cfg.work_dir, cfg.limit, cfg.seed)
     plan = plan_rebuild(cfg, acquired["identity"])
-    captions = stages.run(
-        plan["captions"], keep_colour_captions, acquired, cfg.lexicon, limit=cfg.limit
-    )
-    vocab = stages.run(plan["vocab"], build_vocab, captions, min_count=cfg.min_count)
+    captions = stages.run(plan["captions"], keep_colour_captions, acquired, cfg.lexicon, cfg.limit)
+    vocab = stages.run(plan["vocab"], build_vocab, captions, cfg.min_count)
     vectors = stages.run(
-        plan["embeddings"], embed_words, captions, vocab,
-        spec=cfg.embeddings, dim=cfg.embedding_dim, seed=cfg.seed,
+        plan["embeddings"], embed_words, captions, vocab, cfg.embeddings, cfg.embedding_dim,
+        cfg.seed,
     )  # fmt: skip
     images = stages.run(
         plan["images"], prepare_images, acquired, captions, vocab,
-        image_size=cfg.image_size, max_len=cfg.max_len,
-        workers=cfg.workers, dask_address=cfg.dask_address,
+        cfg.image_size, cfg.max_len, cfg.workers, cfg.dask_address,
     )  # fmt: skip
-    priors = stages.run(
-        plan["priors"], count_priors, images, workers=cfg.workers, dask_address=cfg.dask_address
-    )
+    priors = stages.run(plan["priors"], count_priors, images, cfg.workers, cfg.dask_address)
     features = stages.run(
-        plan["features"], extract_features, images, cfg.backbone,
-        device=cfg.device, batch_size=cfg.batch_size, devices=devices,
+        plan["features"], extract_features, images, cfg.backbone, cfg.device, cfg.batch_size,
+        devices,
     )  # fmt: skip
     parts = {
         "images": images,
@@ -144,11 +151,6 @@ def rebuild(
         "executed": stages.executed,
     }
     report_rebuild(summary, images)
-    if train_dir is not None:
-        summary["train"] = train(
-            store=version["path"], out=train_dir, preset=train_preset, max_steps=train_max_steps,
-            device=cfg.device, seed=cfg.seed,
-        )  # fmt: skip
     return summary
 
 

@@ -6,8 +6,10 @@ import logging
 import subprocess
 import sys
 
+import pytest
+
 from colorfeat.errors import UserError
-from flows.caching import StageFailed
+from flows.caching import StageFailed, work_dir_lock
 from flows.local import _OneLineUserErrors, stdout_to_stderr
 
 
@@ -37,3 +39,12 @@ def test_user_errors_are_logged_without_a_traceback_bugs_with_one():
     bug = StageFailed("publish", TypeError("unhashable type: 'slice'"))
     assert str(bug) == "the publish stage failed: TypeError: unhashable type: 'slice'"
     assert "Traceback" in _formatted(bug)
+
+
+def test_a_second_run_on_the_same_work_dir_is_refused_until_the_first_ends(tmp_path):
+    with work_dir_lock(tmp_path):
+        with pytest.raises(UserError, match="another colorfeat run is using the work dir"):
+            with work_dir_lock(tmp_path):
+                pass
+    with work_dir_lock(tmp_path):  # released
+        pass
