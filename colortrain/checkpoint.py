@@ -56,7 +56,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip, pickle and unpickler-policy errors all mean "not ours"
-        raise UserError(f"{path} is not a readable colortrain checkpoint ({exc})") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"{path} is not a readable colortrain checkpoint ({first})") from exc
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED):
         raise UserError(f"{path} is not a colortrain checkpoint (missing keys)")
     if ckpt["format"] != FORMAT:

@@ -8,7 +8,6 @@ picture's full resolution and joined with the picture's own L channel.
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from colorfeat.backbone import prepare_input
+from colorfeat.captions import tokenize
 from colorfeat.constants import ANNEALED_T, LUMA_601, UNK_ID
 from colorfeat.errors import UserError
 from colorfeat.lab import rgb_to_lab
@@ -28,16 +28,12 @@ from colortrain.config import ModelConfig
 from colortrain.metrics import predicted_ab, reconstruct_rgb
 from colortrain.model import Colorizer, create_model
 from colortrain.sheets import attention_map
+from colortrain.train import resolve_device
 
 
 def backbone_input(rgb: torch.Tensor) -> torch.Tensor:
     """RGB (B, S, S, 3), uint8 or float -> the trunk's input (B, 3, S, S), as the extractor does."""
     return prepare_input(rgb)
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case word tokens, as the captions stage splits captions."""
-    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -101,8 +97,9 @@ class Colorist:
         gray = rgb.astype(np.float32) @ np.asarray(LUMA_601, dtype=np.float32)  # (H, W)
         if (h, w) == (s, s):
             return gray
-        interp = cv2.INTER_AREA if h * w >= s * s else cv2.INTER_LINEAR
-        return cv2.resize(gray, (s, s), interpolation=interp)  # (S, S)
+        # The images stage squash-resizes with INTER_AREA; luma is linear, so resizing the luma
+        # equals (up to rounding) the luma of the resized picture the features were made from.
+        return cv2.resize(gray, (s, s), interpolation=cv2.INTER_AREA)  # (S, S)
 
     @torch.no_grad()
     def predict_ab_batch(
@@ -168,13 +165,13 @@ def colorize_files(
     out_dir: Path | None = None,
     attention: bool = False,
     temperature: float = ANNEALED_T,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> list[Path]:
     """Colorize every image with the caption; returns the written paths."""
     if temperature <= 0:
         raise UserError(f"--temperature must be positive, got {temperature}")
     targets = output_paths(images, out, out_dir)
-    colorist = Colorist.from_checkpoint(checkpoint, device)
+    colorist = Colorist.from_checkpoint(checkpoint, str(resolve_device(device)))
     tokens, oov = colorist.encode(caption)
     if oov:
         words = ", ".join(sorted(set(oov)))

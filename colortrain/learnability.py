@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from colorfeat.captions import tokenize
 from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.lab import rgb_to_lab
 from colorfeat.synthetic import PALETTE, load_ground_truth, object_masks
-from colortrain.colorize import Colorist, tokenize
+from colortrain.colorize import Colorist
 from colortrain.data import CaptionIndex, open_version
 
 PALETTE_NAMES = list(PALETTE)

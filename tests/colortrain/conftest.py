@@ -130,5 +130,19 @@ def tiny_version(tiny_store: Path) -> Path:
     return tiny_store / "versions" / "v1"
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small FiLM model trained for two epochs on the tiny store."""
+    from colortrain.config import TrainConfig
+    from colortrain.train import fit
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    config = TrainConfig(
+        store=str(tiny_store), out=str(out), preset="small", epochs=2, batch_size=8,
+        progress=False, tensorboard=False, sample_images=2,
+    )  # fmt: skip
+    return Path(fit(config)["checkpoint"])
+
+
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
