@@ -23,12 +23,13 @@ from PIL import Image
 
 BIN = Path(sys.executable).parent
 # Sized so the whole demo takes a few minutes on two CPU cores (see docs/operations.md).
-DEFAULTS = {"limit": 1000, "image_size": 64, "epochs": 8, "seed": 0}
+DEFAULTS = {"limit": 1000, "image_size": 64, "epochs": 12, "seed": 0}
 
 
 def sh(*cmd: str, capture: bool = False) -> str:
     """Run a command (printed first, like a shell would); its stdout when `capture`."""
-    print("$ " + " ".join(cmd), flush=True)
+    shown = [Path(cmd[0]).name, *(f"'{a}'" if " " in a else a for a in cmd[1:])]
+    print("$ " + " ".join(shown), flush=True)
     done = subprocess.run(cmd, stdout=subprocess.PIPE if capture else None, text=True)
     if done.returncode != 0:
         raise SystemExit(f"demo: `{cmd[0]} {cmd[1]}` failed with exit status {done.returncode}")
