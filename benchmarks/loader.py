@@ -1,0 +1,146 @@
+"""Samples/s of the training loader alone (no model), against a naive per-row loader.
+
+Reads the train split of a store version (`--store`), or first writes a stand-in version with the
+published layout, chunking and codec at the paper's shapes (S = 224: features 512 x 28 x 28
+float16, post-ReLU-like so they compress like real ones). For each configuration it iterates the
+loader for `--batches` batches of `--batch-size` and prints samples/s and MB/s of decoded features:
+
+- chunk-aware: colortrain.data (ChunkShuffleSampler + whole-batch reads), lazy or --in-memory;
+- naive: a map-style dataset reading one row per item in uniformly shuffled order, default
+  collation (what a first implementation does), which decodes a whole chunk for every row.
+
+    .venv/bin/python benchmarks/loader.py --work-dir /tmp/loader-bench [--store P] [--workers 0,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from torch.utils.data import DataLoader, Dataset
+
+from colortrain.data import StoreDataset, make_loader, open_version, pick_features
+
+
+def write_standin(root: Path, n: int, size: int, seed: int = 0) -> str:
+    """A store version with the published layout at image size `size`; returns its path."""
+    from colorfeat.codecs import feature_compressors, images_per_chunk
+    from colorfeat.lab import ab_grid
+
+    version = root / "versions" / "standin"
+    if (version / "zarr.json").exists():
+        return str(version)
+    rng = np.random.default_rng(seed)
+    g = zarr.open_group(str(version), mode="w")
+    t = size // 4
+    c, h = 512, size // 8
+    g.create_array("lab/grid", data=ab_grid())
+    g.create_array("lab/weights", data=np.ones(625, np.float32))
+    emb = rng.normal(size=(100, 300)).astype(np.float32)
+    g.create_array("vocab/embeddings", data=emb)
+    tokens = g.create_array("vocab/tokens", shape=(100,), dtype=str)
+    tokens[:] = np.array([f"w{i}" for i in range(100)], dtype=object)
+    chunk = images_per_chunk(c * h * h * 2, n)
+    feats = g.create_array(
+        "train/features/resnet101.layer2", shape=(n, c, h, h), chunks=(chunk, c, h, h),
+        dtype="float16", compressors=feature_compressors(),
+    )  # fmt: skip
+    bins = g.create_array("train/ab_bins", shape=(n, t, t), chunks=(256, t, t), dtype="uint16")
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        x = np.maximum(rng.normal(size=(hi - lo, c, h, h)), 0).astype(np.float16)  # ~half zeros
+        feats[lo:hi] = x
+    bins[:] = rng.integers(0, 625, (n, t, t)).astype(np.uint16)
+    m = 3 * n
+    g.create_array("train/captions/image_index", data=np.repeat(np.arange(n, dtype=np.int32), 3))
+    g.create_array("train/captions/tokens", data=rng.integers(2, 100, (m, 20)).astype(np.int32))
+    g.create_array("train/captions/length", data=np.full(m, 20, np.int32))
+    return str(version)
+
+
+class NaiveRows(Dataset):
+    """One row per item, straight from zarr (opened lazily per worker)."""
+
+    def __init__(self, path: str, features: str) -> None:
+        self.path, self.features = path, features
+        self.arrays = None
+        self.n = open_version(path)[f"train/features/{features}"].shape[0]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if self.arrays is None:
+            g = open_version(self.path)
+            self.arrays = (g[f"train/features/{self.features}"], g["train/ab_bins"])
+        f, b = self.arrays
+        return {
+            "features": torch.from_numpy(f[i]),
+            "targets": torch.from_numpy(b[i].astype(np.int64)),
+        }
+
+    def __getstate__(self):
+        return {**self.__dict__, "arrays": None}
+
+
+def measure(loader, batches: int, batch_size: int) -> tuple[float, float]:
+    """(samples/s, MB/s of float16 features) over `batches` batches after one warm-up batch."""
+    it = iter(loader)
+    first = next(it)
+    mb_per_sample = first["features"][0].numel() * 2 / 1e6
+    t0, seen = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        batch["features"].float()  # what the trainer does first (on the device in practice)
+        seen += len(batch["targets"])
+    rate = seen / (time.perf_counter() - t0)
+    return rate, rate * mb_per_sample
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/colortrain-loader-bench"))
+    parser.add_argument("--store", help="a store root or version (default: write a stand-in)")
+    parser.add_argument("--images", type=int, default=768, help="stand-in train images")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--batches", type=int, default=24)
+    parser.add_argument("--workers", default="0,2", help="comma-separated worker counts")
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    store = args.store or write_standin(args.work_dir, args.images, args.image_size)
+    group = open_version(store)
+    name = pick_features(group, None)
+    feats = group[f"train/features/{name}"]
+    print(f"store {store}: {name} {feats.shape} chunks of {feats.chunks[0]} rows "
+          f"(ready in {time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    rows = []
+    for workers in (int(w) for w in args.workers.split(",")):
+        naive = DataLoader(
+            NaiveRows(store, name), batch_size=args.batch_size, shuffle=True,
+            num_workers=workers, multiprocessing_context="spawn" if workers else None,
+        )  # fmt: skip
+        rows.append(
+            (f"naive per-row, {workers} workers", *measure(naive, args.batches, args.batch_size))
+        )
+        for in_memory in (False, True):
+            ds = StoreDataset(store, "train", name, in_memory=in_memory)
+            loader, sampler = make_loader(ds, args.batch_size, shuffle=True, workers=workers)
+            label = f"chunk-aware{' in-memory' if in_memory else ''}, {workers} workers"
+            rows.append((label, *measure(loader, args.batches, args.batch_size)))
+    base = rows[0][1]
+    print(f"{'loader':40} {'samples/s':>10} {'MB/s':>8} {'x naive(0)':>11}")
+    for label, rate, mbs in rows:
+        print(f"{label:40} {rate:10.0f} {mbs:8.0f} {rate / base:11.1f}")
+
+
+if __name__ == "__main__":
+    main()
