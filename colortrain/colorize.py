@@ -27,8 +27,8 @@ from colortrain.checkpoint import load_checkpoint, load_trunk
 from colortrain.config import ModelConfig
 from colortrain.metrics import predicted_ab, reconstruct_rgb
 from colortrain.model import Colorizer, create_model
+from colortrain.runtime import resolve_device
 from colortrain.sheets import attention_map
-from colortrain.train import resolve_device
 
 
 def backbone_input(rgb: torch.Tensor) -> torch.Tensor:

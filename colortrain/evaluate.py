@@ -14,7 +14,8 @@ from colortrain.checkpoint import load_checkpoint
 from colortrain.config import ModelConfig
 from colortrain.data import StoreDataset, make_loader, open_version, resolve_version, store_shapes
 from colortrain.model import create_model
-from colortrain.train import evaluate, resolve_device
+from colortrain.runtime import resolve_device
+from colortrain.train import evaluate
 
 LABELS = {
     "loss": "rebalanced cross-entropy",

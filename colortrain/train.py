@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -22,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
@@ -42,6 +40,7 @@ from colortrain.data import (
 )
 from colortrain.metrics import MetricAccumulator, predicted_ab, rebalanced_loss, reconstruct_rgb
 from colortrain.model import Colorizer, create_model
+from colortrain.runtime import autocast, rng_state, set_rng_state, setup_distributed
 from colortrain.sheets import sample_sheet
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -66,27 +65,13 @@ class TrainState:
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA GPU is available")
-    return torch.device(name)
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def forward_batch(
     model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
 ) -> torch.Tensor:
     """Logits (B, K, H, W) for a loader batch; float16 features become float32 on the device."""
     feats = batch["features"].to(device, non_blocking=True).float()  # (B, C, h, w)
     tokens = batch["tokens"].to(device, non_blocking=True)
-    with _autocast(device):
+    with autocast(device):
         return model(feats, tokens, batch["lengths"])
 
 
@@ -184,48 +169,6 @@ def _scheduler(optimizer: torch.optim.Optimizer, kind: str, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-
-def _setup_distributed(config: TrainConfig) -> tuple[_Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist(), resolve_device(config.device)
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(config.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(rank, world, local), device
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 def _check_resumable(old: dict[str, Any], new: TrainConfig) -> None:
     for key in _RESUME_FIXED:
         if key == "store":
@@ -260,21 +203,66 @@ def sample_rows(
     return list(zip(gray, pred, rgb, captions, strict=True))
 
 
+class _Reporter:
+    """End-of-epoch work on the main process: validation, sample sheet, TensorBoard, console."""
+
+    def __init__(
+        self, config: TrainConfig, group: Any, features: str, device: torch.device, out: Path
+    ) -> None:
+        self.config, self.device, self.out = config, device, out
+        split = "val" if "val" in group else "train"  # a store without val: report on train
+        self.dataset = StoreDataset(config.store, split, features, seed=config.seed,
+                                    in_memory=config.in_memory, with_rgb=True)  # fmt: skip
+        self.loader, _ = make_loader(self.dataset, config.batch_size, shuffle=False)
+        self.texts = group[f"{split}/captions/text"][:]
+        n = self.dataset.num_rows
+        rows = np.linspace(0, n - 1, min(config.sample_images, n)).astype(np.int64)
+        self.rows = np.unique(rows)
+        self.writer = None
+        if config.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tb"))
+
+    def __call__(
+        self, model: nn.Module, record: dict[str, Any], class_weights: torch.Tensor
+    ) -> None:
+        val = evaluate(model, self.loader, class_weights, self.device,
+                       max_batches=self.config.val_batches)  # fmt: skip
+        record.update({f"val_{k}": v for k, v in val.items()})
+        if len(self.rows):
+            sheet = sample_sheet(
+                sample_rows(model, self.dataset, self.rows, self.device, self.texts),
+                self.out / "samples" / f"epoch-{record['epoch']:03d}.png",
+                title=f"{self.config.model}/{self.config.preset}, epoch {record['epoch']}, "
+                f"step {record['step']}",
+            )  # fmt: skip
+            if self.writer is not None:
+                self.writer.add_image("samples", sheet, record["step"], dataformats="HWC")
+        if self.writer is not None:
+            for k, v in record.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    self.writer.add_scalar(k, v, record["step"])
+            self.writer.flush()
+        console.print(_summary_line(record))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def fit(config: TrainConfig) -> dict[str, Any]:
     """Train a colorizer on a store version; returns the final metrics and the checkpoint path."""
-    ddp, device = _setup_distributed(config)
+    ddp, device = setup_distributed(config.device)
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
-    resume = config.resume and ckpt_path.exists()
     if ckpt_path.exists() and not config.resume:
         raise UserError(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
 
     group = open_version(config.store)
-    version_path = resolve_version(config.store)
     features = pick_features(group, config.features)
     config = config.replace(features=features)
     model_config = create_model_config(config.model, config.preset, store_shapes(group, features))
-    feature_attrs = dict(group[f"train/features/{features}"].attrs)
     class_weights = torch.from_numpy(group["lab/weights"][:].astype(np.float32)).to(device)
 
     torch.manual_seed(config.seed)
@@ -282,51 +270,36 @@ def fit(config: TrainConfig) -> dict[str, Any]:
     model.load_embeddings(torch.from_numpy(group["vocab/embeddings"][:]))
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-
     train_set = StoreDataset(config.store, "train", features, seed=config.seed,
                              in_memory=config.in_memory)  # fmt: skip
-    val_set = StoreDataset(config.store, "val", features, seed=config.seed,
-                           in_memory=config.in_memory, with_rgb=True)  # fmt: skip
-    pin = device.type == "cuda"
     train_loader, train_sampler = make_loader(
         train_set, config.batch_size, shuffle=True, seed=config.seed, workers=config.workers,
-        rank=ddp.rank, world_size=ddp.world_size, pin_memory=pin,
+        rank=ddp.rank, world_size=ddp.world_size, pin_memory=device.type == "cuda",
     )  # fmt: skip
-    val_loader, _ = make_loader(val_set, config.batch_size, shuffle=False, workers=0)
     steps_per_epoch = len(train_sampler)
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     scheduler = _scheduler(optimizer, config.schedule, total_steps)
 
     state = TrainState()
-    if resume:
+    if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         _check_resumable(ckpt["train"]["config"], config)
         model.load_state_dict(ckpt["model"]["state"])
         optimizer.load_state_dict(ckpt["train"]["optimizer"])
         scheduler.load_state_dict(ckpt["train"]["scheduler"])
-        _set_rng_state(ckpt["train"]["rng"], device)
+        set_rng_state(ckpt["train"]["rng"], device)
         t = ckpt["train"]
         state = TrainState(t["epoch"], t["batch_in_epoch"], t["step"], 0, list(t["metrics"]))
-        if ddp.main:
-            console.print(f"resuming {ckpt_path}: epoch {state.epoch + 1}, step {state.step}")
         static = {k: ckpt[k] for k in ("vocab", "features", "trunk", "lab", "store")}
+        if ddp.main:
+            console.print(f"resuming {ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
     else:
-        static = {
-            "vocab": read_vocab(group),
-            "features": {"name": features, "attrs": feature_attrs},
-            "trunk": trunk_entry(features, feature_attrs),
-            "lab": {
-                "grid": torch.from_numpy(group["lab/grid"][:].astype(np.float32)),
-                "weights": class_weights.cpu(),
-            },
-            "store": {"path": version_path, "version": version_path.rstrip("/").split("/")[-1]},
-        }
+        static = _static_entries(group, config.store, features, class_weights)
 
     net: nn.Module = model
     if ddp.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+        ids = [device.index] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def checkpoint(st: TrainState) -> None:
         if ddp.main:
@@ -339,24 +312,18 @@ def fit(config: TrainConfig) -> dict[str, Any]:
         if st.step % config.checkpoint_every == 0:
             checkpoint(st)
 
-    writer = None
+    reporter = None
+    progress = None
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
-        if config.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(out / "tb"))
-    texts = group["val/captions/text"][:]
-    sheet_rows = np.linspace(0, val_set.num_rows - 1, min(config.sample_images, val_set.num_rows))
-    sheet_rows = np.unique(sheet_rows.astype(np.int64))
-
-    progress = None
-    if ddp.main and config.progress:
-        progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} samples/s"),
-            TimeElapsedColumn(), console=console, transient=True,
-        )  # fmt: skip
+        reporter = _Reporter(config, group, features, device, out)
+        if config.progress:
+            progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[rate]} samples/s"), TimeElapsedColumn(),
+                console=console, transient=True,
+            )  # fmt: skip
     last: dict[str, Any] = {}
     with progress or nullcontext():
         while state.epoch < config.epochs:
@@ -369,30 +336,14 @@ def fit(config: TrainConfig) -> dict[str, Any]:
                 on_step=on_step, progress=progress,
             )  # fmt: skip
             finished = state.batch_in_epoch >= steps_per_epoch
-            record: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, **stats}
-            record["lr"] = optimizer.param_groups[0]["lr"]
-            record["seconds"] = time.perf_counter() - t0
+            last = {"epoch": state.epoch + 1, "step": state.step, **stats,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - t0}  # fmt: skip
             if not finished:
-                record["partial"] = True
-            if ddp.main:
-                val = evaluate(model, val_loader, class_weights, device,
-                               max_batches=config.val_batches)  # fmt: skip
-                record.update({f"val_{k}": v for k, v in val.items()})
-                rows = sample_rows(model, val_set, sheet_rows, device, texts)
-                sheet = sample_sheet(
-                    rows, out / "samples" / f"epoch-{state.epoch + 1:03d}.png",
-                    title=f"{config.model}/{config.preset}, epoch {state.epoch + 1}, "
-                    f"step {state.step}",
-                )  # fmt: skip
-                if writer is not None:
-                    for k, v in record.items():
-                        if isinstance(v, float) and math.isfinite(v):
-                            writer.add_scalar(k, v, state.step)
-                    writer.add_image("samples", sheet, state.step, dataformats="HWC")
-                    writer.flush()
-                console.print(_summary_line(record))
-            state.metrics.append(record)
-            last = record
+                last["partial"] = True
+            if reporter is not None:
+                reporter(model, last, class_weights)
+            state.metrics.append(last)
             if finished:
                 state.epoch += 1
                 state.batch_in_epoch = 0
@@ -400,10 +351,28 @@ def fit(config: TrainConfig) -> dict[str, Any]:
             if ddp.main:
                 (out / "metrics.json").write_text(json.dumps(state.metrics, indent=2) + "\n")
             ddp.barrier()
-    if writer is not None:
-        writer.close()
+    if reporter is not None:
+        reporter.close()
     return {"checkpoint": str(ckpt_path), "metrics": last, "step": state.step,
             "epoch": state.epoch}  # fmt: skip
+
+
+def _static_entries(
+    group: Any, store: str, features: str, class_weights: torch.Tensor
+) -> dict[str, Any]:
+    """The checkpoint entries fixed for a whole run: vocabulary, features, trunk, LAB, store."""
+    attrs = dict(group[f"train/features/{features}"].attrs)
+    version = resolve_version(store)
+    return {
+        "vocab": read_vocab(group),
+        "features": {"name": features, "attrs": attrs},
+        "trunk": trunk_entry(features, attrs),
+        "lab": {
+            "grid": torch.from_numpy(group["lab/grid"][:].astype(np.float32)),
+            "weights": class_weights.cpu(),
+        },
+        "store": {"path": version, "version": version.rstrip("/").split("/")[-1]},
+    }
 
 
 def _summary_line(record: dict[str, Any]) -> str:
@@ -434,6 +403,6 @@ def _checkpoint_dict(
             "metrics": state.metrics,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(device),
+            "rng": rng_state(device),
         },
     }
