@@ -24,7 +24,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	@echo "make demo: the rebuild flow is not wired yet; see README.md" >&2; exit 1
+	$(BIN)/python -m flows.demo --out $(DEMO_DIR)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
