@@ -119,6 +119,15 @@ def write_store(root: Path, n_train: int = 24, n_val: int = 8, chunk: int = 8) -
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_cpu_thread():
+    """These models are tiny: one intra-op thread is as fast, and immune to a busy machine."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store root with one version: 24 train and 8 val images, chunks of 8 rows."""

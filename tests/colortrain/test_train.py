@@ -77,6 +77,11 @@ def test_fit_refuses_to_overwrite_without_resume(trained: Path, tiny_store: Path
         fit(_config(tiny_store, trained))
 
 
+def test_resume_without_a_checkpoint_starts_afresh(tiny_store: Path, tmp_path: Path) -> None:
+    result = fit(_config(tiny_store, tmp_path, epochs=1, resume=True, tensorboard=False))
+    assert result["step"] == 3 and Path(result["checkpoint"]).exists()
+
+
 def test_resume_with_other_options_is_refused(trained: Path, tiny_store: Path) -> None:
     with pytest.raises(UserError, match="batch_size"):
         fit(_config(tiny_store, trained, batch_size=4, resume=True))
