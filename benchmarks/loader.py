@@ -9,7 +9,13 @@ loader for `--batches` batches of `--batch-size` and prints samples/s and MB/s o
 - naive: a map-style dataset reading one row per item in uniformly shuffled order, default
   collation (what a first implementation does), which decodes a whole chunk for every row.
 
+With `--train PRESET` it also measures training steps (the FiLM model, rebalanced loss, Adam,
+bf16 autocast on CUDA) fed by the loader, against the same steps on one batch kept on the device:
+if the fed rate is well below the device-only rate, the loader is the bottleneck. On CUDA it samples
+GPU utilisation with nvidia-smi while training.
+
     .venv/bin/python benchmarks/loader.py --work-dir /tmp/loader-bench [--store P] [--workers 0,2]
+    .venv/bin/python benchmarks/loader.py --workers 8 --train paper --device cuda
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 import zarr
 from torch.utils.data import DataLoader, Dataset
 
-from colortrain.data import StoreDataset, make_loader, open_version, pick_features
+from colortrain.data import StoreDataset, make_loader, open_version, pick_features, store_shapes
 
 
 def write_standin(root: Path, n: int, size: int, seed: int = 0) -> str:
@@ -104,6 +110,71 @@ def measure(loader, batches: int, batch_size: int) -> tuple[float, float]:
     return rate, rate * mb_per_sample
 
 
+def train_rate(loader, preset: str, store: str, name: str, device: str, steps: int) -> dict:
+    """Training samples/s fed by `loader`, and on one device-resident batch; GPU utilisation."""
+    import subprocess
+    import threading
+
+    from colortrain.config import create_model_config
+    from colortrain.metrics import rebalanced_loss
+    from colortrain.model import create_model
+    from colortrain.runtime import resolve_device
+    from colortrain.train import forward_batch
+
+    dev = resolve_device(device)
+    group = open_version(store)
+    model = create_model(create_model_config("film", preset, store_shapes(group, name))).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    weights = torch.from_numpy(group["lab/weights"][:]).to(dev)
+
+    def step(batch) -> int:
+        loss = rebalanced_loss(forward_batch(model, batch, dev), batch["targets"].to(dev), weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return len(batch["targets"])
+
+    def timed(batches) -> float:
+        seen, t0 = 0, None
+        for i, batch in enumerate(batches):
+            if i == 2:  # after warm-up
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                t0, seen = time.perf_counter(), 0
+            seen += step(batch)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return seen / (time.perf_counter() - t0)
+
+    util: list[float] = []
+    stop = threading.Event()
+
+    def sample_gpu() -> None:
+        while not stop.wait(0.5):
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if out.returncode == 0 and out.stdout.strip():
+                util.append(float(out.stdout.split()[0]))
+
+    it = iter(loader)
+    fed_batches = (next(it) for _ in range(steps + 2))
+    sampler = threading.Thread(target=sample_gpu, daemon=True)
+    if dev.type == "cuda":
+        sampler.start()
+    fed = timed(fed_batches)
+    stop.set()
+    one = next(it)
+    one = {k: v.to(dev) if k != "lengths" else v for k, v in one.items()}
+    device_only = timed(one for _ in range(steps + 2))
+    return {
+        "fed": fed,
+        "device_only": device_only,
+        "gpu_util_mean": sum(util) / len(util) if util else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/colortrain-loader-bench"))
@@ -113,6 +184,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--batches", type=int, default=24)
     parser.add_argument("--workers", default="0,2", help="comma-separated worker counts")
+    parser.add_argument("--train", choices=["paper", "small"], help="also time training steps")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -140,6 +214,19 @@ def main() -> None:
     print(f"{'loader':40} {'samples/s':>10} {'MB/s':>8} {'x naive(0)':>11}")
     for label, rate, mbs in rows:
         print(f"{label:40} {rate:10.0f} {mbs:8.0f} {rate / base:11.1f}")
+    if args.train:
+        for workers in (int(w) for w in args.workers.split(",")):
+            for in_memory in (False, True):
+                ds = StoreDataset(store, "train", name, in_memory=in_memory)
+                loader, _ = make_loader(ds, args.batch_size, shuffle=True, workers=workers,
+                                        pin_memory=torch.cuda.is_available())  # fmt: skip
+                r = train_rate(loader, args.train, store, name, args.device, args.steps)
+                util = "" if r["gpu_util_mean"] is None else f", GPU util {r['gpu_util_mean']:.0f}%"
+                print(
+                    f"train {args.train} fed by chunk-aware{' in-memory' if in_memory else ''} "
+                    f"({workers} workers): {r['fed']:.0f} samples/s; on one device-resident "
+                    f"batch: {r['device_only']:.0f} samples/s{util}"
+                )
 
 
 if __name__ == "__main__":
