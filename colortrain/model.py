@@ -146,7 +146,10 @@ class Colorizer(nn.Module):
         if self.encoder is not None:
             if tokens is None or lengths is None:
                 raise ValueError(f"the {self.config.kind} model needs a caption")
-            cond = self.encoder(tokens, lengths)  # (B, E)
+            # The caption encoder is tiny: run it in float32 even under autocast (cuDNN LSTMs and
+            # reduced precision are a poor match).
+            with torch.autocast(device_type=tokens.device.type, enabled=False):
+                cond = self.encoder(tokens, lengths)  # (B, E)
         x = self.project(features)  # (B, width, h, w)
         for block in self.blocks:
             x = block(x, cond)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
@@ -105,7 +106,10 @@ def train_one_epoch(
         loss = rebalanced_loss(logits, targets, class_weights)
         optimizer.zero_grad(set_to_none=True)
         state.batch_in_epoch += 1
-        if not torch.isfinite(loss):
+        finite = torch.isfinite(loss.detach()).float()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)  # every rank skips, or none: no hang
+        if not bool(finite):
             state.bad_steps += 1
             console.print(
                 f"[yellow]warning:[/] non-finite loss at step {state.step + 1} "

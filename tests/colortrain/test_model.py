@@ -137,3 +137,15 @@ def test_config_validates_and_round_trips() -> None:
         create_model_config("film", "huge", SHAPES)
     with pytest.raises(UserError, match="multiple"):
         create_model_config("film", "small", {**SHAPES, "target_size": 15})
+
+
+def test_forward_under_bf16_autocast_keeps_the_caption_encoder_in_float32() -> None:
+    torch.manual_seed(0)
+    model = create_model(create_model_config("film", "small", SHAPES))
+    tokens, lengths = _caption_batch()
+    seen = {}
+    model.encoder.register_forward_hook(lambda m, i, out: seen.update(dtype=out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(3, 512, 7, 7), tokens, lengths)
+    assert seen["dtype"] == torch.float32
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
