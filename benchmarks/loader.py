@@ -205,7 +205,7 @@ def main() -> None:
         rows.append(
             (f"naive per-row, {workers} workers", *measure(naive, args.batches, args.batch_size))
         )
-        for in_memory in (False, True):
+        for in_memory in (False, True) if workers == 0 else (False,):  # in-memory: no workers
             ds = StoreDataset(store, "train", name, in_memory=in_memory)
             loader, sampler = make_loader(ds, args.batch_size, shuffle=True, workers=workers)
             label = f"chunk-aware{' in-memory' if in_memory else ''}, {workers} workers"
@@ -216,7 +216,7 @@ def main() -> None:
         print(f"{label:40} {rate:10.0f} {mbs:8.0f} {rate / base:11.1f}")
     if args.train:
         for workers in (int(w) for w in args.workers.split(",")):
-            for in_memory in (False, True):
+            for in_memory in (False, True) if workers == 0 else (False,):
                 ds = StoreDataset(store, "train", name, in_memory=in_memory)
                 loader, _ = make_loader(ds, args.batch_size, shuffle=True, workers=workers,
                                         pin_memory=torch.cuda.is_available())  # fmt: skip

@@ -51,7 +51,7 @@ def fit(
     device: Device = typer.Option(Device.auto, help="Where to train."),
     seed: int = typer.Option(0, help="Seed of initialisation, data order and caption choice."),
     resume: bool = typer.Option(False, help="Continue from RUN_DIR/checkpoint.pt."),
-    in_memory: bool = typer.Option(False, help="Load the splits into RAM first."),
+    in_memory: bool = typer.Option(False, help="Load the splits into RAM first (no workers)."),
     workers: int = typer.Option(0, help="DataLoader worker processes (spawned)."),
 ) -> None:
     """Train a colorizer on a store version; writes RUN_DIR/checkpoint.pt and metrics.json."""

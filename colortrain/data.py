@@ -284,7 +284,13 @@ def make_loader(
     world_size: int = 1,
     pin_memory: bool = False,
 ) -> tuple[DataLoader, ChunkShuffleSampler]:
-    """A DataLoader over `dataset` with its chunk-aware sampler (spawned workers if any)."""
+    """A DataLoader over `dataset` with its chunk-aware sampler (spawned workers if any).
+
+    An in-memory dataset is sliced in this process: spawning workers would copy the whole split
+    into each of them, and slicing RAM is faster than any worker hand-off.
+    """
+    if dataset.in_memory:
+        workers = 0
     sampler = ChunkShuffleSampler(
         dataset.num_rows,
         dataset.chunk_rows,
