@@ -23,7 +23,7 @@ from PIL import Image
 
 BIN = Path(sys.executable).parent
 # Sized so the whole demo takes a few minutes on two CPU cores (see docs/operations.md).
-DEFAULTS = {"limit": 1000, "image_size": 64, "epochs": 12, "seed": 0}
+DEFAULTS = {"limit": 1000, "image_size": 64, "epochs": 20, "seed": 0}
 
 
 def sh(*cmd: str, capture: bool = False) -> str:
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     sh(
         str(BIN / "colortrain"), "fit", "--store", version, "--out", str(run_dir),
         "--model", "film", "--preset", "small", "--epochs", str(args.epochs),
-        "--device", "cpu", "--seed", str(args.seed), "--resume",
+        "--device", "cpu", "--seed", str(args.seed), "--in-memory", "--resume",
     )  # fmt: skip
 
     print("\n== 3. evaluate on the held-out split", flush=True)
