@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from colorfeat.cli import Device
 from colorfeat.constants import ANNEALED_T
 from colorfeat.errors import reported_errors
 
@@ -29,12 +30,6 @@ class ModelKind(StrEnum):
 class Preset(StrEnum):
     paper = "paper"
     small = "small"
-
-
-class Device(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 @app.command()
