@@ -21,16 +21,19 @@ import os
 import socket
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from colorfeat.config import LAYERS, BackboneConfig
 from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
 from colorfeat.errors import UserError
+
+if TYPE_CHECKING:  # imported where a trunk is built: a rebuild with nothing to do skips it
+    import torchvision
 
 _STEM = ("conv1", "bn1", "relu", "maxpool")
 # How long to wait for the weights server before saying "no network".
@@ -51,11 +54,15 @@ def trunk_modules(layer: str) -> tuple[str, ...]:
 
 def imagenet_weights(backbone: str) -> torchvision.models.WeightsEnum:
     """The paper's weights for `backbone`: torchvision's IMAGENET1K_V1 entry."""
+    import torchvision
+
     return torchvision.models.get_model_weights(backbone).IMAGENET1K_V1
 
 
 def create_trunk(config: BackboneConfig) -> Trunk:
     """Build the frozen, eval-mode trunk that `config` describes (on the CPU)."""
+    import torchvision
+
     if config.weights == "none":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
