@@ -40,7 +40,7 @@ from PIL import Image
 from colorfeat.coco import split_limits
 from colorfeat.lab import lab_to_rgb, rgb_to_lab
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DEFAULT_LIMIT = 1000
 PALETTE_L = 54.0
 # ab of each colour: on bin centres, >= 36 apart, inside the sRGB gamut at L = 54, and with
@@ -180,10 +180,13 @@ def draw_image(rng: np.random.Generator, image_id: int, file_name: str) -> tuple
     w, h = (int(v) for v in rng.integers(IMAGE_SIDE[0], IMAGE_SIDE[1] + 1, size=2))
     rgb, bg = _background(rng, h, w)
     n_obj = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
+    # Distinct colours and distinct shapes: "a red circle and a blue circle" would leave no way
+    # to tell which circle is which, so a caption could not bind its colours to the objects.
     colours = rng.choice(list(PALETTE), size=n_obj, replace=False)
+    shapes = rng.choice(SHAPES, size=n_obj, replace=False)
     objects: list[dict] = []
     placed: list[tuple[float, float, float]] = []
-    for colour in colours:
+    for colour, shape in zip(colours, shapes, strict=True):
         for _ in range(30):
             size = list(SIZES)[rng.integers(len(SIZES))]
             r = rng.uniform(*SIZES[size]) * min(w, h)
@@ -192,7 +195,7 @@ def draw_image(rng: np.random.Generator, image_id: int, file_name: str) -> tuple
             cx, cy = rng.uniform(r * 1.2, w - r * 1.2), rng.uniform(r * 1.2, h - r * 1.2)
             if not _overlaps(cx, cy, r, placed):
                 break
-        shape = SHAPES[rng.integers(len(SHAPES))]
+        shape = str(shape)
         rot, aspect = float(rng.uniform(0, 360)), float(rng.uniform(0.45, 0.7))
         poly = _polygon(shape, cx, cy, r, rot, aspect)
         _fill(rgb, poly, PALETTE[str(colour)], antialias=True)
