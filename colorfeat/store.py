@@ -397,7 +397,10 @@ def open_store(path_or_root: str | Path, *, storage_options: dict | None = None)
         raise UserError(f"cannot read store {path}: {exc}") from exc
     if fs.isdir(f"{base}/{VERSIONS}"):
         raise UserError(f"{path}: a store root with no LATEST: nothing has been published yet")
-    raise UserError(f"{path} is not a feature store root (no {LATEST}) nor a store version")
+    raise UserError(
+        f"not a feature store root: {path} is neither a store root (no {LATEST}) "
+        "nor a store version (no zarr.json)"
+    )
 
 
 def _open_version(path: str, storage_options: dict | None) -> StoreVersion:

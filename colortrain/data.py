@@ -1,10 +1,11 @@
 """Batches of (features, one caption per image, ab-bin targets) read from a feature-store version.
 
-The store is read with plain zarr in the layout DESIGN.md fixes, so any published version (local or
-an fsspec URL) works. Batches are built by a chunk-aware sampler: chunk order and rows within each
-chunk are shuffled per epoch, and a batch takes consecutive rows of that order, so each batch
-decodes one or two chunks instead of one chunk per row. The dataset opens the store lazily in
-whichever process uses it, so DataLoader workers (started with `spawn`) each hold their own handle.
+The store is opened with colorfeat.store.open_store and read as plain zarr arrays, so any
+published version (local or an fsspec URL) works. Batches are built by a chunk-aware sampler:
+chunk order and rows within each chunk are shuffled per epoch, and a batch takes consecutive rows
+of that order, so each batch decodes one or two chunks instead of one chunk per row. The dataset
+opens the store lazily in whichever process uses it, so DataLoader workers (started with `spawn`)
+each hold their own handle.
 """
 
 from __future__ import annotations
@@ -14,36 +15,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
 import zarr
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from colorfeat.errors import UserError
+from colorfeat.store import open_store
 
 
 def resolve_version(path: str) -> str:
     """A store root (with LATEST) -> its current version's path; a version path -> itself."""
-    path = str(path).rstrip("/")
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    if fs.exists(f"{fs_path}/LATEST"):
-        version = fs.cat_file(f"{fs_path}/LATEST").decode().strip()
-        if not version:
-            raise UserError(f"{path}/LATEST is empty")
-        return f"{path}/versions/{version}"
-    if fs.exists(f"{fs_path}/zarr.json"):
-        return path
-    raise UserError(f"{path} is neither a store root (no LATEST) nor a version (no zarr.json)")
+    return open_store(path).path
 
 
 def open_version(path: str) -> zarr.Group:
     """Open a store version (or a root's LATEST version) read-only."""
-    version = resolve_version(path)
-    try:
-        return zarr.open_group(version, mode="r")
-    except Exception as exc:  # zarr raises several types for a damaged group
-        raise UserError(f"cannot open the store version {version}: {exc}") from exc
+    return open_store(path).group
 
 
 def feature_names(group: zarr.Group, split: str = "train") -> list[str]:
