@@ -14,8 +14,13 @@ palette's, so the shapes stay visible in grayscale.
 
 The ground truth file is {"palette": {name: [r, g, b]}, "L": float, "version": int, "images":
 [{"id", "file_name", "width", "height", "background", "objects": [{"shape", "color", "size",
-"center", "radius", "rotation", "polygon"}]}]}; polygons are in the picture's pixel coordinates.
-`object_masks` renders them at the store's squash-resized size.
+"position", "center", "radius", "rotation", "polygon"}]}]}; polygons are in the picture's pixel
+coordinates. `object_masks` renders them at the store's squash-resized size.
+
+A picture holds one, two or three objects of distinct colours and shapes. Several objects stand
+in their own columns, left to right ("left", "middle", "right"), and a caption that names their
+colours names each with its shape and place, in that order: "a red circle on the left and a blue
+star on the right". Which colour goes where is in the words, never in the gray picture.
 
 Each picture is drawn from its own seeded generator (seed, split, index), so the first pictures of
 a split are the same whatever the limit. Pictures are JPEG at quality 95 with 4:4:4 chroma
@@ -40,7 +45,7 @@ from PIL import Image
 from colorfeat.coco import split_limits
 from colorfeat.lab import lab_to_rgb, rgb_to_lab
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 DEFAULT_LIMIT = 1000
 PALETTE_L = 54.0
 # ab of each colour: on bin centres, >= 36 apart, inside the sRGB gamut at L = 54, and with
@@ -69,6 +74,14 @@ IMAGE_SIDE = (112, 200)
 JPEG_QUALITY = 95
 SPLITS = ("train2017", "val2017")
 _SUBPIXEL = 4  # cv2 fixed-point bits for polygon vertices
+# Share of pictures with 1, 2 and 3 objects.
+OBJECT_COUNT_P = (0.4, 0.4, 0.2)
+# Where each of n objects lies, left to right, as captions say it.
+POSITIONS = {1: ("",), 2: ("left", "right"), 3: ("left", "middle", "right")}
+_ON = {"left": "on the left", "middle": "in the middle", "right": "on the right"}
+# Clearance from a shape's centre to its strip's or picture's edge, in radii: polygon vertices
+# reach 1.3 radii (a square's corners).
+_MARGIN = 1.35
 
 
 def _palette() -> dict[str, tuple[int, int, int]]:
@@ -171,40 +184,54 @@ def _background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, s
     return np.repeat(gray[:, :, None], 3, axis=2), kind  # (h, w, 3)
 
 
-def _overlaps(cx: float, cy: float, r: float, placed: list[tuple[float, float, float]]) -> bool:
-    return any(math.hypot(cx - px, cy - py) < 1.25 * (r + pr) for px, py, pr in placed)
+def _place(
+    rng: np.random.Generator, w: int, h: int, n_obj: int, column: int
+) -> tuple[str, float, float, float]:
+    """Size class, centre and radius of one object; several objects each get one column.
+
+    With several objects, object `column` lies wholly inside the column-th of n_obj equal
+    vertical strips (left to right), so "on the left" / "in the middle" / "on the right" names
+    it unambiguously and objects never overlap.
+    """
+    side = min(w, h)
+    if n_obj == 1:
+        size = list(SIZES)[rng.integers(len(SIZES))]
+        r = rng.uniform(*SIZES[size]) * side
+        lo_x, hi_x = r * _MARGIN, w - r * _MARGIN
+    else:
+        strip = w / n_obj
+        r_max = strip / (2 * _MARGIN)
+        fitting = [k for k, (lo, _) in SIZES.items() if lo * side <= r_max]
+        size = fitting[rng.integers(len(fitting))]
+        lo, hi = SIZES[size]
+        r = rng.uniform(lo * side, min(hi * side, r_max))
+        lo_x, hi_x = column * strip + r * _MARGIN, (column + 1) * strip - r * _MARGIN
+    cx, cy = rng.uniform(lo_x, hi_x), rng.uniform(r * _MARGIN, h - r * _MARGIN)
+    return size, cx, cy, r
 
 
 def draw_image(rng: np.random.Generator, image_id: int, file_name: str) -> tuple[np.ndarray, dict]:
     """One picture (h, w, 3) uint8 and its ground-truth record."""
     w, h = (int(v) for v in rng.integers(IMAGE_SIDE[0], IMAGE_SIDE[1] + 1, size=2))
     rgb, bg = _background(rng, h, w)
-    n_obj = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
-    # Distinct colours and distinct shapes: "a red circle and a blue circle" would leave no way
-    # to tell which circle is which, so a caption could not bind its colours to the objects.
+    n_obj = int(rng.choice([1, 2, 3], p=OBJECT_COUNT_P))
+    # Distinct colours and distinct shapes, each object in its own column: a caption binds its
+    # colours to the objects by where they are ("a red circle on the left") and what they are.
     colours = rng.choice(list(PALETTE), size=n_obj, replace=False)
     shapes = rng.choice(SHAPES, size=n_obj, replace=False)
     objects: list[dict] = []
-    placed: list[tuple[float, float, float]] = []
-    for colour, shape in zip(colours, shapes, strict=True):
-        for _ in range(30):
-            size = list(SIZES)[rng.integers(len(SIZES))]
-            r = rng.uniform(*SIZES[size]) * min(w, h)
-            if n_obj > 1:
-                r *= 0.75
-            cx, cy = rng.uniform(r * 1.2, w - r * 1.2), rng.uniform(r * 1.2, h - r * 1.2)
-            if not _overlaps(cx, cy, r, placed):
-                break
+    for column, (colour, shape) in enumerate(zip(colours, shapes, strict=True)):
+        size, cx, cy, r = _place(rng, w, h, n_obj, column)
         shape = str(shape)
         rot, aspect = float(rng.uniform(0, 360)), float(rng.uniform(0.45, 0.7))
         poly = _polygon(shape, cx, cy, r, rot, aspect)
         _fill(rgb, poly, PALETTE[str(colour)], antialias=True)
-        placed.append((cx, cy, r))
         objects.append(
             {
                 "shape": shape,
                 "color": str(colour),
                 "size": size,
+                "position": POSITIONS[n_obj][column],
                 "center": [round(float(cx), 2), round(float(cy), 2)],
                 "radius": round(float(r), 2),
                 "rotation": round(rot, 2),
@@ -236,7 +263,7 @@ _ONE_COLOUR = (
     "The {shape} is {colour}.",
     "a picture of {a_size} {shape} painted {colour}",
     "{A_colour} {shape} sits on {a_bg} surface",
-    "A {Colour} {shape} in the middle of {a_bg} pattern.",
+    "{A_colour} {shape} against {a_bg} pattern.",
     "a {size} {shape}, coloured {colour}, on {a_bg} floor",
 )
 _ONE_PLAIN = (
@@ -251,6 +278,14 @@ _MANY_COLOUR = (
     "a picture with {list}",
     "{List}.",
 )
+# How one of several objects is named: always its colour, shape and place ("on the left").
+_OBJECT_PHRASES = (
+    "{a_colour_shape} {on}",
+    "{on} {a_colour_shape}",
+    "the {shape} {on} is {colour}",
+)
+# Only the first phrase reads well after "a picture with" or before "on a ... background".
+_PHRASE_FITS_ANY_TEMPLATE = 0
 _MANY_PLAIN = (
     "{n} shapes on {a_bg} background",
     "{shapes} on a textured floor",
@@ -283,20 +318,43 @@ def make_captions(rng: np.random.Generator, record: dict, n: int = 5) -> list[st
         }
         coloured, plain = _ONE_COLOUR, _ONE_PLAIN
     else:
-        named = [_a(f"{o['color']} {o['shape']}") for o in objs]
         fields = {
-            "list": _join(named),
-            "List": _join(named).capitalize(),
             "n": _NUMBERS[len(objs)],
             "shapes": _join([_a(o["shape"]) for o in objs]),
             "a_bg": _a(bg),
         }
-        coloured, plain = _MANY_COLOUR, _MANY_PLAIN
+        return [_many_colour_caption(rng, objs, fields)] + [
+            _many_colour_caption(rng, objs, fields)
+            if rng.random() < 0.6
+            else _MANY_PLAIN[rng.integers(len(_MANY_PLAIN))].format(**fields)
+            for _ in range(n - 1)
+        ]
     out = [coloured[rng.integers(len(coloured))].format(**fields)]
     for _ in range(n - 1):
         pool = coloured if rng.random() < 0.6 else plain
         out.append(pool[rng.integers(len(pool))].format(**fields))
     return out
+
+
+def _many_colour_caption(rng: np.random.Generator, objs: list[dict], fields: dict) -> str:
+    """A caption naming every object's colour, shape and place, from left to right.
+
+    Objects are named in reading order, as people list what they see, so both the place words
+    and the order of mention tell which colour goes where.
+    """
+    style = int(rng.integers(len(_OBJECT_PHRASES)))
+    phrases = [
+        _OBJECT_PHRASES[style].format(
+            a_colour_shape=_a(f"{o['color']} {o['shape']}"),
+            on=_ON[o["position"]],
+            shape=o["shape"],
+            colour=o["color"],
+        )
+        for o in objs  # drawn left to right
+    ]
+    templates = _MANY_COLOUR if style == _PHRASE_FITS_ANY_TEMPLATE else _MANY_COLOUR[1::2]
+    template = templates[rng.integers(len(templates))]
+    return template.format(**fields, list=_join(phrases), List=_join(phrases).capitalize())
 
 
 # --------------------------------------------------------------------------- data set

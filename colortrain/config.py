@@ -10,6 +10,7 @@ from colorfeat.errors import UserError
 MODEL_KINDS = ("film", "concat", "nolang")
 PRESETS = ("paper", "small")
 DEVICES = ("auto", "cpu", "cuda")
+EMBEDDING_INITS = ("whitened", "standardized", "raw")
 
 # Widths per preset; every other shape comes from the store.
 _PRESET_WIDTHS = {
@@ -36,12 +37,13 @@ class ModelConfig:
     lstm_hidden: int
     num_blocks: int = 4
     dropout: float = 0.2
-    embedding_init: str = "standardized"  # or "raw"; see Colorizer.load_embeddings
+    embedding_init: str = "whitened"  # or "standardized", "raw"; see Colorizer.load_embeddings
 
     def __post_init__(self) -> None:
-        if self.embedding_init not in ("standardized", "raw"):
+        if self.embedding_init not in EMBEDDING_INITS:
             raise UserError(
-                f"embedding_init must be standardized or raw, not {self.embedding_init!r}"
+                f"embedding_init must be one of {', '.join(EMBEDDING_INITS)}, "
+                f"not {self.embedding_init!r}"
             )
         if self.kind not in MODEL_KINDS:
             raise UserError(f"--model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")

@@ -10,7 +10,8 @@ colour.
 - swap test: the first object's colour word is replaced by a palette colour absent from the
   picture; the object must come out in the new colour.
 
-Chance is 1 / len(PALETTE). Results are given for all objects and for single-object pictures.
+Chance is 1 / len(PALETTE). Results are given for all objects, for single-object pictures and
+for the objects of pictures with several (where the caption must bind each colour to its object).
 """
 
 from __future__ import annotations
@@ -137,7 +138,9 @@ def caption_colour_accuracy(
         items.append((row, len(record["objects"]) == 1, named, words, swap_mask, new, swapped))
 
     table = palette_ab()
-    hits: dict[str, list[bool]] = {"all": [], "single": [], "swap_all": [], "swap_single": []}
+    hits: dict[str, list[bool]] = {
+        k: [] for k in ("all", "single", "multi", "swap_all", "swap_single", "swap_multi")
+    }
     for lo in range(0, len(items), batch_size):
         chunk = items[lo : lo + batch_size]
         gray = np.stack([colorist.gray(rgb_all[it[0]]) for it in chunk])  # (B, S, S)
@@ -149,17 +152,17 @@ def caption_colour_accuracy(
             for colour, mask in named:
                 ok = nearest_colour(ab[mask].mean(axis=0), table) == colour
                 hits["all"].append(ok)
-                if single:
-                    hits["single"].append(ok)
+                hits["single" if single else "multi"].append(ok)
             ok = nearest_colour(ab_swap[swap_mask].mean(axis=0), table) == new
             hits["swap_all"].append(ok)
-            if single:
-                hits["swap_single"].append(ok)
+            hits["swap_single" if single else "swap_multi"].append(ok)
     return {
         "caption_accuracy": _mean(hits["all"]),
         "caption_accuracy_single": _mean(hits["single"]),
         "swap_accuracy": _mean(hits["swap_all"]),
         "swap_accuracy_single": _mean(hits["swap_single"]),
+        "caption_accuracy_multi": _mean(hits["multi"]),
+        "swap_accuracy_multi": _mean(hits["swap_multi"]),
         "objects": len(hits["all"]),
         "pictures": len(items),
         "single_object_pictures": len(hits["single"]),
@@ -183,11 +186,12 @@ def run(
     work_dir: str | Path,
     *,
     models: tuple[str, ...] = ("film", "nolang"),
-    limit: int = 1000,
+    limit: int = 2000,
     image_size: int = 96,
-    epochs: int = 6,
+    epochs: int = 16,
     batch_size: int = 16,
     lr: float = 3e-3,
+    schedule: str = "cosine",
     seed: int = 0,
     progress: bool = False,
     threads: int | None = 1,
@@ -212,8 +216,8 @@ def run(
             out = work / "runs" / kind
             config = TrainConfig(
                 store=store, out=str(out), model=kind, preset="small", epochs=epochs,
-                batch_size=batch_size, lr=lr, seed=seed, in_memory=True, resume=True,
-                progress=progress,
+                batch_size=batch_size, lr=lr, schedule=schedule, seed=seed, in_memory=True,
+                resume=True, progress=progress,
             )  # fmt: skip
             trained = fit(config)
             probe = caption_colour_accuracy(trained["checkpoint"], store, source_root)

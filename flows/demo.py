@@ -3,8 +3,9 @@
 1. `colorfeat run --source synthetic` builds and publishes a small feature store (Prefect flow);
 2. `colortrain fit --preset small` trains the FiLM colorizer on it;
 3. `colortrain evaluate` measures it on the held-out split;
-4. two held-out pictures are saved as grayscale and `colortrain colorize` recolours each of them
-   with two captions that name different colours (the true one and another), at full resolution.
+4. two held-out pictures (one shape, two shapes) are saved as grayscale and `colortrain colorize`
+   recolours each of them with two captions, the true one and one with other colours (for two
+   shapes: their colours swapped), at full resolution.
 
 Writes everything under OUT (default `demo/`) and prints where the store, checkpoint, metrics,
 sample sheet and pictures are. Run it again and the finished steps are reused.
@@ -36,8 +37,10 @@ def sh(*cmd: str, capture: bool = False) -> str:
     return done.stdout or ""
 
 
-def pick_held_out(source_root: Path, count: int = 2) -> list[dict]:
-    """`count` validation pictures with one shape, a caption naming its colour, and another."""
+def pick_held_out(source_root: Path) -> list[dict]:
+    """A validation picture with one shape and one with two, each with a caption naming every
+    colour and a second caption that changes them: another colour for the single shape, the two
+    colours swapped between the two shapes (which only a model that binds colours can follow)."""
     from colorfeat.synthetic import PALETTE, load_ground_truth
 
     truth = load_ground_truth(source_root, "val")
@@ -48,30 +51,40 @@ def pick_held_out(source_root: Path, count: int = 2) -> list[dict]:
     for ann in captions["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann["caption"].strip())
     names = list(PALETTE)
-    picked = []
+    picked: dict[int, dict] = {}
     for record in truth["images"]:
-        if len(record["objects"]) != 1:
+        n = len(record["objects"])
+        if n > 2 or n in picked:
             continue
-        colour = record["objects"][0]["color"]
-        named = [c for c in by_image.get(record["id"], []) if colour in c.lower().split()]
+        colours = [o["color"] for o in record["objects"]]
+        named = [c for c in by_image.get(record["id"], []) if set(colours) <= _words(c)]
         if not named:
             continue
-        other = names[(names.index(colour) + 3 + len(picked)) % len(names)]  # far on the wheel
-        picked.append(
-            {
-                "file": pictures / record["file_name"],
-                "id": record["id"],
-                "captions": [named[0], _swap_word(named[0], colour, other)],
-                "colours": [colour, other],
-            }
-        )
-        if len(picked) == count:
-            return picked
-    raise SystemExit("demo: no single-shape validation picture with a colour caption")
+        if n == 1:
+            changed = [names[(names.index(colours[0]) + 3) % len(names)]]  # far on the wheel
+        else:
+            changed = colours[::-1]
+        picked[n] = {
+            "file": pictures / record["file_name"],
+            "id": record["id"],
+            "captions": [named[0], _recolour(named[0], dict(zip(colours, changed, strict=True)))],
+            "colours": ["-".join(colours), "-".join(changed)],
+        }
+        if len(picked) == 2:
+            return [picked[1], picked[2]]
+    raise SystemExit("demo: no one- and two-shape validation pictures with colour captions")
 
 
-def _swap_word(caption: str, old: str, new: str) -> str:
-    return " ".join(new if w.lower() == old else w for w in caption.split())
+def _words(caption: str) -> set[str]:
+    return {w.strip(".,").lower() for w in caption.split()}
+
+
+def _recolour(caption: str, change: dict[str, str]) -> str:
+    out = []
+    for word in caption.split():
+        core = word.strip(".,").lower()
+        out.append(word.lower().replace(core, change[core]) if core in change else word)
+    return " ".join(out)
 
 
 def write_gray(src: Path, dst: Path) -> Path:

@@ -70,6 +70,21 @@ def test_variety(generated):
         assert len(set(shapes)) == len(shapes)
 
 
+def test_several_objects_stand_in_their_own_columns_left_to_right(generated):
+    images = synthetic.load_ground_truth(generated, "train")["images"]
+    counts = {n: sum(len(im["objects"]) == n for im in images) for n in (1, 2, 3)}
+    assert min(counts.values()) > 0
+    for im in images:
+        n = len(im["objects"])
+        assert [o["position"] for o in im["objects"]] == list(synthetic.POSITIONS[n])
+        if n == 1:
+            continue
+        strip = im["width"] / n
+        for i, o in enumerate(im["objects"]):
+            xs = np.asarray(o["polygon"])[:, 0]
+            assert i * strip <= xs.min() and xs.max() <= (i + 1) * strip  # no overlaps
+
+
 def test_backgrounds_are_gray_and_their_lightness_varies(generated):
     images = synthetic.load_ground_truth(generated, "train")["images"]
     means = []
@@ -106,6 +121,24 @@ def test_captions_name_the_colours(generated):
             plain += not colour_words(c, lexicon)
             templates.add(" ".join(w for w in c.lower().split() if w not in colours)[:12])
     assert plain > 0 and len(templates) >= 8
+
+
+def test_captions_of_several_objects_name_them_left_to_right_with_their_places(generated):
+    lexicon = load_lexicon(PRIORS_DIR / "color_words.txt")
+    doc = json.loads((generated / "annotations" / "captions_train2017.json").read_text())
+    truth = {im["id"]: im for im in synthetic.load_ground_truth(generated, "train")["images"]}
+    checked = 0
+    for a in doc["annotations"]:
+        objects = truth[a["image_id"]]["objects"]
+        named = colour_words(a["caption"], lexicon)
+        if len(objects) == 1 or not named:
+            continue
+        assert named == [o["color"] for o in objects]  # in reading order
+        words = a["caption"].lower().replace(".", "").replace(",", "").split()
+        for o in objects:  # "... red circle on the left", "the circle on the left is red", ...
+            assert o["position"] in words and o["shape"] in words
+        checked += 1
+    assert checked > 10
 
 
 def test_object_masks_cover_the_palette_colour(generated):

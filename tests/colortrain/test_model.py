@@ -107,15 +107,19 @@ def test_nolang_ignores_the_caption_and_film_needs_one() -> None:
         film(feats)
 
 
+def _with_init(init: str):
+    config = create_model_config("film", "small", SHAPES).to_dict()
+    return create_model(ModelConfig(**{**config, "embedding_init": init}))
+
+
 def test_embeddings_load_from_the_store_vectors() -> None:
     # Vectors with a large shared direction, as word2vec gives on a small corpus.
     vectors = torch.randn(30, 300) * 0.1 + torch.randn(300)
     vectors[0] = 0
-    raw = create_model(ModelConfig(**{**create_model_config("film", "small", SHAPES).to_dict(),
-                                      "embedding_init": "raw"}))  # fmt: skip
+    raw = _with_init("raw")
     raw.load_embeddings(vectors)
     torch.testing.assert_close(raw.encoder.embed.weight.detach(), vectors)
-    model = create_model(create_model_config("film", "small", SHAPES))
+    model = _with_init("standardized")
     model.load_embeddings(vectors)
     weight = model.encoder.embed.weight.detach()
     assert (weight[0] == 0).all()  # <pad>
@@ -126,6 +130,34 @@ def test_embeddings_load_from_the_store_vectors() -> None:
     assert cos.abs().mean() < 0.3  # the shared direction is gone
     with pytest.raises(ValueError):
         model.load_embeddings(torch.randn(31, 300))
+
+
+def test_whitened_embeddings_separate_words_used_alike() -> None:
+    # 20 words spread along a few directions, and 8 "colour" words that share almost
+    # everything (cosine ~0.99 after standardising, as colours do in word2vec on simple captions).
+    torch.manual_seed(0)
+    common = torch.randn(300)
+    vectors = torch.cat([torch.zeros(2, 300), torch.randn(20, 4) @ torch.randn(4, 300)])
+    colours = common + 0.05 * torch.randn(8, 300)
+    vectors = torch.cat([vectors, colours])  # (30, 300)
+    assert create_model_config("film", "small", SHAPES).embedding_init == "whitened"
+    model = create_model(create_model_config("film", "small", SHAPES))
+    model.load_embeddings(vectors)
+    weight = model.encoder.embed.weight.detach().double()
+    assert (weight[0] == 0).all()  # <pad>
+    words = weight[2:]  # (28, 300)
+    centred = words - words.mean(0)
+    sv = torch.linalg.svdvals(centred)
+    kept = sv[sv > 1e-6 * sv[0]]
+    # unit variance along every direction the words span
+    torch.testing.assert_close(kept**2 / (len(words) - 1), torch.ones_like(kept), rtol=1e-6, atol=0)
+    col = torch.nn.functional.normalize(weight[-8:], dim=1)
+    off_diag = (col @ col.T)[~torch.eye(8, dtype=bool)]
+    assert off_diag.max() < 0.5  # the colours no longer point the same way
+    standardized = _with_init("standardized")
+    standardized.load_embeddings(vectors)
+    s_col = torch.nn.functional.normalize(standardized.encoder.embed.weight.detach()[-8:], dim=1)
+    assert (s_col @ s_col.T)[~torch.eye(8, dtype=bool)].min() > 0.9  # what whitening fixes
 
 
 def test_config_validates_and_round_trips() -> None:
