@@ -30,7 +30,7 @@ CANDIDATES: dict[str, Callable[[], list]] = {
     "blosc-lz4-bitshuffle": lambda: [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")],
 }
 
-FEATURE_CODEC = "blosc-zstd3-shuffle"
+FEATURE_CODEC = "zstd-1"
 
 
 def feature_compressors(name: str = FEATURE_CODEC) -> list:

@@ -43,12 +43,12 @@ from colorfeat.codecs import FEATURE_CODEC, feature_compressors, images_per_chun
 from colorfeat.config import BackboneConfig
 from colorfeat.errors import UserError
 
-CODE_VERSION = f"colorfeat-{__version__}/extract-1"
-_FP16_MAX = float(np.finfo(np.float16).max)
+CODE_VERSION = f"colorfeat-{__version__}/extract-2"  # 2: zstd level 1 features
 _MARKERS = "_chunks_done"
 _PREFETCH_BLOCKS = 2
-# On CPU, torch.compile (inductor, frozen weights) costs ~30 s once and then runs the trunk ~3x
-# faster than eager bf16 (benchmarks/extract.py): worth it from a few thousand images.
+# On CPU, torch.compile (inductor, frozen weights) costs ~30 s once; end to end it then ran at the
+# speed of eager bf16 (benchmarks/extract.py, 2-core CPU) but no slower, and it is where further
+# kernel fusion comes from: only from a few thousand images on.
 COMPILE_MIN_IMAGES = 2000
 
 
@@ -211,10 +211,10 @@ def extract_blocks(
     """Run the trunk over `blocks` of src/<split>/rgb into dst/<split>/<name>; mark chunks done."""
     dev = torch.device(run.device)
     cuda = dev.type == "cuda"
-    model = fuse_batchnorm(trunk).to(dev, memory_format=torch.channels_last)
-    if run.compiled:
-        model = torch.compile(model, dynamic=False)
-    amp = torch.bfloat16 if run.amp == "bf16" else None
+    fused = fuse_batchnorm(trunk).to(dev, memory_format=torch.channels_last)
+    if run.compiled:  # the trunk only: compiling the whole Engine measured slower
+        fused = torch.compile(fused, dynamic=False)
+    engine = Engine(fused, torch.bfloat16 if run.amp == "bf16" else None)
     reads: queue.Queue = queue.Queue(maxsize=_PREFETCH_BLOCKS)
     writes: queue.Queue = queue.Queue(maxsize=_PREFETCH_BLOCKS)
     stop = threading.Event()
@@ -251,7 +251,7 @@ def extract_blocks(
         with torch.inference_mode(), _compile_settings(run.compiled):
             while not errors and (item := reads.get()) is not None:
                 b, host = item
-                out = _run_block(model, host, dev, amp, run.batch)  # (n, C, H, W) fp16 on host
+                out = _run_block(engine, host, dev, run.batch)  # (n, C, H, W) fp16 on host
                 event = torch.cuda.Event() if cuda else None
                 if event is not None:
                     event.record()
@@ -269,8 +269,8 @@ def extract_blocks(
 
 
 def _compile_settings(compiled: bool) -> contextlib.AbstractContextManager:
-    """Inductor with frozen weights (constant-folded, prepacked for oneDNN): about 3x faster on CPU
-    than without; it must be set while the first call compiles (`options=` does not reach it)."""
+    """Inductor with frozen weights (constant-folded, prepacked for oneDNN); it must be set while
+    the first call compiles (`options=` does not reach it)."""
     if not compiled:
         return contextlib.nullcontext()
     import torch._inductor.config
@@ -279,26 +279,38 @@ def _compile_settings(compiled: bool) -> contextlib.AbstractContextManager:
 
 
 def _write_block(arr: zarr.Array, b: Block, data: np.ndarray, markers: Path) -> None:
-    """Store each chunk of a block, then mark it done (the chunk write itself is atomic)."""
-    if not np.isfinite(data).all():
-        raise UserError(
-            "trunk features overflow float16 (|x| > 65504): random-init deep layers grow without "
-            "bound; use --weights imagenet or FILE, or an earlier --layer"
-        )
-    chunk_n = arr.chunks[0]
+    """Store a block's chunks (each chunk write is atomic), then mark each of them done."""
+    arr[b.start : b.stop] = data  # (n, C, H, W), whole chunks: zarr encodes them concurrently
     markers.mkdir(parents=True, exist_ok=True)
     for c in b.chunks:
-        lo, hi = c * chunk_n, min((c + 1) * chunk_n, arr.shape[0])
-        arr[lo:hi] = data[lo - b.start : hi - b.start]  # (n, C, H, W)
         (markers / str(c)).touch()
 
 
+class Engine(torch.nn.Module):
+    """uint8 RGB (B, S, S, 3) -> float16 features (B, C, H, W), NCHW, and whether all are finite.
+
+    One module from the stored pixels to the stored dtype and layout, including the overflow check
+    (one pass over the float16 output, on the device).
+    """
+
+    def __init__(self, trunk: torch.nn.Module, amp: torch.dtype | None) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.amp = amp
+
+    def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = prepare_input(rgb)  # (B, 3, S, S) channels_last
+        with torch.autocast(
+            rgb.device.type, dtype=self.amp or torch.float32, enabled=bool(self.amp)
+        ):
+            y = self.trunk(x)  # (B, C, H, W)
+        y = y.to(torch.float16)
+        finite = torch.isfinite(y).all()  # |x| > 65504 became inf
+        return y.contiguous(memory_format=torch.contiguous_format), finite  # (B, C, H, W) NCHW
+
+
 def _run_block(
-    trunk: torch.nn.Module,
-    host: torch.Tensor,
-    dev: torch.device,
-    amp: torch.dtype | None,
-    batch_size: int,
+    engine: torch.nn.Module, host: torch.Tensor, dev: torch.device, batch_size: int
 ) -> torch.Tensor:
     """Features (n, C, H, W) float16 of a block of uint8 RGB (n, S, S, 3), as one padded batch."""
     cuda = dev.type == "cuda"
@@ -306,10 +318,13 @@ def _run_block(
     rgb = host.to(dev, non_blocking=cuda)  # (n, S, S, 3) uint8
     if n < batch_size:  # one static shape for every batch: pad the last block with black images
         rgb = torch.cat([rgb, rgb.new_zeros((batch_size - n, *rgb.shape[1:]))])
-    x = prepare_input(rgb)  # (B, 3, S, S) channels_last
-    with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-        y = trunk(x)  # (B, C, H, W)
-    y = y[:n].half().contiguous(memory_format=torch.contiguous_format)  # (n, C, H, W) NCHW
+    y, finite = engine(rgb)  # (B, C, H, W) float16
+    if not bool(finite):
+        raise UserError(
+            "trunk features overflow float16 (|x| > 65504): random-init deep layers grow without "
+            "bound; use --weights imagenet or FILE, or an earlier --layer"
+        )
+    y = y[:n]  # (n, C, H, W)
     return _to_pinned(y) if cuda else y
 
 

@@ -203,10 +203,15 @@ def test_mismatched_image_size_is_a_clear_error(store_images, tmp_path) -> None:
         features_stage(store_images, BackboneConfig(backbone="resnet18", weights="none"), tmp_path)
 
 
-def test_features_beyond_float16_range_are_refused(tmp_path) -> None:
-    arr = zarr.create_array(str(tmp_path / "a"), shape=(2, 1), chunks=(1, 1), dtype="float16")
-    block = extract.Block("train", 0, 2, (0, 1))
-    data = np.array([[1.0], [np.inf]], dtype=np.float16)  # what .half() makes of |x| > 65504
+def test_features_beyond_float16_range_are_refused() -> None:
+    class Loud(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 1e5  # 2.6e5 > 65504: float16 makes it inf
+
+    rgb = torch.full((2, 8, 8, 3), 255, dtype=torch.uint8)
+    engine = extract.Engine(Loud(), None)
     with pytest.raises(UserError, match="overflow float16"):
-        extract._write_block(arr, block, data, tmp_path / "marks")
-    assert not (tmp_path / "marks" / "0").exists()
+        extract._run_block(engine, rgb, torch.device("cpu"), 2)
+    quiet = extract.Engine(torch.nn.Identity(), None)
+    out = extract._run_block(quiet, rgb[:1], torch.device("cpu"), 2)  # padded to 2, sliced to 1
+    assert out.shape == (1, 3, 8, 8) and out.dtype == torch.float16 and out.is_contiguous()
