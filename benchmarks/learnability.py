@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
+    parser.add_argument(
+        "--embedding-init", choices=("whitened", "standardized", "raw"), default="whitened"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (0: PyTorch default)")
     parser.add_argument(
@@ -45,7 +48,7 @@ def main() -> None:
     result = run(
         args.work_dir, models=tuple(args.models.split(",")), limit=args.limit,
         image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        schedule=args.schedule,
+        schedule=args.schedule, embedding_init=args.embedding_init,
         seed=args.seed, progress=True, threads=args.threads or None,
     )  # fmt: skip
     result["seconds"] = time.perf_counter() - t0

@@ -73,7 +73,9 @@ class ModelConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def create_model_config(kind: str, preset: str, shapes: dict[str, int]) -> ModelConfig:
+def create_model_config(
+    kind: str, preset: str, shapes: dict[str, int], embedding_init: str = "whitened"
+) -> ModelConfig:
     """A ModelConfig for `kind`/`preset` with the store's shapes (see data.store_shapes)."""
     if preset not in _PRESET_WIDTHS:
         raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
@@ -86,6 +88,7 @@ def create_model_config(kind: str, preset: str, shapes: dict[str, int]) -> Model
         lstm_hidden=p["lstm_hidden"],
         num_blocks=p["num_blocks"],
         dropout=p["dropout"],
+        embedding_init=embedding_init,
         **shapes,
     )
 
@@ -99,6 +102,7 @@ class TrainConfig:
     features: str | None = None  # None: the store's only (or first) feature set
     model: str = "film"
     preset: str = "paper"
+    embedding_init: str = "whitened"  # how store word vectors are rescaled; see ModelConfig
     epochs: int = 10
     max_steps: int | None = None
     batch_size: int = 24
@@ -125,6 +129,11 @@ class TrainConfig:
             raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.device not in DEVICES:
             raise UserError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.embedding_init not in EMBEDDING_INITS:
+            raise UserError(
+                f"embedding_init must be one of {', '.join(EMBEDDING_INITS)}, "
+                f"not {self.embedding_init!r}"
+            )
         if self.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:

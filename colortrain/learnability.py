@@ -192,6 +192,7 @@ def run(
     batch_size: int = 16,
     lr: float = 3e-3,
     schedule: str = "cosine",
+    embedding_init: str = "whitened",
     seed: int = 0,
     progress: bool = False,
     threads: int | None = 1,
@@ -217,7 +218,7 @@ def run(
             config = TrainConfig(
                 store=store, out=str(out), model=kind, preset="small", epochs=epochs,
                 batch_size=batch_size, lr=lr, schedule=schedule, seed=seed, in_memory=True,
-                resume=True, progress=progress,
+                resume=True, progress=progress, embedding_init=embedding_init,
             )  # fmt: skip
             trained = fit(config)
             probe = caption_colour_accuracy(trained["checkpoint"], store, source_root)

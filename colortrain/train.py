@@ -46,7 +46,9 @@ from colortrain.sheets import sample_sheet
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Fields a resumed run must share with the run it continues.
-_RESUME_FIXED = ("store", "features", "model", "preset", "batch_size", "seed", "schedule")
+_RESUME_FIXED = (
+    "store", "features", "model", "preset", "embedding_init", "batch_size", "seed", "schedule",
+)  # fmt: skip
 
 console = Console(stderr=True)
 
@@ -266,7 +268,9 @@ def fit(config: TrainConfig) -> dict[str, Any]:
     group = open_version(config.store)
     features = pick_features(group, config.features)
     config = config.replace(features=features)
-    model_config = create_model_config(config.model, config.preset, store_shapes(group, features))
+    model_config = create_model_config(
+        config.model, config.preset, store_shapes(group, features), config.embedding_init
+    )
     class_weights = torch.from_numpy(group["lab/weights"][:].astype(np.float32)).to(device)
 
     torch.manual_seed(config.seed)
