@@ -25,6 +25,7 @@ from PIL import Image
 BIN = Path(sys.executable).parent
 # Sized so the whole demo takes a few minutes on two CPU cores (see docs/operations.md).
 DEFAULTS = {"limit": 1000, "image_size": 64, "epochs": 20, "seed": 0}
+LABEL_LINES = 4  # caption lines above each picture of the contact sheet
 
 
 def sh(*cmd: str, capture: bool = False) -> str:
@@ -80,10 +81,18 @@ def _words(caption: str) -> set[str]:
 
 
 def _recolour(caption: str, change: dict[str, str]) -> str:
-    out = []
+    """The caption with its colour words replaced, and "a"/"an" before them made to agree."""
+    out: list[str] = []
     for word in caption.split():
         core = word.strip(".,").lower()
-        out.append(word.lower().replace(core, change[core]) if core in change else word)
+        if core not in change:
+            out.append(word)
+            continue
+        new = change[core]
+        out.append(word.lower().replace(core, new))
+        if out[-2:-1] and out[-2].lower() in ("a", "an"):
+            article = "an" if new[0] in "aeiou" else "a"
+            out[-2] = article.capitalize() if out[-2][0].isupper() else article
     return " ".join(out)
 
 
@@ -99,7 +108,7 @@ def contact_sheet(rows: list[list[tuple[Path, str]]], dst: Path) -> Path:
     from PIL import ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=13)
-    gap, label = 8, 36
+    gap, label = 8, 4 + 16 * LABEL_LINES
     images = [[(Image.open(p).convert("RGB"), text) for p, text in row] for row in rows]
     cell_w = max(im.width for row in images for im, _ in row)
     cell_h = max(im.height for row in images for im, _ in row) + label
@@ -125,7 +134,7 @@ def _wrap(text: str, width: int, font) -> str:
             line = word
         else:
             line = trial
-    return "\n".join([*lines, line][:2])
+    return "\n".join([*lines, line][:LABEL_LINES])
 
 
 def main(argv: list[str] | None = None) -> None:
