@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 COLORFEAT = str(Path(sys.executable).with_name("colorfeat"))
-# 224 px so that resnet101.layer2 features span several chunks (about 6 images each) and the
-# extraction lasts long enough to be interrupted half-way on two CPU cores.
-BASE = ["--source", "synthetic", "--limit", "40", "--image-size", "224", "--weights", "none"]
+# 224 px and 120 pictures so that resnet101.layer2 features span many chunks (5 images each) and
+# the extraction lasts long enough (1-2 s at ~90 images/s on two CPU cores) to be interrupted
+# half-way.
+BASE = ["--source", "synthetic", "--limit", "120", "--image-size", "224", "--weights", "none"]
 FAST = [*BASE, "--backbone", "resnet18", "--device", "cpu"]
 SLOW = [*BASE, "--backbone", "resnet101", "--batch-size", "6", "--device", "cpu"]
 
