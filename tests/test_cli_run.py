@@ -33,6 +33,12 @@ def colorfeat(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.Co
     )
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT unblocked and at its default, whatever this process inherited."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(tmp_path: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [COLORFEAT, *args],
@@ -40,6 +46,7 @@ def start(tmp_path: Path, *args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,  # the test sends SIGINT: it must arrive as a user's Ctrl-C
     )
 
 
@@ -82,7 +89,8 @@ def interrupt_during_extraction(
         time.sleep(0.05)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert latest(store) == expect and versions(store) == [expect]
+    outcome = (proc.returncode, stderr[-3000:])
+    assert latest(store) == expect and versions(store) == [expect], outcome
     return stderr
 
 
