@@ -36,12 +36,13 @@ def write_standin(root: Path, n: int, size: int, seed: int = 0) -> str:
     """A store version with the published layout at image size `size`; returns its path."""
     from colorfeat.codecs import feature_compressors, images_per_chunk
     from colorfeat.lab import ab_grid
+    from colorfeat.store import STORE_SCHEMA
 
     version = root / "versions" / "standin"
     if (version / "zarr.json").exists():
         return str(version)
     rng = np.random.default_rng(seed)
-    g = zarr.open_group(str(version), mode="w")
+    g = zarr.open_group(str(version), mode="w", attributes={"schema": STORE_SCHEMA})
     t = size // 4
     c, h = 512, size // 8
     g.create_array("lab/grid", data=ab_grid())
@@ -107,6 +108,9 @@ def measure(loader, batches: int, batch_size: int) -> tuple[float, float]:
         batch["features"].float()  # what the trainer does first (on the device in practice)
         seen += len(batch["targets"])
     rate = seen / (time.perf_counter() - t0)
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if shutdown is not None:  # stop the workers now, not while the interpreter exits
+        shutdown()
     return rate, rate * mb_per_sample
 
 
