@@ -23,6 +23,7 @@ import json
 import time
 from pathlib import Path
 
+from colortrain.config import EMBEDDING_INITS
 from colortrain.learnability import run
 
 
@@ -35,9 +36,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
-    parser.add_argument(
-        "--embedding-init", choices=("whitened", "standardized", "raw"), default="whitened"
-    )
+    parser.add_argument("--embedding-init", choices=EMBEDDING_INITS, default=EMBEDDING_INITS[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (0: PyTorch default)")
     parser.add_argument(

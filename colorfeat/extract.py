@@ -235,9 +235,10 @@ def extract_blocks(
     def write() -> None:
         try:
             while (item := writes.get()) is not None:
-                b, out, event = item
+                b, out, finite, event = item
                 if event is not None:
                     event.synchronize()
+                _require_finite(finite)
                 _write_block(dst[f"{b.split}/{name}"], b, out.numpy(), markers / b.split)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             errors.append(exc)
@@ -251,11 +252,11 @@ def extract_blocks(
         with torch.inference_mode(), _compile_settings(run.compiled):
             while not errors and (item := reads.get()) is not None:
                 b, host = item
-                out = _run_block(engine, host, dev, run.batch)  # (n, C, H, W) fp16 on host
+                out, finite = _run_block(engine, host, dev, run.batch)  # (n, C, H, W) fp16
                 event = torch.cuda.Event() if cuda else None
                 if event is not None:
                     event.record()
-                _put(writes, (b, out, event), stop)
+                _put(writes, (b, out, finite, event), stop)
         _put(writes, None, stop, final=True)
         writer.join()
     finally:
@@ -300,9 +301,8 @@ class Engine(torch.nn.Module):
 
     def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = prepare_input(rgb)  # (B, 3, S, S) channels_last
-        with torch.autocast(
-            rgb.device.type, dtype=self.amp or torch.float32, enabled=bool(self.amp)
-        ):
+        enabled = self.amp is not None
+        with torch.autocast(rgb.device.type, dtype=self.amp or torch.float32, enabled=enabled):
             y = self.trunk(x)  # (B, C, H, W)
         y = y.to(torch.float16)
         finite = torch.isfinite(y).all()  # |x| > 65504 became inf
@@ -311,21 +311,26 @@ class Engine(torch.nn.Module):
 
 def _run_block(
     engine: torch.nn.Module, host: torch.Tensor, dev: torch.device, batch_size: int
-) -> torch.Tensor:
-    """Features (n, C, H, W) float16 of a block of uint8 RGB (n, S, S, 3), as one padded batch."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (n, C, H, W) float16 of a block of uint8 RGB (n, S, S, 3), as one padded batch,
+    and whether they are all finite; both on the host, copied asynchronously on CUDA (the
+    writer reads them after the block's event, so the main thread never waits for the device)."""
     cuda = dev.type == "cuda"
     n = host.shape[0]
     rgb = host.to(dev, non_blocking=cuda)  # (n, S, S, 3) uint8
     if n < batch_size:  # one static shape for every batch: pad the last block with black images
         rgb = torch.cat([rgb, rgb.new_zeros((batch_size - n, *rgb.shape[1:]))])
-    y, finite = engine(rgb)  # (B, C, H, W) float16
+    y, finite = engine(rgb)  # (B, C, H, W) float16, () bool
+    y = y[:n]  # (n, C, H, W)
+    return (_to_pinned(y), _to_pinned(finite)) if cuda else (y, finite)
+
+
+def _require_finite(finite: torch.Tensor) -> None:
     if not bool(finite):
         raise UserError(
             "trunk features overflow float16 (|x| > 65504): random-init deep layers grow without "
             "bound; use --weights imagenet or FILE, or an earlier --layer"
         )
-    y = y[:n]  # (n, C, H, W)
-    return _to_pinned(y) if cuda else y
 
 
 def _to_pinned(y: torch.Tensor) -> torch.Tensor:

@@ -306,7 +306,6 @@ def make_captions(rng: np.random.Generator, record: dict, n: int = 5) -> list[st
         fields = {
             "shape": o["shape"],
             "colour": o["color"],
-            "Colour": o["color"].capitalize(),
             "size": o["size"],
             "a_colour": _a(o["color"]),
             "A_colour": _a(o["color"]).capitalize(),
@@ -316,23 +315,26 @@ def make_captions(rng: np.random.Generator, record: dict, n: int = 5) -> list[st
             "A_shape": _a(o["shape"]).capitalize(),
             "a_bg": _a(bg),
         }
-        coloured, plain = _ONE_COLOUR, _ONE_PLAIN
+
+        def coloured() -> str:
+            return _ONE_COLOUR[rng.integers(len(_ONE_COLOUR))].format(**fields)
+
+        plain = _ONE_PLAIN
     else:
         fields = {
             "n": _NUMBERS[len(objs)],
             "shapes": _join([_a(o["shape"]) for o in objs]),
             "a_bg": _a(bg),
         }
-        return [_many_colour_caption(rng, objs, fields)] + [
-            _many_colour_caption(rng, objs, fields)
-            if rng.random() < 0.6
-            else _MANY_PLAIN[rng.integers(len(_MANY_PLAIN))].format(**fields)
-            for _ in range(n - 1)
-        ]
-    out = [coloured[rng.integers(len(coloured))].format(**fields)]
+
+        def coloured() -> str:
+            return _many_colour_caption(rng, objs, fields)
+
+        plain = _MANY_PLAIN
+    out = [coloured()]
     for _ in range(n - 1):
-        pool = coloured if rng.random() < 0.6 else plain
-        out.append(pool[rng.integers(len(pool))].format(**fields))
+        named = rng.random() < 0.6
+        out.append(coloured() if named else plain[rng.integers(len(plain))].format(**fields))
     return out
 
 

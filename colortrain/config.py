@@ -10,7 +10,16 @@ from colorfeat.errors import UserError
 MODEL_KINDS = ("film", "concat", "nolang")
 PRESETS = ("paper", "small")
 DEVICES = ("auto", "cpu", "cuda")
-EMBEDDING_INITS = ("whitened", "standardized", "raw")
+EMBEDDING_INITS = ("whitened", "standardized", "raw")  # the first is the default
+
+
+def parse_embedding_init(value: str) -> str:
+    """`value` if it names a way to rescale the store's word vectors (see Colorizer), else error."""
+    if value not in EMBEDDING_INITS:
+        choices = ", ".join(EMBEDDING_INITS)
+        raise UserError(f"embedding_init must be one of {choices}, not {value!r}")
+    return value
+
 
 # Widths per preset; every other shape comes from the store.
 _PRESET_WIDTHS = {
@@ -37,14 +46,10 @@ class ModelConfig:
     lstm_hidden: int
     num_blocks: int = 4
     dropout: float = 0.2
-    embedding_init: str = "whitened"  # or "standardized", "raw"; see Colorizer.load_embeddings
+    embedding_init: str = EMBEDDING_INITS[0]  # see Colorizer.load_embeddings
 
     def __post_init__(self) -> None:
-        if self.embedding_init not in EMBEDDING_INITS:
-            raise UserError(
-                f"embedding_init must be one of {', '.join(EMBEDDING_INITS)}, "
-                f"not {self.embedding_init!r}"
-            )
+        parse_embedding_init(self.embedding_init)
         if self.kind not in MODEL_KINDS:
             raise UserError(f"--model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
         if self.preset not in PRESETS:
@@ -74,7 +79,7 @@ class ModelConfig:
 
 
 def create_model_config(
-    kind: str, preset: str, shapes: dict[str, int], embedding_init: str = "whitened"
+    kind: str, preset: str, shapes: dict[str, int], embedding_init: str = EMBEDDING_INITS[0]
 ) -> ModelConfig:
     """A ModelConfig for `kind`/`preset` with the store's shapes (see data.store_shapes)."""
     if preset not in _PRESET_WIDTHS:
@@ -102,7 +107,7 @@ class TrainConfig:
     features: str | None = None  # None: the store's only (or first) feature set
     model: str = "film"
     preset: str = "paper"
-    embedding_init: str = "whitened"  # how store word vectors are rescaled; see ModelConfig
+    embedding_init: str = EMBEDDING_INITS[0]  # how store word vectors are rescaled; see ModelConfig
     epochs: int = 10
     max_steps: int | None = None
     batch_size: int = 24
@@ -129,11 +134,7 @@ class TrainConfig:
             raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.device not in DEVICES:
             raise UserError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        if self.embedding_init not in EMBEDDING_INITS:
-            raise UserError(
-                f"embedding_init must be one of {', '.join(EMBEDDING_INITS)}, "
-                f"not {self.embedding_init!r}"
-            )
+        parse_embedding_init(self.embedding_init)
         if self.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:

@@ -27,6 +27,7 @@ from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.lab import rgb_to_lab
 from colorfeat.synthetic import PALETTE, load_ground_truth, object_masks
 from colortrain.colorize import Colorist
+from colortrain.config import EMBEDDING_INITS
 from colortrain.data import CaptionIndex, open_version
 
 PALETTE_NAMES = list(PALETTE)
@@ -192,7 +193,7 @@ def run(
     batch_size: int = 16,
     lr: float = 3e-3,
     schedule: str = "cosine",
-    embedding_init: str = "whitened",
+    embedding_init: str = EMBEDDING_INITS[0],
     seed: int = 0,
     progress: bool = False,
     threads: int | None = 1,

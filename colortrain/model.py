@@ -120,8 +120,8 @@ class Colorizer(nn.Module):
         - "whitened" (default): centred and rotated so that every principal direction of the
           words has unit variance (ZCA whitening; directions with no variance are dropped), so
           the directions that tell words apart start as large as the common one. On the synthetic
-          source, colours bound to several objects were learned in about a third of the steps
-          that "standardized" needed (benchmarks/learnability.py).
+          source, FiLM coloured 96% of held-out shapes right against 88.6% with "standardized",
+          same run otherwise (benchmarks/learnability.py --embedding-init).
         - "standardized": each dimension centred and scaled to unit variance.
         - "raw": the vectors as they are.
         """
@@ -132,9 +132,8 @@ class Colorizer(nn.Module):
             raise ValueError(f"embeddings {tuple(vectors.shape)} != model {tuple(weight.shape)}")
         vectors = vectors.to(torch.float64).clone()
         words = vectors[2:] if vectors.shape[0] > 3 else vectors[1:]  # skip <pad>, <unk>
-        mean = words.mean(dim=0)
         if self.config.embedding_init == "standardized":
-            vectors[1:] = (vectors[1:] - mean) / words.std(dim=0).clamp_min(1e-6)
+            vectors[1:] = (vectors[1:] - words.mean(dim=0)) / words.std(dim=0).clamp_min(1e-6)
         elif self.config.embedding_init == "whitened":
             vectors[1:] = whiten(vectors[1:], words)
         vectors[PAD_ID] = 0.0

@@ -42,6 +42,7 @@ def pick_held_out(source_root: Path) -> list[dict]:
     """A validation picture with one shape and one with two, each with a caption naming every
     colour and a second caption that changes them: another colour for the single shape, the two
     colours swapped between the two shapes (which only a model that binds colours can follow)."""
+    from colorfeat.captions import tokenize
     from colorfeat.synthetic import PALETTE, load_ground_truth
 
     truth = load_ground_truth(source_root, "val")
@@ -58,7 +59,7 @@ def pick_held_out(source_root: Path) -> list[dict]:
         if n > 2 or n in picked:
             continue
         colours = [o["color"] for o in record["objects"]]
-        named = [c for c in by_image.get(record["id"], []) if set(colours) <= _words(c)]
+        named = [c for c in by_image.get(record["id"], []) if set(colours) <= set(tokenize(c))]
         if not named:
             continue
         if n == 1:
@@ -74,10 +75,6 @@ def pick_held_out(source_root: Path) -> list[dict]:
         if len(picked) == 2:
             return [picked[1], picked[2]]
     raise SystemExit("demo: no one- and two-shape validation pictures with colour captions")
-
-
-def _words(caption: str) -> set[str]:
-    return {w.strip(".,").lower() for w in caption.split()}
 
 
 def _recolour(caption: str, change: dict[str, str]) -> str:

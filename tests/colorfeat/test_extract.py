@@ -210,8 +210,10 @@ def test_features_beyond_float16_range_are_refused() -> None:
 
     rgb = torch.full((2, 8, 8, 3), 255, dtype=torch.uint8)
     engine = extract.Engine(Loud(), None)
+    _, finite = extract._run_block(engine, rgb, torch.device("cpu"), 2)
     with pytest.raises(UserError, match="overflow float16"):
-        extract._run_block(engine, rgb, torch.device("cpu"), 2)
+        extract._require_finite(finite)  # in the writer, before anything is stored
     quiet = extract.Engine(torch.nn.Identity(), None)
-    out = extract._run_block(quiet, rgb[:1], torch.device("cpu"), 2)  # padded to 2, sliced to 1
+    out, finite = extract._run_block(quiet, rgb[:1], torch.device("cpu"), 2)  # padded, sliced
+    extract._require_finite(finite)
     assert out.shape == (1, 3, 8, 8) and out.dtype == torch.float16 and out.is_contiguous()
