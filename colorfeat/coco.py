@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 from colorfeat.errors import UserError
@@ -97,6 +98,22 @@ def _validate(data: object, path: Path) -> None:
         if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), int):
             raise UserError(f"caption entry {i} lacks an integer 'image_id': {path}")
         ann.setdefault("id", i + 1)
+
+
+def picture_path(root: str | Path, file: str) -> Path | None:
+    """Where the picture `file` (relative to a source root) really is; None if outside the root.
+
+    A name that is absolute or holds a `..` component is outside whatever it points at; any other
+    name is followed through its symlinks and must end up under the root's own real path.
+    """
+    parts = file.split("/")
+    if file.startswith("/") or "" in parts[1:-1] or ".." in parts or "\x00" in file:
+        return None
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, file))
+    if os.path.commonpath([real_root, real]) != real_root:
+        return None
+    return Path(real)
 
 
 def read_split(root: str | Path, coco_split: str, limit: int | None = None) -> dict:

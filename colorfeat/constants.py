@@ -32,6 +32,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ITU-R BT.601 luma, used to turn RGB into the grayscale the backbone sees.
 LUMA_601 = (0.299, 0.587, 0.114)
 
+# Pictures from a source are hostile input: both limits are checked before anything is decoded.
+# 64 megapixels lets a 48-megapixel camera photo through; its RGB alone then takes 192 MiB.
+MAX_PICTURE_PIXELS = 64 * 1024 * 1024  # width x height, read from the file's header
+MAX_PICTURE_BYTES = 256 * 1024 * 1024  # the file's size
+
 # Vocabulary specials.
 PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"

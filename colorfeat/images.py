@@ -18,13 +18,21 @@ Two passes, both as Dask tasks over disjoint, chunk-aligned regions: decode ever
 picture into a staging group (blocks of STAGING_BLOCK pictures, each block's outcome saved so an
 interrupted run resumes), then copy the pictures that decoded into the final arrays. Which task
 ran where cannot change a byte: chunk boundaries and contents depend only on the inputs.
+
+A picture is skipped, with its reason recorded, only for a problem of its own: a name outside the
+source, a missing file, not an image, undecodable or truncated data, too large, grayscale. A
+fault of the environment (an I/O error, a permission, memory) raises: the block's outcome is not
+saved, the stage fails and a retry or rerun decodes that block again.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
 import shutil
-import warnings
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -35,7 +43,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from colorfeat.captions import load_captions, tokenize
-from colorfeat.constants import DEFAULT_IMAGE_SIZE, TARGET_STRIDE
+from colorfeat.coco import picture_path
+from colorfeat.constants import (
+    DEFAULT_IMAGE_SIZE,
+    MAX_PICTURE_BYTES,
+    MAX_PICTURE_PIXELS,
+    TARGET_STRIDE,
+)
 from colorfeat.lab import ab_targets
 from colorfeat.parallel import commit, completed, executor, partial_dir
 from colorfeat.vocab import encode, load_vocab
@@ -45,6 +59,19 @@ TARGET_CHUNK_BYTES = 4 << 20  # ... of an ab_bins / caption-token chunk
 STAGING_BLOCK = 32  # pictures per decoding task
 COMPRESSOR = ZstdCodec(level=3)
 STAGING_COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")  # speed over size
+# Bumped when an unchanged source may give different arrays or skips: 2, an environment fault
+# fails the stage instead of being recorded as a corrupt picture, and paths must stay in the source.
+STAGE_VERSION = 2
+# The formats a source picture may have; no other Pillow plugin ever parses one.
+PICTURE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+# Errors opening a picture that are the data set's own problem, and the reason recorded for each.
+_DATA_ERRNOS = {
+    errno.ENOENT: "missing file",
+    errno.ENOTDIR: "missing file",
+    errno.EISDIR: "not a file",
+    errno.ELOOP: "symlink loop",
+    errno.ENAMETOOLONG: "bad file name",
+}
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _GRAY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -65,22 +92,51 @@ def _to_rgb(im: Image.Image) -> Image.Image | None:
     return im.convert("RGB")
 
 
-def decode_image(path: str | Path) -> tuple[np.ndarray | None, str | None]:
-    """(RGB uint8 (H, W, 3), None), or (None, why it cannot be used). Never raises."""
+def read_picture(path: str | Path) -> bytes | str:
+    """The bytes of a picture file, or why it cannot be used; a fault of the environment raises.
+
+    The file is opened without blocking (a FIFO must not hang the stage) and must be a regular
+    file of at most MAX_PICTURE_BYTES.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                rgb = _to_rgb(im)
-    except FileNotFoundError:
-        return None, "missing file"
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in _DATA_ERRNOS:
+            return _DATA_ERRNOS[exc.errno]
+        raise  # EIO, EACCES, EMFILE, ...: not the picture's fault
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return "not a file"
+        if st.st_size > MAX_PICTURE_BYTES:
+            return "too large"
+        data = f.read(MAX_PICTURE_BYTES + 1)
+    return "too large" if len(data) > MAX_PICTURE_BYTES else data
+
+
+def decode_picture(data: bytes) -> tuple[np.ndarray | None, str | None]:
+    """(RGB uint8 (H, W, 3), None), or (None, why the picture cannot be used).
+
+    Raises only for faults of the environment (MemoryError, an OSError carrying an errno): what
+    the picture's own bytes cause is a reason. The size limit is read from the header, before
+    decoding, so it holds whatever Pillow's own limit and the warning filters are.
+    """
+    try:
+        with Image.open(io.BytesIO(data), formats=PICTURE_FORMATS) as im:
+            if im.width * im.height > MAX_PICTURE_PIXELS:
+                return None, "too large"
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            rgb = _to_rgb(im)
+    except MemoryError:
+        raise
     except UnidentifiedImageError:
         return None, "not an image"
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return None, "too large"
-    except Exception as exc:  # PIL raises many types for broken data; none may stop the run
+        return None, "too large"  # Pillow's own limit, if set below ours
+    except Exception as exc:  # PIL raises many types for broken data
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
         msg = str(exc).split("\n")[0]
         return None, "truncated" if "truncated" in msg.lower() else f"corrupt: {msg}"
     if rgb is None:
@@ -93,13 +149,22 @@ def decode_image(path: str | Path) -> tuple[np.ndarray | None, str | None]:
     return arr, None
 
 
+def decode_image(path: str | Path) -> tuple[np.ndarray | None, str | None]:
+    """read_picture, then decode_picture: (RGB (H, W, 3), None) or (None, reason)."""
+    data = read_picture(path)
+    return (None, data) if isinstance(data, str) else decode_picture(data)
+
+
 def squash_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3) -> (size, size, 3), aspect ratio not kept, OpenCV INTER_AREA."""
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def process_image(path: str | Path, size: int) -> tuple[np.ndarray, np.ndarray] | str:
-    """(rgb (S, S, 3) uint8, ab_bins (S/4, S/4) uint16) of a picture, or why it is skipped."""
+    """(rgb (S, S, 3) uint8, ab_bins (S/4, S/4) uint16) of a picture, or why it is skipped.
+
+    Raises for a fault of the environment (see decode_picture), which is never a skip.
+    """
     rgb, reason = decode_image(path)
     if rgb is None:
         return reason or "unreadable"
@@ -146,7 +211,8 @@ def _decode_block(task: dict) -> list[str | None]:
     ab = np.zeros((n, t, t), np.uint16)  # (n, S/4, S/4)
     status: list[str | None] = []
     for i, file in enumerate(task["files"]):
-        out = process_image(Path(task["root"]) / file, size)
+        path = picture_path(task["root"], file)
+        out = "outside source" if path is None else process_image(path, size)
         if isinstance(out, str):
             status.append(out)
         else:
@@ -155,7 +221,9 @@ def _decode_block(task: dict) -> list[str | None]:
     s = task["start"]
     stage["rgb"][s : s + n] = rgb
     stage["ab_bins"][s : s + n] = ab
-    status_file.write_text(json.dumps(status))
+    tmp = status_file.with_name(status_file.name + ".tmp")
+    tmp.write_text(json.dumps(status))
+    tmp.replace(status_file)  # a block's outcome is saved whole, or not at all
     return status
 
 

@@ -30,6 +30,9 @@ from colorfeat.parallel import commit, completed, partial_dir
 OFFICIAL_BASE = "http://images.cocodataset.org"
 OFFICIAL = {"coco2014": "2014", "coco2017": "2017"}
 MIRROR_YEARS = ("2017", "2014")
+# How a directory source's pictures enter its identity; a new rule gives every such source a new
+# identity, hence new stage keys and version ids.
+IDENTITY_RULE = "path-size-mtime_ns"
 
 
 def acquire(
@@ -79,21 +82,53 @@ def acquire_synthetic(work_dir: Path, *, limit: int | None = None, seed: int = 0
 
 
 def acquire_dir(path: Path) -> dict:
-    """A COCO-layout directory as it is; identity from caption files and the picture listing."""
+    """A COCO-layout directory as it is; identity from caption files and the picture listing.
+
+    The listing holds every file under each split's directory with its size and modification
+    time in nanoseconds (what make and rsync trust), so a picture edited in place changes the
+    identity even at the same size; copying the directory with its times (`cp -a`, `rsync -a`)
+    keeps it.
+    """
     path = path.resolve()
     splits = find_splits(path)
-    ident: dict = {}
+    ident: dict = {"rule": IDENTITY_RULE}
     for name in sorted(splits):
-        listing = []
         image_dir = path / name
-        if image_dir.is_dir():
-            with os.scandir(image_dir) as it:
-                listing = sorted((e.name, e.stat().st_size) for e in it if e.is_file())
+        listing = _listing(image_dir) if image_dir.is_dir() else []
         ident[name] = {
             "captions": file_sha256(path / "annotations" / f"captions_{name}.json"),
             "images": value_hash(listing),
         }
     return {"root": str(path), "splits": splits, "identity": "dir-" + value_hash(ident, 16)}
+
+
+def _listing(image_dir: Path) -> list[tuple[str, int | None, int | None]]:
+    """(path under image_dir, size, mtime_ns) of every file below it, sorted; links are followed
+    (a broken one is (path, None, None)), but never to a directory outside the source root or
+    to one already listed."""
+
+    def fail(exc: OSError) -> None:
+        raise exc  # a directory that cannot be listed must not silently leave the identity
+
+    root = os.path.realpath(image_dir.parent)
+    seen: set[str] = set()
+    out = []
+    for dirpath, dirnames, filenames in os.walk(image_dir, onerror=fail, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen or os.path.commonpath([root, real]) != root:
+            dirnames.clear()
+            continue
+        seen.add(real)
+        for name in filenames:
+            file = os.path.join(dirpath, name)
+            rel = os.path.relpath(file, image_dir)
+            try:
+                st = os.stat(file)
+            except FileNotFoundError:  # a broken link
+                out.append((rel, None, None))
+                continue
+            out.append((rel, st.st_size, st.st_mtime_ns))
+    return sorted(out)
 
 
 def _mirror_year(base: str) -> str:
