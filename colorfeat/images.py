@@ -104,13 +104,16 @@ def read_picture(path: str | Path) -> bytes | str:
         if exc.errno in _DATA_ERRNOS:
             return _DATA_ERRNOS[exc.errno]
         raise  # EIO, EACCES, EMFILE, ...: not the picture's fault
-    with open(fd, "rb") as f:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return "not a file"
         if st.st_size > MAX_PICTURE_BYTES:
             return "too large"
-        data = f.read(MAX_PICTURE_BYTES + 1)
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_PICTURE_BYTES + 1)
+    finally:
+        os.close(fd)
     return "too large" if len(data) > MAX_PICTURE_BYTES else data
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,44 @@ def test_directory_source(tmp_path, kit):
     assert src["splits"] == {"val2017": "val"}  # test splits are not part of the store
     (root / "val2017" / "b.jpg").write_bytes(b"yy")
     assert acquire(str(root), tmp_path / "work")["identity"] != src["identity"]
+
+
+def _edit_in_place(path: Path, data: bytes) -> None:
+    """New bytes of the same size, written a second after the file's last change."""
+    before = path.stat()
+    assert len(data) == before.st_size and data != path.read_bytes()
+    path.write_bytes(data)
+    later = before.st_mtime_ns + 1_000_000_000
+    os.utime(path, ns=(later, later))
+
+
+def test_directory_identity_sees_a_picture_edited_in_place(tmp_path, kit):
+    root, work = tmp_path / "coco", tmp_path / "work"
+    kit.write_coco(root, "val2017", {"a.jpg": b"abc"}, {"a.jpg": ["a red cat"]})
+    (root / "val2017" / "sub").mkdir()
+    (root / "val2017" / "sub" / "b.jpg").write_bytes(b"xyz")
+    first = acquire(str(root), work)["identity"]
+    assert acquire(str(root), work)["identity"] == first  # untouched: unchanged
+    shutil.copytree(root, tmp_path / "copy")  # copy2 keeps modification times
+    assert acquire(str(tmp_path / "copy"), work)["identity"] == first  # where it lies is no part
+    _edit_in_place(root / "val2017" / "a.jpg", b"abd")
+    second = acquire(str(root), work)["identity"]
+    assert second != first
+    _edit_in_place(root / "val2017" / "sub" / "b.jpg", b"xyw")  # below the split directory too
+    assert acquire(str(root), work)["identity"] not in (first, second)
+
+
+def test_directory_identity_lists_linked_directories_inside_the_root_once(tmp_path, kit):
+    root, work = tmp_path / "coco", tmp_path / "work"
+    kit.write_coco(root, "val2017", {"a.jpg": b"abc"}, {"a.jpg": ["a red cat"]})
+    (root / "more").mkdir()
+    (root / "more" / "b.jpg").write_bytes(b"xyz")
+    (root / "val2017" / "more").symlink_to(root / "more")
+    (root / "val2017" / "loop").symlink_to(root / "val2017")  # must not recurse forever
+    (root / "val2017" / "out").symlink_to(tmp_path)  # outside the root: not walked
+    first = acquire(str(root), work)["identity"]
+    _edit_in_place(root / "more" / "b.jpg", b"xyw")
+    assert acquire(str(root), work)["identity"] != first
 
 
 def test_directory_errors(tmp_path):
