@@ -50,7 +50,13 @@ def embed_words(
     )
 
 
-@stage_task("images", task_run_name="{out_dir.name}")
+@stage_task(
+    "images",
+    task_run_name="{out_dir.name}",
+    retries=2,  # a storage fault fails the stage with nothing recorded; a retry resumes it
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_condition_fn=retry_if_transient,
+)
 def prepare_images(
     out_dir: Path,
     source: dict,

@@ -1,4 +1,5 @@
-"""When a failed task is worth retrying: network trouble, never a problem the user must fix."""
+"""When a failed task is worth retrying: network or storage trouble, never a problem the user
+must fix."""
 
 from __future__ import annotations
 
@@ -20,16 +21,21 @@ _TRANSIENT_ERRNOS = {
     errno.ENETDOWN,
     errno.EPIPE,
 }
+# Storage errnos of a brief fault (a network file system, a busy device): reading again may work.
+# A permission or a full disk needs someone to act, so those fail at once, with nothing recorded.
+_STORAGE_ERRNOS = {errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EBUSY}
 
 
 def is_transient(exc: BaseException | None) -> bool:
-    """True when `exc` or an exception it was raised from is a network failure."""
+    """True when `exc` or an exception it was raised from is a network or brief storage fault."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, httpx.TransportError | TimeoutError | ConnectionError):
             return True
-        if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS | _STORAGE_ERRNOS:
+            return True
+        if isinstance(exc, MemoryError):  # memory may be free again on the next try
             return True
         if type(exc).__name__ in {"NetworkError", "DownloadError"}:
             return True
@@ -40,7 +46,7 @@ def is_transient(exc: BaseException | None) -> bool:
 
 
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect `retry_condition_fn`: retry a failed run only for network failures."""
+    """Prefect `retry_condition_fn`: retry a failed run only for transient faults."""
     data = getattr(state, "data", None)
     if isinstance(data, BaseException):
         return is_transient(data)
