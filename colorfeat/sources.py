@@ -105,29 +105,30 @@ def acquire_dir(path: Path) -> dict:
 def _listing(image_dir: Path) -> list[tuple[str, int | None, int | None]]:
     """(path under image_dir, size, mtime_ns) of every file below it, sorted; links are followed
     (a broken one is (path, None, None)), but never to a directory outside the source root or
-    to one already listed."""
-
-    def fail(exc: OSError) -> None:
-        raise exc  # a directory that cannot be listed must not silently leave the identity
-
+    to one already listed. A directory that cannot be listed raises: it must not silently leave
+    the identity."""
     root = os.path.realpath(image_dir.parent)
+    prefix = len(str(image_dir)) + 1
     seen: set[str] = set()
-    out = []
-    for dirpath, dirnames, filenames in os.walk(image_dir, onerror=fail, followlinks=True):
-        real = os.path.realpath(dirpath)
+    out: list[tuple[str, int | None, int | None]] = []
+    pending = [str(image_dir)]
+    while pending:
+        directory = pending.pop()
+        real = os.path.realpath(directory)
         if real in seen or os.path.commonpath([root, real]) != root:
-            dirnames.clear()
             continue
         seen.add(real)
-        for name in filenames:
-            file = os.path.join(dirpath, name)
-            rel = os.path.relpath(file, image_dir)
-            try:
-                st = os.stat(file)
-            except FileNotFoundError:  # a broken link
-                out.append((rel, None, None))
-                continue
-            out.append((rel, st.st_size, st.st_mtime_ns))
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    pending.append(entry.path)
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:  # a broken link
+                    out.append((entry.path[prefix:], None, None))
+                    continue
+                out.append((entry.path[prefix:], st.st_size, st.st_mtime_ns))
     return sorted(out)
 
 
