@@ -186,6 +186,33 @@ def evaluate_checkpoint(
     return result
 
 
+def evaluate_run(
+    checkpoint: Path,
+    store: str,
+    split: str = "val",
+    *,
+    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    report: Path | None = None,
+) -> tuple[dict[str, Any], Path | None]:
+    """`colortrain evaluate`: the result, the report (with `report`), the run's model card."""
+    from colortrain.modelcard import CARD_NAME, write_model_card
+
+    run = open_run(checkpoint, store, split, device)
+    evaluation = run_evaluation(run, batch_size=batch_size)
+    result = evaluation.result
+    result["checkpoint"] = str(checkpoint)
+    report_path = None
+    if report is not None:
+        from colortrain.report import write_report
+
+        report_path = write_report(run, evaluation, report)
+    run_dir = checkpoint.parent
+    if (run_dir / "metrics.json").is_file() or (run_dir / CARD_NAME).is_file():
+        write_model_card(checkpoint, result)
+    return result, report_path
+
+
 def render_table(result: dict[str, Any], console: Console | None = None) -> None:
     """Print the metrics as a table on the terminal."""
     table = Table(
