@@ -50,6 +50,7 @@ def curves_figure(history: list[dict[str, Any]]) -> Any:
                 ax.plot(*zip(*points, strict=True), marker="o", label=key)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.ticklabel_format(useOffset=False)
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
@@ -112,8 +113,10 @@ def example_rows(run: EvalRun, count: int, temperature: float) -> dict[str, Any]
     rows = np.unique(np.linspace(0, n - 1, min(count, n)).astype(np.int64))
     batch = run.dataset[(0, rows)]
     vocab = {w: i for i, w in enumerate(run.checkpoint["vocab"])}
-    lexicon = load_lexicon(_lexicon_default())
-    colours = sorted(w for w in lexicon if w in vocab)
+    # Swap among the named hues (not to gray or white); other colour words if none is known.
+    colours = [w for w in HUE_NAMES[:-1] if w in vocab]
+    if len(colours) < 2:
+        colours = sorted(w for w in load_lexicon(_lexicon_default()) if w in vocab)
     captions = [str(run.texts[c]) for c in batch["caption"].numpy()]
     swapped = [swap_caption(c, colours) or c for c in captions]
     ids = [[vocab.get(w, UNK_ID) for w in tokenize(c)] or [UNK_ID] for c in swapped]
