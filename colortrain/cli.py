@@ -70,16 +70,26 @@ def evaluate(
     store: str = typer.Option(..., help="Store root (follows LATEST) or one version."),
     split: str = typer.Option("val", help="Store split to evaluate on."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    report: Path = typer.Option(None, help="Also write DIR/report.html (figures embedded)."),
+    device: Device = typer.Option(Device.auto, help="Where to run the model."),
+    batch_size: int = typer.Option(32, help="Pictures per batch."),
 ) -> None:
-    """Per-pixel acc@1/acc@5 (plain and rebalanced), PSNR and ab RMSE on a store split."""
-    with reported_errors(PROG):
-        from colortrain.evaluate import evaluate_checkpoint, render_table
+    """acc@1/acc@5 (plain and rebalanced), PSNR, SSIM, CIEDE2000, colourfulness on a split.
 
-        result = evaluate_checkpoint(checkpoint, store, split)
+    Given a run's checkpoint (RUN_DIR/checkpoint.pt), also refreshes the run's model card.
+    """
+    with reported_errors(PROG):
+        from colortrain.evaluate import evaluate_run, render_table
+
+        result, report_path = evaluate_run(
+            checkpoint, store, split, device=device.value, batch_size=batch_size, report=report
+        )
         if as_json:
             typer.echo(json.dumps(result, indent=2))
         else:
             render_table(result)
+        if report_path is not None:
+            typer.echo(f"report: {report_path}", err=True)
 
 
 @app.command()
@@ -101,3 +111,37 @@ def colorize(
             temperature=temperature,
         ):  # fmt: skip
             typer.echo(str(path))
+
+
+@app.command("app")
+def serve_app(
+    checkpoint: Path = typer.Option(..., help="A checkpoint written by `colortrain fit`."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the page."),
+    port: int = typer.Option(7860, help="TCP port."),
+    device: Device = typer.Option(Device.auto, help="Where to run the model."),
+) -> None:
+    """Serve a Gradio page: a picture, two captions side by side, the temperature."""
+    with reported_errors(PROG):
+        from colortrain.app import launch
+        from colortrain.runtime import resolve_device
+
+        launch(checkpoint, host, port, device=str(resolve_device(device.value)))
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `colortrain fit`."),
+    onnx: Path = typer.Option(..., help="The ONNX file to write."),
+    input_dtype: str = typer.Option("uint8", help="The picture input's type: uint8 or float32."),
+) -> None:
+    """Export the trunk and the colorizer as one ONNX graph, checked with onnxruntime."""
+    with reported_errors(PROG):
+        from colortrain.export import export_onnx
+
+        check = export_onnx(checkpoint, onnx, input_dtype)
+        typer.echo(
+            f"largest |ab| difference onnxruntime vs PyTorch: {check['max_abs_ab_diff']:.2e} "
+            f"(tolerance {check['tolerance']})",
+            err=True,
+        )
+        typer.echo(check["onnx"])

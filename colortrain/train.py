@@ -41,6 +41,7 @@ from colortrain.data import (
 )
 from colortrain.metrics import MetricAccumulator, predicted_ab, rebalanced_loss, reconstruct_rgb
 from colortrain.model import Colorizer, create_model
+from colortrain.modelcard import write_model_card
 from colortrain.runtime import autocast, rng_state, set_rng_state, setup_distributed
 from colortrain.sheets import sample_sheet
 
@@ -361,6 +362,7 @@ def fit(config: TrainConfig) -> dict[str, Any]:
             ddp.barrier()
     if reporter is not None:
         reporter.close()
+        write_model_card(ckpt_path)
     return {"checkpoint": str(ckpt_path), "metrics": last, "step": state.step,
             "epoch": state.epoch}  # fmt: skip
 

@@ -219,6 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     for path, caption in pictures:
         print(f"colorized            {path}  <- {caption!r}")
     print(f"side by side         {sheet}")
+    report_dir = out / "report"
+    sh(str(BIN / "colortrain"), "evaluate", "--checkpoint", str(checkpoint), "--store", version,
+       "--device", "cpu", "--report", str(report_dir), capture=True)  # fmt: skip
+    print(f"evaluation report    {report_dir / 'report.html'}")
 
 
 def _headline(evaluation: dict) -> str:

@@ -1,0 +1,192 @@
+"""`colortrain app`: a Gradio page that recolours a picture from two captions side by side.
+
+A picture (uploaded, or one of a few generated examples), a caption, a second caption and the
+annealed-mean temperature; the page shows both colorizations at the picture's full resolution,
+their attention maps, and the words read as unknown. It binds to 127.0.0.1 unless told
+otherwise, loads no fonts or scripts from outside, and sends no analytics.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from colorfeat.constants import ANNEALED_T
+from colorfeat.errors import UserError
+from colortrain.colorize import Colorist
+
+# Before gradio is imported: no analytics, no version check, no hub look-ups.
+OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+MAX_SIDE = 4096  # pixels, either side of an uploaded picture
+MAX_CAPTION_CHARS = 300
+MAX_UPLOAD = "20mb"
+TEMPERATURE_RANGE = (0.05, 1.0)
+EXAMPLE_COUNT = 3
+FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # local fonts: nothing fetched from outside
+
+
+def _gradio() -> Any:
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    import gradio as gr
+
+    return gr
+
+
+def check_picture(image: np.ndarray | None) -> np.ndarray:
+    """The uploaded picture as uint8 RGB (H, W, 3), or a UserError saying what is wrong."""
+    if image is None:
+        raise UserError("upload a picture or pick an example first")
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)  # (H, W, 3)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+        raise UserError(f"expected an RGB picture, got an array {image.shape} {image.dtype}")
+    if max(image.shape[:2]) > MAX_SIDE:
+        raise UserError(f"the picture is {image.shape[1]} x {image.shape[0]}; at most {MAX_SIDE} "
+                        "pixels a side, please")  # fmt: skip
+    return np.ascontiguousarray(image[..., :3])
+
+
+def check_caption(caption: str | None, which: str) -> str:
+    """A non-empty caption of at most MAX_CAPTION_CHARS characters."""
+    caption = (caption or "").strip()
+    if not caption:
+        raise UserError(f"the {which} caption is empty; describe the colours in words")
+    if len(caption) > MAX_CAPTION_CHARS:
+        raise UserError(f"the {which} caption has {len(caption)} characters; at most "
+                        f"{MAX_CAPTION_CHARS}, please")  # fmt: skip
+    return caption
+
+
+def attention_overlay(heat: np.ndarray, picture: np.ndarray) -> np.ndarray:
+    """The attention map (h, w), upsampled and coloured, over the picture (H, W, 3) uint8."""
+    from matplotlib import colormaps
+
+    up = F.interpolate(torch.from_numpy(heat)[None, None].float(), size=picture.shape[:2],
+                       mode="bilinear", align_corners=False)[0, 0].numpy()  # fmt: skip
+    up = (up - up.min()) / max(float(up.max() - up.min()), 1e-12)  # (H, W) in [0, 1]
+    colours = colormaps["jet"](up)[..., :3] * 255.0  # (H, W, 3)
+    return (0.5 * colours + 0.5 * picture).astype(np.uint8)
+
+
+class Demo:
+    """The page's one action: colorize a picture from one or two captions."""
+
+    def __init__(self, colorist: Colorist) -> None:
+        self.colorist = colorist
+
+    def run(
+        self, image: np.ndarray | None, caption_a: str, caption_b: str, temperature: float
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None, str]:
+        """(colorized A, colorized B, attention A, attention B, unknown words as Markdown)."""
+        picture = check_picture(image)
+        if not TEMPERATURE_RANGE[0] <= float(temperature) <= TEMPERATURE_RANGE[1]:
+            raise UserError(f"the temperature must be in {TEMPERATURE_RANGE}")
+        captions = [check_caption(caption_a, "first")]
+        if (caption_b or "").strip():
+            captions.append(check_caption(caption_b, "second"))
+        results, heats, unknown = [], [], []
+        for caption in captions:
+            tokens, oov = self.colorist.encode(caption)
+            result, heat = self.colorist.colorize(picture, tokens, float(temperature))
+            results.append(result)
+            heats.append(attention_overlay(heat, result))
+            unknown.append(", ".join(sorted(set(oov))) or "none")
+        results += [None] * (2 - len(results))
+        heats += [None] * (2 - len(heats))
+        note = "\n".join(f"- words read as unknown in caption {'AB'[i]}: {w}"
+                         for i, w in enumerate(unknown))  # fmt: skip
+        return results[0], results[1], heats[0], heats[1], note
+
+
+def example_pictures(directory: Path, count: int = EXAMPLE_COUNT, seed: int = 0) -> list[list]:
+    """A few generated gray pictures of coloured shapes (the synthetic source), saved as PNG,
+    each with a caption naming its colours and the same caption with one colour changed."""
+    from PIL import Image
+
+    from colorfeat.synthetic import PALETTE, draw_image, make_captions
+    from colortrain.report import swap_caption
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(count):
+        rgb, record = draw_image(rng, i, f"example-{i}.png")
+        path = directory / f"example-{i}.png"
+        Image.fromarray(rgb).convert("L").save(path)
+        caption = make_captions(rng, record, 1)[0]
+        rows.append([str(path), caption, swap_caption(caption, list(PALETTE)) or caption])
+    return rows
+
+
+def build_page(colorist: Colorist, examples_dir: Path) -> Any:
+    """The Gradio Blocks page."""
+    gr = _gradio()
+    demo = Demo(colorist)
+
+    def on_click(image, caption_a, caption_b, temperature):
+        try:
+            return demo.run(image, caption_a, caption_b, temperature)
+        except UserError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    with gr.Blocks(title="Colour from language") as page:
+        gr.Markdown("# Colour a picture from a sentence\nThe picture's own lightness is kept; "
+                    "the colours come from the caption. Change one colour word in the second "
+                    "caption to see what it does.")  # fmt: skip
+        with gr.Row():
+            image = gr.Image(label="picture", type="numpy", image_mode="RGB", elem_id="picture",
+                             sources=["upload"], format="png")  # fmt: skip
+            with gr.Column():
+                caption_a = gr.Textbox(label="caption A", elem_id="caption-a",
+                                       max_length=MAX_CAPTION_CHARS)  # fmt: skip
+                caption_b = gr.Textbox(label="caption B (optional)", elem_id="caption-b",
+                                       max_length=MAX_CAPTION_CHARS)  # fmt: skip
+                temperature = gr.Slider(*TEMPERATURE_RANGE, value=ANNEALED_T, step=0.01,
+                                        label="temperature (annealed mean)")  # fmt: skip
+                button = gr.Button("Colorize", variant="primary", elem_id="colorize")
+        with gr.Row():
+            out_a = gr.Image(label="from caption A", format="png", elem_id="result-a")
+            out_b = gr.Image(label="from caption B", format="png", elem_id="result-b")
+        with gr.Row():
+            heat_a = gr.Image(label="attention, caption A", format="png", elem_id="attention-a")
+            heat_b = gr.Image(label="attention, caption B", format="png", elem_id="attention-b")
+        unknown = gr.Markdown(elem_id="unknown")
+        gr.Examples(example_pictures(examples_dir), inputs=[image, caption_a, caption_b])
+        button.click(on_click, [image, caption_a, caption_b, temperature],
+                     [out_a, out_b, heat_a, heat_b, unknown])  # fmt: skip
+    return page
+
+
+def launch(
+    checkpoint: str | Path,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    device: str = "cpu",
+    block: bool = True,
+) -> Any:
+    """Load the checkpoint, build the page and serve it; returns the page (with block=False)."""
+    colorist = Colorist.from_checkpoint(checkpoint, device)
+    gr = _gradio()
+    examples_dir = Path(tempfile.mkdtemp(prefix="colortrain-app-"))
+    page = build_page(colorist, examples_dir)
+    theme = gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"])
+    try:
+        page.launch(
+            server_name=host, server_port=port, share=False, inbrowser=False, theme=theme,
+            max_file_size=MAX_UPLOAD, allowed_paths=[str(examples_dir)], footer_links=[],
+            ssr_mode=False, mcp_server=False,
+            prevent_thread_lock=not block, quiet=True,
+        )  # fmt: skip
+    except OSError as exc:  # the port is taken, or the address cannot be bound
+        raise UserError(f"cannot serve on {host}:{port}: {exc}") from exc
+    return page

@@ -1,0 +1,121 @@
+"""`colortrain app`: the page's limits, and the page driven in headless Chromium end to end."""
+
+from __future__ import annotations
+
+import gc
+import io
+import shutil
+import socket
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.color import rgb2lab
+from typer.testing import CliRunner
+
+from colorfeat.errors import UserError
+from colortrain.app import MAX_CAPTION_CHARS, MAX_SIDE, Demo, launch
+from colortrain.cli import app
+from colortrain.colorize import Colorist
+
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+
+
+def _picture(h: int = 45, w: int = 70) -> np.ndarray:
+    """A gray gradient with a coloured disc, not square, so that a squashed size would show."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.repeat((60 + 120 * xx / w)[..., None], 3, axis=2)
+    rgb[(yy - h / 2) ** 2 + (xx - w / 3) ** 2 < (h / 4) ** 2] = (40, 90, 200)
+    return rgb.astype(np.uint8)
+
+
+def _mean_abs_dl(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(rgb2lab(a)[..., 0] - rgb2lab(b)[..., 0]).mean())
+
+
+def test_demo_colorizes_at_full_size_and_enforces_limits(tiny_checkpoint: Path):
+    demo = Demo(Colorist.from_checkpoint(tiny_checkpoint))
+    picture = _picture()
+    a, b, heat_a, heat_b, note = demo.run(picture, "a red disc", "a blue blorp", 0.38)
+    assert a.shape == b.shape == heat_a.shape == heat_b.shape == picture.shape
+    assert _mean_abs_dl(a, picture) < 1.0
+    assert "caption A: none" in note and "caption B: blorp" in note
+    only_a = demo.run(picture, "a red disc", "  ", 0.38)
+    assert only_a[1] is None and only_a[3] is None
+    too_big = np.zeros((8, MAX_SIDE + 1, 3), np.uint8)
+    for args, message in (
+        ((None, "a red disc", "", 0.38), "upload a picture"),
+        ((too_big, "a red disc", "", 0.38), f"at most {MAX_SIDE} pixels"),
+        ((picture, "   ", "", 0.38), "first caption is empty"),
+        ((picture, "red " * MAX_CAPTION_CHARS, "", 0.38), f"at most {MAX_CAPTION_CHARS}"),
+        ((picture, "a red disc", "", 5.0), "temperature must be in"),
+    ):
+        with pytest.raises(UserError, match=message):
+            demo.run(*args)
+
+
+def test_app_command_reports_a_bad_checkpoint(tmp_path: Path):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(app, ["app", "--checkpoint", str(bad), "--port", "1"])
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"colortrain: error: {bad} is not a readable colortrain")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _browser() -> str:
+    found = next((p for p in map(shutil.which, CHROMIUM) if p), None)
+    if found is None:
+        pytest.fail(
+            "no Chromium found: install it with `apt-get install -y chromium` (.ci/run does)"
+        )
+    return found
+
+
+# Gradio's server threads and Playwright's driver leave event loops (and their self-pipe
+# sockets) to the garbage collector when closed; they are collected at the end of this test.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_app_in_headless_chromium(tiny_checkpoint: Path, tmp_path: Path):
+    from playwright.sync_api import sync_playwright
+
+    browser_path = _browser()
+    picture = _picture()
+    upload = tmp_path / "input.png"
+    Image.fromarray(picture).save(upload)
+    port = _free_port()
+    page = launch(tiny_checkpoint, "127.0.0.1", port, block=False)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=browser_path, headless=True)
+            tab = browser.new_page(viewport={"width": 1280, "height": 1000})
+            tab.goto(f"http://127.0.0.1:{port}/")
+            tab.locator("#picture input[type=file]").set_input_files(str(upload))
+            tab.wait_for_selector("#picture img", timeout=15_000)
+            tab.locator("#caption-a textarea").fill("a red disc")
+            tab.locator("#caption-b textarea").fill("a blue disc")
+            tab.locator("#colorize").click()
+            tab.wait_for_selector("#result-b img", timeout=15_000)
+            src = tab.locator("#result-a img").get_attribute("src")
+            unknown = tab.locator("#unknown").inner_text()
+            shot = tmp_path / "app.png"
+            tab.screenshot(path=str(shot), full_page=True)
+            print(f"screenshot: {shot}")
+            browser.close()
+        body = httpx.get(src, timeout=10).content
+    finally:
+        page.close()
+        gc.collect()
+    result = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+    assert result.shape == picture.shape
+    assert _mean_abs_dl(result, picture) < 1.0
+    assert "caption A: none" in unknown
+    assert shot.stat().st_size > 10_000
