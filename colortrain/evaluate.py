@@ -9,10 +9,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from colorfeat.errors import UserError
-from colortrain.checkpoint import load_checkpoint
+from colortrain.checkpoint import check_store_fit, load_checkpoint
 from colortrain.config import ModelConfig
-from colortrain.data import StoreDataset, make_loader, open_version, resolve_version, store_shapes
+from colortrain.data import StoreDataset, make_loader, open_version, resolve_version
 from colortrain.model import create_model
 from colortrain.runtime import resolve_device
 from colortrain.train import evaluate
@@ -41,21 +40,9 @@ def evaluate_checkpoint(
     ckpt = load_checkpoint(checkpoint)
     dev = resolve_device(device)
     group = open_version(store)
+    check_store_fit(ckpt, group, split)
     name = ckpt["features"]["name"]
-    if split not in group:
-        raise UserError(f"the store has no split {split!r}")
-    if f"{split}/features/{name}" not in group:
-        raise UserError(f"the store has no feature set {name!r} for split {split!r}")
-    stored_hash = group[f"{split}/features/{name}"].attrs.get("weights_hash")
-    if stored_hash and stored_hash != ckpt["trunk"]["hash"]:
-        raise UserError(
-            f"the store's {name} features were made by other weights than the checkpoint's trunk"
-        )
     config = ModelConfig.from_dict(ckpt["model"]["config"])
-    shapes = store_shapes(group, name, split)
-    wrong = {k: (v, getattr(config, k)) for k, v in shapes.items() if getattr(config, k) != v}
-    if wrong:
-        raise UserError(f"the store does not fit the checkpoint's model: {wrong}")
     model = create_model(config)
     model.load_state_dict(ckpt["model"]["state"])
     model.to(dev)
