@@ -221,3 +221,15 @@ def test_a_weights_file_trunk_is_found_again_or_the_error_says_how(
     monkeypatch.setenv(ckpt_module.WEIGHTS_ENV, str(weights_dir))
     assert trunk_config("resnet18.layer1", attrs).weights == str(weights_dir / "mine.pt")
     assert trunk_entry("resnet18.layer1", attrs)["hash"] == trunk.weights_hash
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_one_line(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    src = tmp_path / "a.png"
+    Image.fromarray(_picture(10, 10)).save(src)
+    result = runner.invoke(
+        app, ["colorize", str(src), "--caption", "red", "--checkpoint", str(tiny_checkpoint),
+              "--device", "cuda"]
+    )  # fmt: skip
+    assert result.exit_code == 1 and "no CUDA GPU is available" in _error_line(result)
+    assert not (tmp_path / "a.colorized.png").exists()
