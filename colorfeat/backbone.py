@@ -7,7 +7,8 @@ came from (`weights_id`) and a hash of the exact tensors in use (`weights_hash`)
 Weights:
 - "imagenet": torchvision's `<Arch>_Weights.IMAGENET1K_V1`, the original ImageNet weights the paper
   used (V1, not the later V2 recipe); taken from the torch hub cache ($TORCH_HOME/hub/checkpoints)
-  or downloaded once.
+  or downloaded once, and used only if its SHA-256 starts with the hash in its published name.
+Every weights file is read with `torch.load(weights_only=True)`: no file runs code when loaded.
 - "none": a seeded random initialisation (torchvision's init under `torch.manual_seed(seed)`),
   identical in every process; it lets the whole pipeline run offline.
 - a path to a state-dict file, of the full model or of the trunk only.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 import socket
 from collections import OrderedDict
 from pathlib import Path
@@ -31,6 +33,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from colorfeat.config import LAYERS, BackboneConfig
 from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
 from colorfeat.errors import UserError
+from colorfeat.hashing import file_sha256
 
 if TYPE_CHECKING:  # imported where a trunk is built: a rebuild with nothing to do skips it
     import torchvision
@@ -118,21 +121,51 @@ def _pair(value: int | tuple[int, ...]) -> int:
 
 
 def _imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
+    """The official weights from the hub cache (downloaded once), checked by hash, no pickle code.
+
+    torchvision names its files `<name>-<first hex digits of their SHA-256>.pth` and checks that
+    hash only while downloading; a file already in the cache is checked here before it is read,
+    and every file is read with `weights_only=True`, so a planted pickle never runs.
+    """
     weights = imagenet_weights(backbone)
     hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
     cached = hub_dir / os.path.basename(urlparse(weights.url).path)
-    if not cached.exists() and not network_reachable(weights.url):
+    prefix = _published_hash_prefix(cached.name)
+    if not cached.exists():
+        _download_official(weights, cached, prefix)
+    advice = f"delete {cached} so that it is downloaded again, or pass --weights FILE"
+    if not file_sha256(cached).startswith(prefix):
         raise UserError(
-            f"ImageNet weights for {backbone} ({weights}) are not cached at {cached} and "
-            f"{urlparse(weights.url).hostname} cannot be reached: copy {cached.name} into "
+            f"the cached ImageNet weights {cached} are not the published file "
+            f"(SHA-256 does not start with {prefix}): {advice}"
+        )
+    return _load_state_file(cached, what=f"the cached ImageNet weights {cached}", advice=advice)
+
+
+def _published_hash_prefix(file_name: str) -> str:
+    """The SHA-256 prefix in a published file name `<name>-<8+ hex digits>.<ext>`."""
+    match = re.search(r"-([0-9a-f]{8,})\.[a-z]+$", file_name)
+    if match is None:  # every torchvision ResNet URL has one; refuse rather than trust blindly
+        raise UserError(f"the weights file name {file_name} carries no hash to check it by")
+    return match.group(1)
+
+
+def _download_official(weights: torchvision.models.WeightsEnum, dst: Path, prefix: str) -> None:
+    """Download the official file into the hub cache, checked against its published hash."""
+    if not network_reachable(weights.url):
+        raise UserError(
+            f"ImageNet weights ({weights}) are not cached at {dst} and "
+            f"{urlparse(weights.url).hostname} cannot be reached: copy {dst.name} into "
             f"$TORCH_HOME/hub/checkpoints/ (TORCH_HOME now {Path(torch.hub.get_dir()).parent}), "
             "or pass --weights FILE (a state-dict file), or --weights none"
         )
+    dst.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return weights.get_state_dict(progress=False, check_hash=True)
-    except Exception as exc:  # URLError, a bad download hash, an unreadable cached file
+        torch.hub.download_url_to_file(weights.url, str(dst), hash_prefix=prefix, progress=False)
+    except Exception as exc:  # URLError, a bad download hash (RuntimeError), a full disk
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise UserError(
-            f"could not get ImageNet weights for {backbone} ({weights}): {exc}; "
+            f"could not download ImageNet weights ({weights}): {first}; "
             "set TORCH_HOME to a directory holding them or pass --weights FILE"
         ) from exc
 
@@ -148,18 +181,23 @@ def network_reachable(url: str, timeout: float = NETWORK_PROBE_TIMEOUT_S) -> boo
         return False
 
 
-def _load_state_file(path: Path) -> dict[str, torch.Tensor]:
+def _load_state_file(
+    path: Path, what: str = "", advice: str = "use 'imagenet' or 'none'"
+) -> dict[str, torch.Tensor]:
+    """A state dict of tensors from a file, read with `weights_only=True` (runs no pickle code)."""
+    what = what or f"--weights {path}"
     if not path.is_file():
-        raise UserError(f"--weights: no such file: {path} (or use 'imagenet' or 'none')")
+        raise UserError(f"{what}: no such file ({advice})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and format errors all mean "not a state dict"
-        raise UserError(f"--weights: {path} is not a readable state-dict file: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"{what} is not a readable state-dict file ({first}): {advice}") from exc
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"--weights: {path} does not hold a state dict of tensors")
+        raise UserError(f"{what} does not hold a state dict of tensors ({advice})")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 

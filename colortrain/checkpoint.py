@@ -28,6 +28,8 @@ from colorfeat.config import BackboneConfig
 from colorfeat.errors import UserError
 
 FORMAT = "colortrain/1"
+CHECKPOINT_NAME = "checkpoint.pt"  # what `fit` writes in its run directory
+WEIGHTS_ENV = "COLORTRAIN_WEIGHTS"  # where a `--weights FILE` trunk's file is found again
 _REQUIRED = ("format", "model", "vocab", "features", "trunk", "lab")
 
 
@@ -52,8 +54,10 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and check a checkpoint (weights_only); a missing or bad file is a UserError."""
+    """Load and check a checkpoint (weights_only); a run directory means its checkpoint.pt."""
     path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise UserError(f"no such checkpoint: {path}")
     try:
@@ -82,6 +86,8 @@ def trunk_config(name: str, attrs: dict[str, Any]) -> BackboneConfig:
         weights = "imagenet"
     elif weights.startswith("file:"):
         weights = weights.removeprefix("file:")
+    if weights not in ("none", "imagenet"):
+        weights = str(find_weights_file(weights, name))
     image_size = int(attrs.get("image_size") or attrs.get("input_size") or 224)
     return BackboneConfig(
         backbone=str(attrs.get("backbone", backbone)),
@@ -89,6 +95,64 @@ def trunk_config(name: str, attrs: dict[str, Any]) -> BackboneConfig:
         weights=weights,
         image_size=image_size,
         seed=seed,
+    )
+
+
+def find_weights_file(weights: str, name: str) -> Path:
+    """The state-dict file a `--weights FILE` feature set was made with, found again.
+
+    The store records only the file's name (and the weights' hash, checked after loading); it is
+    looked up as given, then in $COLORTRAIN_WEIGHTS (the file, or a directory holding it), then in
+    the working directory.
+    """
+    file_name = Path(weights).name
+    candidates = [Path(weights)]
+    if given := os.environ.get(WEIGHTS_ENV):
+        candidates = [Path(given) / file_name if Path(given).is_dir() else Path(given)]
+    candidates.append(Path.cwd() / file_name)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"the store's {name} features were made with --weights {file_name}, which is needed to "
+        f"rebuild their trunk and is not found: set {WEIGHTS_ENV}=/path/to/{file_name} "
+        "(or a directory holding it)"
+    )
+
+
+def check_store_fit(ckpt: dict[str, Any], group: Any, split: str) -> None:
+    """Refuse a store split whose features, vocabulary or shapes are not the checkpoint's."""
+    from colortrain.config import ModelConfig
+    from colortrain.data import read_vocab, store_shapes
+
+    name = ckpt["features"]["name"]
+    if split not in group:
+        raise UserError(f"the store has no split {split!r}")
+    if f"{split}/features/{name}" not in group:
+        raise UserError(f"the store has no feature set {name!r} for split {split!r}")
+    stored_hash = group[f"{split}/features/{name}"].attrs.get("weights_hash")
+    if stored_hash and stored_hash != ckpt["trunk"]["hash"]:
+        raise UserError(
+            f"the store's {name} features were made by other weights than the checkpoint's trunk"
+        )
+    _check_same_vocab(read_vocab(group), list(ckpt["vocab"]))
+    config = ModelConfig.from_dict(ckpt["model"]["config"])
+    shapes = store_shapes(group, name, split)
+    wrong = {k: (v, getattr(config, k)) for k, v in shapes.items() if getattr(config, k) != v}
+    if wrong:
+        raise UserError(f"the store does not fit the checkpoint's model: {wrong}")
+
+
+def _check_same_vocab(store: list[str], ours: list[str]) -> None:
+    """Token ids mean the same words in the store and the checkpoint, or a UserError."""
+    if store == ours:
+        return
+    pairs = zip(store, ours, strict=False)
+    first = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(store), len(ours)))
+    at = [repr(v[first]) if first < len(v) else "nothing" for v in (store, ours)]
+    raise UserError(
+        f"the store's vocabulary is not the checkpoint's ({len(store)} vs {len(ours)} words; "
+        f"id {first} is {at[0]} in the store, {at[1]} in the checkpoint)"
     )
 
 

@@ -11,6 +11,7 @@ import typer
 from colorfeat.cli import Device
 from colorfeat.constants import ANNEALED_T
 from colorfeat.errors import reported_errors
+from colortrain.outputs import DEFAULT_BATCH_SIZE, MAX_PIXELS
 
 app = typer.Typer(
     help="Train and use the language-conditioned colorizer (Manjunatha et al., NAACL 2018).",
@@ -94,21 +95,43 @@ def evaluate(
 
 @app.command()
 def colorize(
-    images: list[Path] = typer.Argument(..., help="Pictures of any size and format."),
-    caption: str = typer.Option(..., help="A sentence naming the colours."),
-    checkpoint: Path = typer.Option(..., help="A checkpoint written by `colortrain fit`."),
-    out: Path = typer.Option(None, help="Output file (one input image)."),
-    out_dir: Path = typer.Option(None, help="Output directory (<stem>.png per input)."),
-    attention: bool = typer.Option(False, help="Also write <stem>.attention.png heat maps."),
-    temperature: float = typer.Option(ANNEALED_T, help="Annealed-mean temperature."),
+    images: list[Path] = typer.Argument(
+        ...,
+        metavar="IMAGE",
+        show_default=False,
+        help=f"Pictures of any format, up to {MAX_PIXELS // 1_000_000} megapixels each.",
+    ),
+    caption: str = typer.Option(..., metavar="TEXT", help="A sentence naming the colours."),
+    checkpoint: Path = typer.Option(
+        ..., metavar="FILE", help="A checkpoint written by `colortrain fit`, or its run directory."
+    ),
+    out: Path = typer.Option(
+        None,
+        metavar="FILE",
+        show_default="next to the input, <stem>.colorized.png",
+        help="Output file (one input image).",
+    ),
+    out_dir: Path = typer.Option(
+        None, metavar="DIR", show_default="none", help="Output directory (<stem>.png per input)."
+    ),
+    attention: bool = typer.Option(
+        False,
+        help="Also write <stem>.attention.png: the mean activation of the last FiLM block "
+        "over channels, upsampled over the picture, with a colour bar.",
+    ),
+    temperature: float = typer.Option(ANNEALED_T, metavar="T", help="Annealed-mean temperature."),
+    batch_size: int = typer.Option(
+        DEFAULT_BATCH_SIZE, metavar="N", help="Pictures per batch through trunk and model."
+    ),
+    device: Device = typer.Option(Device.auto, metavar="auto|cpu|cuda", help="Where to run."),
 ) -> None:
-    """Colorize pictures from a caption at their full resolution."""
+    """Colorize pictures from a caption at their full resolution, in batches."""
     with reported_errors(PROG):
         from colortrain.colorize import colorize_files
 
         for path in colorize_files(
             images, caption, checkpoint, out=out, out_dir=out_dir, attention=attention,
-            temperature=temperature,
+            temperature=temperature, device=device.value, batch_size=batch_size,
         ):  # fmt: skip
             typer.echo(str(path))
 

@@ -22,9 +22,9 @@ from skimage.metrics import structural_similarity
 from colorfeat.constants import ANNEALED_T
 from colorfeat.errors import UserError
 from colorfeat.lab import rgb_to_lab
-from colortrain.checkpoint import load_checkpoint
+from colortrain.checkpoint import check_store_fit, load_checkpoint
 from colortrain.config import ModelConfig
-from colortrain.data import StoreDataset, make_loader, open_version, resolve_version, store_shapes
+from colortrain.data import StoreDataset, make_loader, open_version, resolve_version
 from colortrain.hues import dominant_hue
 from colortrain.metrics import MetricAccumulator, predicted_ab, reconstruct_rgb
 from colortrain.model import Colorizer, create_model
@@ -73,21 +73,9 @@ def open_run(checkpoint: Path, store: str, split: str = "val", device: str = "au
     ckpt = load_checkpoint(checkpoint)
     dev = resolve_device(device)
     group = open_version(store)
+    check_store_fit(ckpt, group, split)
     name = ckpt["features"]["name"]
-    if split not in group:
-        raise UserError(f"the store has no split {split!r}")
-    if f"{split}/features/{name}" not in group:
-        raise UserError(f"the store has no feature set {name!r} for split {split!r}")
-    stored_hash = group[f"{split}/features/{name}"].attrs.get("weights_hash")
-    if stored_hash and stored_hash != ckpt["trunk"]["hash"]:
-        raise UserError(
-            f"the store's {name} features were made by other weights than the checkpoint's trunk"
-        )
     config = ModelConfig.from_dict(ckpt["model"]["config"])
-    shapes = store_shapes(group, name, split)
-    wrong = {k: (v, getattr(config, k)) for k, v in shapes.items() if getattr(config, k) != v}
-    if wrong:
-        raise UserError(f"the store does not fit the checkpoint's model: {wrong}")
     model = create_model(config)
     model.load_state_dict(ckpt["model"]["state"])
     model.to(dev).eval()

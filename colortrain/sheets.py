@@ -1,4 +1,4 @@
-"""Pictures a person looks at: the per-epoch sample sheet and the attention heat map."""
+"""Pictures a person looks at: the per-epoch sample sheet."""
 
 from __future__ import annotations
 
@@ -49,25 +49,3 @@ def sample_sheet(
     sheet = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3)
     plt.close(fig)
     return sheet
-
-
-def attention_map(
-    activation: np.ndarray, image: np.ndarray, path: str | Path, caption: str = ""
-) -> Path:
-    """Write the mean activation (h, w) over the image (H, W, 3) uint8 as a heat-map PNG."""
-    plt = _pyplot()
-    h, w = image.shape[:2]
-    heat = activation.astype(np.float64)
-    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
-    fig, ax = plt.subplots(figsize=(5, 5 * h / max(w, 1)))
-    ax.imshow(image)
-    ax.imshow(heat, cmap="jet", alpha=0.5, extent=(0, w, h, 0), interpolation="bilinear")
-    ax.set_axis_off()
-    if caption:
-        ax.set_title("\n".join(textwrap.wrap(caption, 50)), fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -23,6 +23,7 @@ from colorfeat.backbone import (
 from colorfeat.config import LAYERS, BackboneConfig
 from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
 from colorfeat.errors import UserError
+from colorfeat.hashing import file_sha256
 
 # (channels, stride) after each layer: basic-block and bottleneck ResNets.
 EXPECTED = {
@@ -128,21 +129,82 @@ def test_imagenet_without_cache_or_network_says_how_to_provide_weights(tmp_path,
     assert "TORCH_HOME" in msg and "--weights FILE" in msg and "resnet18-f37072fd.pth" in msg
 
 
+class _Official:
+    """A stand-in for a torchvision weights entry whose published name carries `sha[:8]`."""
+
+    def __init__(self, sha: str) -> None:
+        self.url = f"https://download.pytorch.org/models/resnet18-{sha[:8]}.pth"
+
+    def __str__(self) -> str:
+        return "ResNet18_Weights.IMAGENET1K_V1"
+
+
+def _official_name(monkeypatch, path) -> None:
+    """Make `path`'s own hash the published one, as if it were torchvision's file."""
+    entry = _Official(file_sha256(path))
+    monkeypatch.setattr(backbone, "imagenet_weights", lambda arch: entry)
+    path.rename(path.with_name(entry.url.rsplit("/", 1)[1]))
+
+
 def test_imagenet_weights_come_from_the_torch_home_cache_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(backbone, "network_reachable", lambda url: pytest.fail("probed network"))
-    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18.pth"
     cached.parent.mkdir(parents=True)
     torch.manual_seed(5)
     torch.save(torchvision.models.resnet18().state_dict(), cached)
+    saved = torch.load(cached, weights_only=True)
+    _official_name(monkeypatch, cached)
     trunk = create_trunk(BackboneConfig(backbone="resnet18", layer="layer1", weights="imagenet"))
     assert trunk.weights_id == "imagenet:ResNet18_Weights.IMAGENET1K_V1"
-    saved = torch.load(cached, weights_only=True)
     assert trunk.weights_hash == state_dict_hash({k: saved[k] for k in trunk.state_dict()})
 
-    cached.write_bytes(b"truncated download")
-    with pytest.raises(UserError, match="could not get ImageNet weights .*TORCH_HOME"):
-        create_trunk(BackboneConfig(backbone="resnet18", weights="imagenet"))
+
+class _Payload:
+    """A pickle that creates a marker file when it is unpickled."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _plant(path, marker) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"conv1.weight": _Payload(marker)}, path)  # a real torch zip with a bad pickle
+
+
+def test_a_planted_pickle_under_the_official_name_never_runs(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(backbone, "network_reachable", lambda url: pytest.fail("probed network"))
+    marker = tmp_path / "payload-ran"
+    official = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    _plant(official, marker)
+    with pytest.raises(UserError) as err:
+        create_trunk(BackboneConfig(backbone="resnet18", layer="layer1", weights="imagenet"))
+    msg = str(err.value)
+    assert "\n" not in msg and "not the published file" in msg and "f37072fd" in msg
+    assert f"delete {official}" in msg and "--weights FILE" in msg
+    assert not marker.exists()
+
+
+def test_a_pickle_even_with_a_matching_hash_is_not_unpickled(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    marker = tmp_path / "payload-ran"
+    planted = tmp_path / "torch" / "hub" / "checkpoints" / "planted.pth"
+    _plant(planted, marker)
+    _official_name(monkeypatch, planted)
+    with pytest.raises(UserError) as err:
+        create_trunk(BackboneConfig(backbone="resnet18", layer="layer1", weights="imagenet"))
+    msg = str(err.value)
+    assert "\n" not in msg and "is not a readable state-dict file" in msg and "delete" in msg
+    assert not marker.exists()
+    payload_file = tmp_path / "payload.pt"  # the same through --weights FILE
+    _plant(payload_file, marker)
+    with pytest.raises(UserError, match="not a readable state-dict file"):
+        create_trunk(BackboneConfig(backbone="resnet18", weights=str(payload_file)))
+    assert not marker.exists()
 
 
 def test_network_probe_fails_fast_on_a_closed_port() -> None:
