@@ -146,18 +146,36 @@ class Colorist:
 
     @torch.no_grad()
     def predict_logits(
-        self, gray: np.ndarray, tokens: torch.Tensor
+        self, gray: np.ndarray, tokens: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, np.ndarray]:
-        """Luma (B, S, S) + one caption (1, T) -> logits (B, K, h, w) and attention (B, h, w)."""
+        """Luma (B, S, S) + captions -> logits (B, K, h, w) and attention (B, h, w).
+
+        `tokens` is one caption (1, T) for every picture, or one per picture (B, T) padded with 0
+        and then `lengths` (B,) gives each caption's length.
+        """
         b = gray.shape[0]
         x = torch.from_numpy(np.repeat(gray[..., None], 3, axis=3)).to(self.device)  # (B, S, S, 3)
         feats = self.trunk(backbone_input(x))  # (B, C, S/8, S/8)
-        ids = tokens.to(self.device).expand(b, -1)  # (B, T): the same caption for every picture
-        lengths = torch.full((b,), tokens.shape[1], dtype=torch.int64)
+        ids = tokens.to(self.device).expand(b, -1)  # (B, T)
+        if lengths is None:
+            lengths = torch.full((b,), tokens.shape[1], dtype=torch.int64)
         logits, last = self.model(feats.float(), ids, lengths, return_activation=True)
         return logits, last.float().mean(dim=1).cpu().numpy()  # (B, K, h, w), (B, h, w)
 
     def predict_ab_batch(
+        self,
+        gray: np.ndarray,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        size: tuple[int, int],
+        temperature: float = ANNEALED_T,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Luma (B, S, S) + captions (B, T) -> ab (B, H, W, 2) at `size` and attention (B, h, w)."""
+        logits, heat = self.predict_logits(gray, tokens, lengths)
+        ab = predicted_ab(logits, size=size, temperature=temperature)  # (B, 2, H, W)
+        return ab.permute(0, 2, 3, 1).cpu().numpy(), heat  # (B, H, W, 2), (B, h, w)
+
+    def predict_ab_pictures(
         self, rgbs: list[np.ndarray], tokens: torch.Tensor, temperature: float = ANNEALED_T
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Pictures of any sizes, one batch through trunk and model; then, one picture at a time,
@@ -173,7 +191,7 @@ class Colorist:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Each uint8 RGB (H, W, 3) -> colorized uint8 RGB (H, W, 3) and its attention (h, w)."""
         for rgb, (ab, heat) in zip(
-            rgbs, self.predict_ab_batch(rgbs, tokens, temperature), strict=True
+            rgbs, self.predict_ab_pictures(rgbs, tokens, temperature), strict=True
         ):
             l_channel = rgb_to_lab(rgb)[..., 0]  # (H, W): the input's own lightness
             yield reconstruct_rgb(l_channel, ab), heat
@@ -182,7 +200,7 @@ class Colorist:
         self, rgb: np.ndarray, tokens: torch.Tensor, temperature: float = ANNEALED_T
     ) -> tuple[np.ndarray, np.ndarray]:
         """uint8 RGB (H, W, 3) + caption (1, T) -> ab (H, W, 2) and the attention map (h, w)."""
-        return next(self.predict_ab_batch([rgb], tokens, temperature))
+        return next(self.predict_ab_pictures([rgb], tokens, temperature))
 
     def colorize(
         self, rgb: np.ndarray, tokens: torch.Tensor, temperature: float = ANNEALED_T

@@ -8,6 +8,7 @@ preprocesses it, so colorize can be checked against the store.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,14 @@ def tiny_checkpoint(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) 
         progress=False, tensorboard=False, sample_images=2,
     )  # fmt: skip
     return Path(fit(config)["checkpoint"])
+
+
+@pytest.fixture()
+def run_copy(tiny_checkpoint: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny run directory: what evaluate writes into it stays in one test."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint.parent, run)
+    return run / tiny_checkpoint.name
 
 
 def read_json(path: Path) -> dict:

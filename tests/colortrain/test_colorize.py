@@ -128,7 +128,8 @@ def test_cli_colorize_user_errors(tiny_checkpoint: Path, tmp_path: Path) -> None
     assert not (tmp_path / "x.png").exists()
 
 
-def test_cli_evaluate_table_and_json(tiny_checkpoint: Path, tiny_store: Path) -> None:
+def test_cli_evaluate_table_and_json(run_copy: Path, tiny_store: Path) -> None:
+    tiny_checkpoint = run_copy  # evaluate refreshes the model card of the run it is given
     result = runner.invoke(
         app, ["evaluate", "--checkpoint", str(tiny_checkpoint), "--store", str(tiny_store),
               "--json"]

@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,6 @@ from colortrain.modelcard import read_card_metadata
 from colortrain.report import SECTIONS, swap_caption
 
 NEW_METRICS = ("ssim", "ciede2000", "colorfulness_pred", "colorfulness_true")
-
-
-@pytest.fixture()
-def run_copy(tiny_checkpoint: Path, tmp_path: Path) -> Path:
-    """A copy of the tiny run directory, so a refreshed model card stays in this test."""
-    run = tmp_path / "run"
-    shutil.copytree(tiny_checkpoint.parent, run)
-    return run / tiny_checkpoint.name
 
 
 def test_fit_writes_a_model_card(tiny_checkpoint: Path, tiny_store: Path):
