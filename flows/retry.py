@@ -5,8 +5,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-import httpx
-
+from colorfeat.download import is_transient as is_network_failure
 from colorfeat.errors import UserError
 
 # Network errnos: an interrupted or refused connection may work on a later try.
@@ -23,15 +22,17 @@ _TRANSIENT_ERRNOS = {
 
 
 def is_transient(exc: BaseException | None) -> bool:
-    """True when `exc` or an exception it was raised from is a network failure."""
+    """True when `exc` or an exception it was raised from is a network failure.
+
+    `NetworkError` (download and probe failures that may pass) is transient; any other
+    `UserError` raised without a cause is a problem the user must fix.
+    """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, httpx.TransportError | TimeoutError | ConnectionError):
+        if is_network_failure(exc) or isinstance(exc, TimeoutError | ConnectionError):
             return True
         if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
-            return True
-        if type(exc).__name__ in {"NetworkError", "DownloadError"}:
             return True
         if isinstance(exc, UserError) and exc.__cause__ is None:
             return False
