@@ -77,7 +77,7 @@ def check_url(url: str) -> None:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise UserError(f"not a valid URL: {redact_url(url)} ({exc})") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
+    if parsed.scheme not in ("http", "https") or not parsed.host or (parsed.port or 0) > 65535:
         raise UserError(f"not a valid http(s) URL: {redact_url(url)}")
 
 
@@ -242,12 +242,12 @@ class _Stalls:
     def after(self, retry_state: RetryCallState) -> None:
         """Count a failed attempt; one that brought new bytes starts the count over."""
         now = _size(self.part)
-        self.count = 1 if now > self.best else self.count + 1
+        self.count = 0 if now > self.best else self.count + 1
         self.best = max(self.best, now)
 
     def wait(self, retry_state: RetryCallState) -> float:
         first, longest = self.backoff
-        return min(longest, first * 2 ** (self.count - 1))
+        return min(longest, first * 2 ** max(self.count - 1, 0))
 
 
 def download(
