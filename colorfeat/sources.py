@@ -32,7 +32,7 @@ from colorfeat.download import (
 from colorfeat.errors import UserError
 from colorfeat.hashing import file_sha256, value_hash
 from colorfeat.parallel import commit, completed, partial_dir
-from colorfeat.redact import redact_text, redact_url, reveal
+from colorfeat.redact import MASK, redact_text, redact_url, reveal
 
 OFFICIAL_BASE = "http://images.cocodataset.org"
 OFFICIAL = {"coco2014": "2014", "coco2017": "2017"}
@@ -60,7 +60,7 @@ def acquire(
     if source in OFFICIAL:
         return acquire_remote(OFFICIAL_BASE, OFFICIAL[source], work_dir, table, progress)
     if source.startswith(("http://", "https://")):
-        return acquire_remote(reveal(source), None, work_dir, table, progress)
+        return acquire_remote(_with_credentials(source), None, work_dir, table, progress)
     path = Path(source).expanduser()
     if path.is_dir():
         return acquire_dir(path)
@@ -100,6 +100,17 @@ def acquire_dir(path: Path) -> dict:
             "images": value_hash(listing),
         }
     return {"root": str(path), "splits": splits, "identity": "dir-" + value_hash(ident, 16)}
+
+
+def _with_credentials(source: str) -> str:
+    """The URL to request: a concealed source's original, which this process must know."""
+    url = reveal(source)
+    if MASK in url and redact_url(url) == url:  # still masked: the original stayed elsewhere
+        raise UserError(
+            f"the credentials of {url} are not known to this process: give the URL with them to "
+            "`colorfeat run` or `colorfeat schedule`, which keep them out of every record"
+        )
+    return url
 
 
 def mirror_url(base: str, rel: str) -> str:

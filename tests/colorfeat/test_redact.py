@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from colorfeat.errors import UserError
 from colorfeat.redact import SECRETS_ENV, conceal, redact_text, redact_url, reveal
+from colorfeat.sources import acquire
 
 
 @pytest.mark.parametrize(
@@ -42,3 +44,10 @@ def test_conceal_keeps_the_original_for_reveal_only(monkeypatch):
     assert conceal("https://mirror.example/open") == "https://mirror.example/open"
     monkeypatch.delenv(SECRETS_ENV)  # another process: the credentials are not known there
     assert reveal(masked) == masked
+
+
+def test_a_masked_source_without_its_credentials_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv(SECRETS_ENV, "{}")
+    with pytest.raises(UserError, match=r"credentials of https://\*\*\*@mirror.example/ are not"):
+        acquire("https://***@mirror.example/", tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing was asked for, nothing written
