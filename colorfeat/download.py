@@ -116,7 +116,8 @@ def checksums_from_listing(text: str) -> dict[str, Checksum]:
 def probe(url: str) -> bool:
     """Whether a file exists at url (HEAD, or a one-byte GET where HEAD is not allowed).
 
-    False for 404/410; NetworkError for a failure that may pass; UserError when access is denied.
+    False for 404/410 and 403 (which S3 answers for a missing object); NetworkError for a failure
+    that may pass; UserError for other answers, such as 401 (a login is needed).
     """
     check_url(url)
     try:
@@ -127,7 +128,7 @@ def probe(url: str) -> bool:
             code = 200 if r.status_code in (200, 206) else r.status_code
     except httpx.HTTPError as exc:
         raise _http_error(url, exc) from None
-    if code in (200, 404, 410):
+    if code in (200, 403, 404, 410):
         return code == 200
     raise _status_error(url, code, "cannot reach")
 

@@ -124,7 +124,9 @@ def _mirror_year(base: str) -> str:
         if probe(mirror_url(base, f"annotations/annotations_trainval{year}.zip")):
             return year
     names = " or ".join(f"annotations_trainval{y}.zip" for y in MIRROR_YEARS)
-    raise UserError(f"{redact_url(base)} is not a COCO mirror: no annotations/{names}")
+    raise UserError(
+        f"{redact_url(base)} is not a COCO mirror (or denies access): no annotations/{names}"
+    )
 
 
 def _expected(name: str, table: dict[str, Checksum], listed: dict[str, Checksum]) -> Checksum:

@@ -332,3 +332,6 @@ def test_probe_and_listing_classify_failures(file_server):
     with pytest.raises(UserError, match="HTTP 401") as err:
         probe(f"{file_server.url}/a.zip")
     assert not flow_is_transient(err.value)
+    file_server.login, file_server.busy_status = None, 403  # S3: 403 for a missing object
+    file_server.unavailable["/a.zip"] = 2  # for the HEAD and for the one-byte GET
+    assert not probe(f"{file_server.url}/a.zip")
