@@ -122,9 +122,7 @@ def _rebuild_parameters(
                    seed=seed, **local)  # fmt: skip
     is_path = weights not in ("imagenet", "none")
     return {
-        "source": source
-        if "://" in source or not Path(source).is_dir()
-        else str(Path(source).resolve()),
+        "source": _source_parameter(source),
         "store": local["store"],
         "work_dir": str(work_dir.resolve()),
         "limit": limit,
@@ -139,6 +137,19 @@ def _rebuild_parameters(
         "dask_address": dask_address,
         "seed": seed,
     }
+
+
+def _source_parameter(source: str) -> str:
+    """The source as the flow receives it: a directory made absolute; a URL's secrets concealed.
+
+    Flow parameters are recorded by Prefect, so credentials in a URL travel in this process's
+    environment instead (`colorfeat.redact.conceal`), which the flow run inherits.
+    """
+    from colorfeat.redact import conceal
+
+    if "://" in source:
+        return conceal(source)
+    return str(Path(source).resolve()) if Path(source).is_dir() else source
 
 
 @app.command()

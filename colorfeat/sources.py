@@ -4,6 +4,11 @@ Sources: `synthetic` (generated into the work dir), `coco2014` / `coco2017` (the
 downloaded and verified), an http(s) URL of a mirror with the official layout
 (`URL/zips/<split>.zip`, `URL/annotations/annotations_trainval<year>.zip`), or a directory already
 in the COCO layout. The result names the directory, its splits and a content identity.
+
+A mirror URL may carry credentials (`https://user:token@host/coco`, or a secret query key such as
+`?token=...`): they are used for the requests and redacted (`colorfeat.redact`) in everything
+recorded, and the identity and work-dir names depend on the redacted URL only, so the same mirror
+with other credentials reuses the same downloads and yields the same store version.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from colorfeat import synthetic
 from colorfeat.coco import find_splits
@@ -26,6 +32,7 @@ from colorfeat.download import (
 from colorfeat.errors import UserError
 from colorfeat.hashing import file_sha256, value_hash
 from colorfeat.parallel import commit, completed, partial_dir
+from colorfeat.redact import MASK, redact_text, redact_url, reveal
 
 OFFICIAL_BASE = "http://images.cocodataset.org"
 OFFICIAL = {"coco2014": "2014", "coco2017": "2017"}
@@ -56,14 +63,13 @@ def acquire(
     if source in OFFICIAL:
         return acquire_remote(OFFICIAL_BASE, OFFICIAL[source], work_dir, table, progress)
     if source.startswith(("http://", "https://")):
-        base = source.rstrip("/")
-        return acquire_remote(base, None, work_dir, table, progress)
+        return acquire_remote(_with_credentials(source), None, work_dir, table, progress)
     path = Path(source).expanduser()
     if path.is_dir():
         return acquire_dir(path)
     raise UserError(
         f"--source must be synthetic, coco2014, coco2017, an http(s) URL or a directory; "
-        f"{source!r} is none of these (no such directory)"
+        f"{redact_text(repr(source))} is none of these (no such directory)"
     )
 
 
@@ -132,12 +138,31 @@ def _listing(image_dir: Path) -> list[tuple[str, int | None, int | None]]:
     return sorted(out)
 
 
+def _with_credentials(source: str) -> str:
+    """The URL to request: a concealed source's original, which this process must know."""
+    url = reveal(source)
+    if MASK in url and redact_url(url) == url:  # still masked: the original stayed elsewhere
+        raise UserError(
+            f"the credentials of {url} are not known to this process: give the URL with them to "
+            "`colorfeat run` or `colorfeat schedule`, which keep them out of every record"
+        )
+    return url
+
+
+def mirror_url(base: str, rel: str) -> str:
+    """The URL of `rel` under a mirror's base URL, keeping the base's query (a signed-URL token)."""
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{rel}", fragment=""))
+
+
 def _mirror_year(base: str) -> str:
     for year in MIRROR_YEARS:
-        if probe(f"{base}/annotations/annotations_trainval{year}.zip"):
+        if probe(mirror_url(base, f"annotations/annotations_trainval{year}.zip")):
             return year
     names = " or ".join(f"annotations_trainval{y}.zip" for y in MIRROR_YEARS)
-    raise UserError(f"{base} is not a COCO mirror: no annotations/{names}")
+    raise UserError(
+        f"{redact_url(base)} is not a COCO mirror (or denies access): no annotations/{names}"
+    )
 
 
 def _expected(name: str, table: dict[str, Checksum], listed: dict[str, Checksum]) -> Checksum:
@@ -159,16 +184,17 @@ def acquire_remote(
     `year` None means a mirror: its year is found by asking which annotations archive it has,
     and an optional `SHA256SUMS` listing at its root is checked too.
     """
-    out = work_dir / "sources" / f"remote-{value_hash([base, year], 16)}"
+    shown = redact_url(base.rstrip("/"))  # what names and records the source: no credentials
+    out = work_dir / "sources" / f"remote-{value_hash([shown, year], 16)}"
     if done := completed(out):
         return done
     listed: dict[str, Checksum] = {}
     if year is None:  # a mirror: find its year, and use its SHA256SUMS if it has one
         year = _mirror_year(base)
-        listing = fetch_text(f"{base}/SHA256SUMS")
+        listing = fetch_text(mirror_url(base, "SHA256SUMS"))
         listed = checksums_from_listing(listing) if listing else {}
     partial = partial_dir(out)
-    downloads = work_dir / "downloads" / value_hash(base, 8)
+    downloads = work_dir / "downloads" / value_hash(shown, 8)
     archives = {
         f"zips/train{year}.zip": None,
         f"zips/val{year}.zip": None,
@@ -183,7 +209,7 @@ def acquire_remote(
             continue
         expected = _expected(name, table, listed)
         got = download(
-            f"{base}/{rel}",
+            mirror_url(base, rel),
             downloads / name,
             size=expected.size,
             sha256=expected.sha256,
@@ -191,7 +217,7 @@ def acquire_remote(
         )
         safe_extract(downloads / name, partial, prefix=only)
         shas[name] = got["sha256"]
-        marker.write_text(json.dumps({"url": f"{base}/{rel}", "sha256": got["sha256"]}))
+        marker.write_text(json.dumps({"url": mirror_url(shown, rel), "sha256": got["sha256"]}))
         (downloads / name).unlink()
     splits = {f"train{year}": "train", f"val{year}": "val"}
     result = {"root": str(out), "splits": splits, "identity": f"coco{year}-" + value_hash(shas, 16)}

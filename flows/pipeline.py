@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 
 from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.constants import EMBEDDING_DIM
+from colorfeat.redact import conceal, redact_url
 from flows.caching import Ledger, work_dir_lock
 from flows.features import count_priors, extract_features, publish_version
 from flows.ingest import (
@@ -91,10 +92,11 @@ def rebuild(
     """Rebuild the feature store from a source and publish a version (or reuse the identical one).
 
     `devices` spreads feature extraction over several devices (default: every GPU when cuda);
-    `train_dir` also fits a colorizer on the published version.
+    `train_dir` also fits a colorizer on the published version. Prefect records the parameters:
+    give a URL's credentials through `colorfeat run`, which conceals them (docs/security.md).
     """
     cfg = pipeline_config(
-        source, store, work_dir, limit=limit, image_size=image_size, backbone=backbone,
+        conceal(source), store, work_dir, limit=limit, image_size=image_size, backbone=backbone,
         layer=layer, weights=weights, device=device, batch_size=batch_size,
         embeddings=embeddings, workers=workers, dask_address=dask_address, seed=seed,
     )  # fmt: skip
@@ -160,7 +162,7 @@ def version_attrs(config: PipelineConfig, source: dict, captions: dict, images: 
     from colorfeat.hashing import file_sha256
 
     return {
-        "source": {"spec": config.source, "identity": source["identity"]},
+        "source": {"spec": redact_url(config.source), "identity": source["identity"]},
         "config": stage_configs(config),
         "lexicon": {
             "file": Path(config.lexicon).name,

@@ -6,8 +6,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-import httpx
-
+from colorfeat.download import is_transient as is_network_failure
 from colorfeat.errors import UserError
 
 # Network errnos: an interrupted or refused connection may work on a later try.
@@ -27,17 +26,19 @@ _STORAGE_ERRNOS = {errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EBUSY}
 
 
 def is_transient(exc: BaseException | None) -> bool:
-    """True when `exc` or an exception it was raised from is a network or brief storage fault."""
+    """True when `exc` or an exception it was raised from is a network or brief storage fault.
+
+    `NetworkError` (download and probe failures that may pass) is transient; any other
+    `UserError` raised without a cause is a problem the user must fix.
+    """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, httpx.TransportError | TimeoutError | ConnectionError):
+        if is_network_failure(exc) or isinstance(exc, TimeoutError | ConnectionError):
             return True
         if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS | _STORAGE_ERRNOS:
             return True
         if isinstance(exc, MemoryError):  # memory may be free again on the next try
-            return True
-        if type(exc).__name__ in {"NetworkError", "DownloadError"}:
             return True
         if isinstance(exc, UserError) and exc.__cause__ is None:
             return False

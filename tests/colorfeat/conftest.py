@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import threading
@@ -25,6 +26,13 @@ class FileServer:
     drop_once: set[str] = field(default_factory=set)  # close the connection half-way, once
     sent: dict[str, int] = field(default_factory=dict)  # body bytes sent per path
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    # More faults, and a login; see test_download.py for what each one stands for.
+    unavailable: dict[str, int] = field(default_factory=dict)  # next n requests: `busy_status`
+    busy_status: int = 503
+    drop_after: dict[str, int] = field(default_factory=dict)  # close after k body bytes, each GET
+    ignore_range: set[str] = field(default_factory=set)  # answer 200 with the whole file
+    short_once: dict[str, int] = field(default_factory=dict)  # next GET: a clean n-byte body
+    login: str | None = None  # "user:password" that every request must send as Basic auth
 
 
 def _handler(server: FileServer):
@@ -44,6 +52,13 @@ def _handler(server: FileServer):
             path = self.path
             rng = self.headers.get("Range")
             server.requests.append((self.command, path, rng))
+            if not self._authorized():
+                self._reply(401, b"login required", body)
+                return
+            if server.unavailable.get(path, 0) > 0:
+                server.unavailable[path] -= 1
+                self._reply(server.busy_status, b"busy", body)
+                return
             data = server.files.get(path)
             if data is None:
                 self._reply(404, b"not found", body)
@@ -53,7 +68,7 @@ def _handler(server: FileServer):
                 self._reply(500, b"try again", body)
                 return
             start = 0
-            if rng:
+            if rng and path not in server.ignore_range:
                 start = int(rng.removeprefix("bytes=").split("-")[0])
                 if start >= len(data):
                     self.send_response(416)
@@ -66,14 +81,16 @@ def _handler(server: FileServer):
             else:
                 self.send_response(200)
             chunk = data[start:]
+            if body and path in server.short_once:
+                chunk = chunk[: server.short_once.pop(path)]
             self.send_header("Content-Length", str(len(chunk)))
             self.send_header("Accept-Ranges", "bytes")
             self.end_headers()
             if not body:
                 return
-            if path in server.drop_once:
+            if path in server.drop_once or path in server.drop_after:
                 server.drop_once.discard(path)
-                half = chunk[: len(chunk) // 2]
+                half = chunk[: server.drop_after.get(path, len(chunk) // 2)]
                 self.wfile.write(half)
                 self.wfile.flush()
                 server.sent[path] = server.sent.get(path, 0) + len(half)
@@ -82,6 +99,12 @@ def _handler(server: FileServer):
                 return
             self.wfile.write(chunk)
             server.sent[path] = server.sent.get(path, 0) + len(chunk)
+
+        def _authorized(self) -> bool:
+            if server.login is None:
+                return True
+            expected = "Basic " + base64.b64encode(server.login.encode()).decode()
+            return self.headers.get("Authorization") == expected
 
         def _reply(self, code: int, text: bytes, body: bool) -> None:
             self.send_response(code)
