@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from enum import StrEnum
 from pathlib import Path
 
 import typer
+from typer._click.exceptions import UsageError
 from typer.core import TyperCommand
 
 from colorfeat.errors import reported_errors
@@ -28,12 +30,28 @@ class PlainHelpCommand(TyperCommand):
         for param in self.params:
             if param.metavar is None:
                 param.metavar = _usual_metavar(param)
+            if param.param_type_name == "argument":  # its name already says what it is
+                param.display_type_rich = _no_label
+                param._usage_display_name = lambda p=param: p.display_name_raw  # ROOT, not {ROOT}
+
+    def make_context(self, info_name, args, parent=None, **extra):  # noqa: ANN001, ANN201
+        """Parse the command line; a bad option is one line on stderr and exit status 2."""
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as exc:
+            prog = (parent.find_root().info_name if parent else None) or "colorfeat"
+            print(f"{prog}: error: {exc.format_message()}", file=sys.stderr)
+            raise typer.Exit(2) from None
 
     def get_help_option(self, ctx: typer.Context):  # noqa: ANN201 (Typer's own option type)
         option = super().get_help_option(ctx)
         if option is not None:
             option.metavar = ""
         return option
+
+
+def _no_label(ctx: typer.Context) -> None:
+    return None
 
 
 def _usual_metavar(param) -> str:  # noqa: ANN001 (a Typer parameter)
