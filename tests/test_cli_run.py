@@ -117,7 +117,8 @@ def test_run_prints_the_version_last_reuses_it_and_resumes_after_sigint_and_sigk
     again_s = time.perf_counter() - start_s
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.splitlines() == first.stdout.splitlines()
-    assert "did its work" not in again.stderr and "Cached" in again.stderr
+    assert "did its work" not in again.stderr and "colorfeat: nothing to do: " in again.stderr
+    assert (work / "runs.jsonl").read_text().count("\n") == 2  # both runs recorded
     assert versions(store) == [version_a]
     print(f"first run {first_s:.1f} s, unchanged rerun {again_s:.1f} s")
 
