@@ -3,19 +3,82 @@
 from __future__ import annotations
 
 import json
+import sys
 from enum import StrEnum
 from pathlib import Path
 
 import typer
+from typer._click.exceptions import UsageError
+from typer.core import TyperCommand
 
 from colorfeat.errors import reported_errors
 
+# Every command shows its defaults.
+CONTEXT = {"show_default": True}
+_TYPE_METAVARS = {str: "TEXT", int: "INTEGER", float: "FLOAT", Path: "PATH"}
+
+
+class PlainHelpCommand(TyperCommand):
+    """A command whose help names values as TEXT, INTEGER, PATH, [a|b] and arguments in capitals.
+
+    Typer's own labels (`<str>`, `<bool>` on flags, `{root}` in the usage line) say nothing a
+    reader needs.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.metavar is None:
+                param.metavar = _usual_metavar(param)
+            if param.param_type_name == "argument":  # its name already says what it is
+                param.display_type_rich = _no_label
+                param._usage_display_name = lambda p=param: p.display_name_raw  # ROOT, not {ROOT}
+
+    def make_context(self, info_name, args, parent=None, **extra):  # noqa: ANN001, ANN201
+        """Parse the command line; a bad option is one line on stderr and exit status 2."""
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as exc:
+            prog = (parent.find_root().info_name if parent else None) or "colorfeat"
+            print(f"{prog}: error: {exc.format_message()}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    def get_help_option(self, ctx: typer.Context):  # noqa: ANN201 (Typer's own option type)
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+def _no_label(ctx: typer.Context) -> None:
+    return None
+
+
+def _usual_metavar(param) -> str:  # noqa: ANN001 (a Typer parameter)
+    if getattr(param, "is_flag", False):
+        return ""
+    if param.param_type_name == "argument":
+        return param.name.upper()
+    desc = param.type_descriptor
+    if desc.is_choice:
+        return (
+            "[" + "|".join(str(c.value if hasattr(c, "value") else c) for c in desc.choices) + "]"
+        )
+    if desc.is_path:
+        return "PATH"
+    return _TYPE_METAVARS.get(desc.annotation, "TEXT")
+
+
+COMMAND = {"cls": PlainHelpCommand, "context_settings": CONTEXT}
 app = typer.Typer(
     help="Build and inspect the versioned Zarr feature store for learning to colour from language.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings=CONTEXT,
 )
-store_app = typer.Typer(help="Inspect a feature store.", no_args_is_help=True)
+store_app = typer.Typer(
+    help="Inspect a feature store.", no_args_is_help=True, context_settings=CONTEXT
+)
 app.add_typer(store_app, name="store")
 
 
@@ -24,13 +87,19 @@ class WeightsChoice(StrEnum):
     none = "none"
 
 
+class Precision(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
 
 
-@app.command()
+@app.command(**COMMAND)
 def grid(
     out: Path = typer.Option(Path("priors/lab_grid_625.npy"), help="Where to write the grid."),
 ) -> None:
@@ -45,7 +114,7 @@ def grid(
         typer.echo(str(out))
 
 
-@store_app.command("info")
+@store_app.command("info", **COMMAND)
 def store_info(
     path: str = typer.Argument(..., help="A store root (follows LATEST) or one version."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -58,7 +127,7 @@ def store_info(
         typer.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else render_info(info))
 
 
-@store_app.command("ls")
+@store_app.command("ls", **COMMAND)
 def store_ls(root: str = typer.Argument(..., help="A store root.")) -> None:
     """List the versions of a store root: which is LATEST, sizes, created time."""
     from colorfeat.store import list_versions, render_versions
@@ -82,6 +151,10 @@ _BACKBONE = typer.Option("resnet101", help="Frozen trunk: resnet18/34/50/101/152
 _LAYER = typer.Option("layer2", help="Trunk stage whose output is stored: layer1..layer4.")
 _WEIGHTS = typer.Option("imagenet", help="imagenet, none (seeded random) or a state-dict FILE.")
 _DEVICE = typer.Option(Device.auto, help="Where to run the trunk.")
+_PRECISION = typer.Option(
+    Precision.auto,
+    help="Trunk compute precision; auto: bf16 on cuda, fp32 on any CPU. Part of the version id.",
+)
 _BATCH_SIZE = typer.Option(64, min=1, help="Images per forward pass.")
 _EMBEDDINGS = typer.Option("word2vec", help="word2vec (fit on train captions) or a vectors FILE.")
 _WORKERS = typer.Option(1, min=1, help="Local Dask worker processes for the CPU stages.")
@@ -104,11 +177,17 @@ def _rebuild_parameters(
     workers: int,
     dask_address: str | None,
     seed: int,
+    precision: Precision = Precision.auto,
 ) -> dict:
-    """Validated parameters of the rebuild flow (absolute paths); raises UserError."""
+    """Validated parameters of the rebuild flow (absolute paths); raises UserError.
+
+    Checks everything that can be checked without doing the work, before anything starts.
+    """
     from colorfeat.config import BackboneConfig, PipelineConfig
     from colorfeat.errors import UserError
+    from flows.plan import check_source, require_device
 
+    check_source(source)
     if workers > 1 and dask_address:
         raise UserError("give --workers or --dask-address, not both")
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
@@ -119,7 +198,8 @@ def _rebuild_parameters(
     local = {"store": store if "://" in store else str(Path(store).resolve())}
     PipelineConfig(source=source, limit=limit, backbone=trunk, device=device.value,
                    batch_size=batch_size, workers=workers, dask_address=dask_address,
-                   seed=seed, **local)  # fmt: skip
+                   seed=seed, precision=precision.value, **local)  # fmt: skip
+    require_device(device.value)
     is_path = weights not in ("imagenet", "none")
     return {
         "source": _source_parameter(source),
@@ -136,6 +216,7 @@ def _rebuild_parameters(
         "workers": workers,
         "dask_address": dask_address,
         "seed": seed,
+        "precision": precision.value,
     }
 
 
@@ -152,7 +233,7 @@ def _source_parameter(source: str) -> str:
     return str(Path(source).resolve()) if Path(source).is_dir() else source
 
 
-@app.command()
+@app.command(**COMMAND)
 def run(
     source: str = _SOURCE,
     store: str = _STORE,
@@ -163,29 +244,39 @@ def run(
     layer: str = _LAYER,
     weights: str = _WEIGHTS,
     device: Device = _DEVICE,
+    precision: Precision = _PRECISION,
     batch_size: int = _BATCH_SIZE,
     embeddings: str = _EMBEDDINGS,
     workers: int = _WORKERS,
     dask_address: str = _DASK_ADDRESS,
     seed: int = _SEED,
+    dry_run: bool = typer.Option(
+        False, help="Print each stage's plan, download size, disk and time needed; do nothing."
+    ),
 ) -> None:
     """Rebuild the feature store and publish a version (or reuse the identical one).
 
-    Runs the Prefect rebuild flow with an embedded API (state under WORK_DIR/prefect). Logs go to
-    stderr; the published version's path is the last line on stdout.
+    Runs the Prefect rebuild flow with an embedded API (state under WORK_DIR/prefect); when every
+    stage is already built it only points LATEST at the version. Logs go to stderr; the published
+    version's path is the last line on stdout.
     """
     with reported_errors("colorfeat"):
         parameters = _rebuild_parameters(
             source, store, work_dir, limit, image_size, backbone, layer, weights, device,
-            batch_size, embeddings, workers, dask_address, seed,
+            batch_size, embeddings, workers, dask_address, seed, precision,
         )  # fmt: skip
+        if dry_run:
+            from flows.local import dry_run_report
+
+            typer.echo("\n".join(dry_run_report(parameters)))
+            return
         from flows.local import run_rebuild
 
         summary = run_rebuild(parameters)
     typer.echo(summary["path"])
 
 
-@app.command()
+@app.command(**COMMAND)
 def schedule(
     cron: str = typer.Option(..., help="When to rebuild, e.g. '0 3 * * 1' (Mondays 03:00)."),
     timezone: str = typer.Option(None, help="IANA time zone of the cron expression (UTC)."),
@@ -199,6 +290,7 @@ def schedule(
     layer: str = _LAYER,
     weights: str = _WEIGHTS,
     device: Device = _DEVICE,
+    precision: Precision = _PRECISION,
     batch_size: int = _BATCH_SIZE,
     embeddings: str = _EMBEDDINGS,
     workers: int = _WORKERS,
@@ -213,7 +305,7 @@ def schedule(
     with reported_errors("colorfeat"):
         parameters = _rebuild_parameters(
             source, store, work_dir, limit, image_size, backbone, layer, weights, device,
-            batch_size, embeddings, workers, dask_address, seed,
+            batch_size, embeddings, workers, dask_address, seed, precision,
         )  # fmt: skip
         from flows.deploy import serve_rebuild
 

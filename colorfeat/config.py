@@ -11,6 +11,18 @@ from colorfeat.errors import UserError
 
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+# Compute precision of the trunk. "auto" is bf16 on CUDA and fp32 on CPU, whatever the CPU: the
+# features (and so the version id) must not change with the machine's bf16 support.
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """fp32 or bf16: what `precision` means on a resolved `device` (cpu, cuda, cuda:1)."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    return precision
 
 
 def _lexicon_default() -> str:
@@ -56,6 +68,7 @@ class PipelineConfig:
     limit: int | None = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     device: str = "auto"
+    precision: str = "auto"
     batch_size: int = 64
     embeddings: str = "word2vec"
     embedding_dim: int = EMBEDDING_DIM
@@ -75,6 +88,9 @@ class PipelineConfig:
             raise UserError(f"--workers must be at least 1, got {self.workers}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            choices = ", ".join(PRECISIONS)
+            raise UserError(f"--precision must be one of {choices}, got {self.precision!r}")
         if self.min_count < 1 or self.max_len < 1:
             raise UserError("--min-count and --max-len must be at least 1")
         if self.backbone.image_size % TARGET_STRIDE:

@@ -40,7 +40,8 @@ from colorfeat.backbone import (
     prepare_input,
 )
 from colorfeat.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
-from colorfeat.config import BackboneConfig
+from colorfeat.config import BackboneConfig, resolve_precision
+from colorfeat.disk import require_free
 from colorfeat.errors import UserError
 
 CODE_VERSION = f"colorfeat-{__version__}/extract-2"  # 2: zstd level 1 features
@@ -63,24 +64,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
-PRECISIONS = ("auto", "bf16", "fp32")
 # bf16 autocast vs fp32, resnet101.layer2 on natural photos: relative L2 error of the features.
 BF16_TOLERANCE = 2e-2
 
 
 def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype of the trunk, or None for plain fp32.
+    """The autocast dtype of the trunk, or None for plain fp32 (see config.resolve_precision).
 
-    "auto" is bf16 on CUDA, and on CPUs with native bf16 matmul (AVX512-BF16 / AMX), where
-    benchmarks/extract.py measured it faster than fp32 with features within BF16_TOLERANCE
-    (relative L2) of fp32; elsewhere fp32 (emulated bf16 is slower).
+    "auto" is bf16 on CUDA and fp32 on every CPU, so that features do not depend on the CPU
+    model; bf16 on a CPU with native bf16 matmul (AVX512-BF16 / AMX) is asked for explicitly
+    (benchmarks/extract.py measured it faster there, within BF16_TOLERANCE relative L2 of fp32).
     """
-    if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        native = device.startswith("cuda") or torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        precision = "bf16" if native else "fp32"
-    return torch.bfloat16 if precision == "bf16" else None
+    return torch.bfloat16 if resolve_precision(precision, device) == "bf16" else None
 
 
 def split_chunk_ranges(n_chunks: int, n_devices: int) -> list[range]:
@@ -174,6 +169,8 @@ def features_stage(
         shapes[split] = list(arr.shape)
         blocks += _pending_blocks(split, arr, run.batch, partial / _MARKERS / split)
 
+    pending = sum(b.stop - b.start for b in blocks) * c * h * w * 2  # fp16, before compression
+    require_free(partial, pending, f"the {backbone.name} features")
     if len(devices) > 1 and len(blocks) > 1:
         _run_multiprocess(images, backbone, partial, blocks, devices, run)
     elif blocks:

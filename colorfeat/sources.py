@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from colorfeat import synthetic
 from colorfeat.coco import find_splits
+from colorfeat.disk import require_free, unpacked_bytes
 from colorfeat.download import (
     Checksum,
     checksums_from_listing,
@@ -73,17 +74,41 @@ def acquire(
     )
 
 
-def acquire_synthetic(work_dir: Path, *, limit: int | None = None, seed: int = 0) -> dict:
-    """Generate (once) the synthetic data set for (seed, limit) under work_dir/sources."""
+def acquired(
+    source: str, work_dir: Path, *, limit: int | None = None, seed: int = 0
+) -> dict | None:
+    """What `acquire` returns when that needs no download and no generation; otherwise None."""
+    work_dir = Path(work_dir)
+    if source == "synthetic":
+        return completed(_synthetic_dir(work_dir, limit, seed))
+    if source in OFFICIAL:
+        return completed(_remote_dir(work_dir, OFFICIAL_BASE, OFFICIAL[source]))
+    if source.startswith(("http://", "https://")):
+        return completed(_remote_dir(work_dir, source.rstrip("/"), None))
+    path = Path(source).expanduser()
+    return acquire_dir(path) if path.is_dir() else None
+
+
+def _synthetic_dir(work_dir: Path, limit: int | None, seed: int) -> Path:
     n = synthetic.DEFAULT_LIMIT if limit is None else limit
     spec = {"generator": "synthetic", "version": synthetic.GENERATOR_VERSION, "seed": seed, "n": n}
-    out = work_dir / "sources" / f"synthetic-{value_hash(spec, 16)}"
+    return work_dir / "sources" / f"synthetic-{value_hash(spec, 16)}"
+
+
+def _remote_dir(work_dir: Path, base: str, year: str | None) -> Path:
+    """Where a remote source is kept: named by its URL without credentials."""
+    return work_dir / "sources" / f"remote-{value_hash([redact_url(base.rstrip('/')), year], 16)}"
+
+
+def acquire_synthetic(work_dir: Path, *, limit: int | None = None, seed: int = 0) -> dict:
+    """Generate (once) the synthetic data set for (seed, limit) under work_dir/sources."""
+    out = _synthetic_dir(work_dir, limit, seed)
     if done := completed(out):
         return done
     partial = partial_dir(out)
-    synthetic.generate(partial, limit=n, seed=seed)
+    synthetic.generate(partial, limit=limit, seed=seed)
     splits = {name: name[: -len("2017")] for name in synthetic.SPLITS}
-    result = {"root": str(out), "splits": splits, "identity": "synthetic-" + value_hash(spec, 16)}
+    result = {"root": str(out), "splits": splits, "identity": out.name}
     return commit(partial, out, result)
 
 
@@ -185,7 +210,7 @@ def acquire_remote(
     and an optional `SHA256SUMS` listing at its root is checked too.
     """
     shown = redact_url(base.rstrip("/"))  # what names and records the source: no credentials
-    out = work_dir / "sources" / f"remote-{value_hash([shown, year], 16)}"
+    out = _remote_dir(work_dir, base, year)
     if done := completed(out):
         return done
     listed: dict[str, Checksum] = {}
@@ -208,6 +233,8 @@ def acquire_remote(
             shas[name] = json.loads(marker.read_text())["sha256"]
             continue
         expected = _expected(name, table, listed)
+        if expected.size:
+            require_free(downloads, expected.size, f"downloading {name}")
         got = download(
             mirror_url(base, rel),
             downloads / name,
@@ -215,6 +242,7 @@ def acquire_remote(
             sha256=expected.sha256,
             progress=progress,
         )
+        require_free(partial, unpacked_bytes(downloads / name), f"extracting {name}")
         safe_extract(downloads / name, partial, prefix=only)
         shas[name] = got["sha256"]
         marker.write_text(json.dumps({"url": mirror_url(shown, rel), "sha256": got["sha256"]}))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from colorfeat.cli import Device
+from colorfeat.cli import COMMAND, Device
 from colorfeat.constants import ANNEALED_T
 from colorfeat.errors import reported_errors
 from colortrain.outputs import DEFAULT_BATCH_SIZE, MAX_PIXELS
@@ -33,10 +33,12 @@ class Preset(StrEnum):
     small = "small"
 
 
-@app.command()
+@app.command(**COMMAND)
 def fit(
     store: str = typer.Option(..., help="Store root (follows LATEST) or one version."),
-    out: Path = typer.Option(..., help="Run directory: checkpoint, metrics, sample sheets."),
+    out: Path = typer.Option(
+        ..., metavar="RUN_DIR", help="The run directory RUN_DIR: checkpoint, metrics, samples."
+    ),
     features: str = typer.Option(None, help="Feature set name; default: the store's first."),
     model: ModelKind = typer.Option(ModelKind.film, help="Colorizer or baseline."),
     preset: Preset = typer.Option(Preset.paper, help="paper: the paper's widths; small: CPU."),
@@ -48,7 +50,10 @@ def fit(
     seed: int = typer.Option(0, help="Seed of initialisation, data order and caption choice."),
     resume: bool = typer.Option(False, help="Continue from RUN_DIR/checkpoint.pt."),
     in_memory: bool = typer.Option(False, help="Load the splits into RAM first (no workers)."),
-    workers: int = typer.Option(0, help="DataLoader worker processes (spawned)."),
+    workers: int = typer.Option(
+        0, "--loader-workers", help="DataLoader worker processes (spawned)."
+    ),
+    old_workers: int = typer.Option(None, "--workers", hidden=True),  # the earlier name
 ) -> None:
     """Train a colorizer on a store version; writes RUN_DIR/checkpoint.pt and metrics.json."""
     with reported_errors(PROG):
@@ -59,7 +64,7 @@ def fit(
             store=store, out=str(out), features=features, model=model.value,
             preset=preset.value, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
             lr=lr, device=device.value, seed=seed, resume=resume, in_memory=in_memory,
-            workers=workers,
+            workers=workers if old_workers is None else old_workers,
         )  # fmt: skip
         result = run_fit(config)
         typer.echo(result["checkpoint"])

@@ -80,9 +80,15 @@ class EmbeddedAPI:
         self.url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
         cmd = [sys.executable, "-m", "flows.embedded", "--fd", str(listener.fileno())]
         cmd += ["--parent", str(os.getpid())]
-        # The server's output goes to stderr: stdout belongs to the command's result.
+        # The server's output goes to stderr: stdout belongs to the command's result. Its own
+        # session keeps a terminal's Ctrl-C (SIGINT to the foreground process group) away from
+        # it: the command is interrupted, then flushes its logs and stops the server in order.
         self.proc = subprocess.Popen(
-            cmd, env=env, pass_fds=[listener.fileno()], stdout=sys.stderr.fileno()
+            cmd,
+            env=env,
+            pass_fds=[listener.fileno()],
+            stdout=sys.stderr.fileno(),
+            start_new_session=True,
         )
         listener.close()
 

@@ -27,11 +27,13 @@ def extract_features(
     device: str,
     batch_size: int,
     devices: list[str] | None = None,
+    precision: str = "auto",
 ) -> dict:
     """Frozen-trunk features of every image, resumable by chunk, one process per device."""
     return extract.features_stage(
-        images, backbone, out_dir, device=device, batch_size=batch_size, devices=devices
-    )
+        images, backbone, out_dir, device=device, batch_size=batch_size, devices=devices,
+        precision=precision,
+    )  # fmt: skip
 
 
 @task(

@@ -1,21 +1,32 @@
 """Run the rebuild flow in this process against an embedded Prefect API under the work dir.
 
-What `colorfeat run` calls. Everything the run prints goes to stderr (the file descriptor itself
-is redirected, so child processes follow); the caller prints the version path to stdout afterwards.
+What `colorfeat run` calls. It takes the work-dir lock first, then reads what is already built
+(flows.plan.preflight): when every stage is complete and the version published, it only moves
+LATEST and records the run, without starting Prefect or PyTorch. Otherwise it starts the
+embedded API and runs the flow. Everything the run prints goes to stderr (the file descriptor
+itself is redirected, so child processes follow); the caller prints the version path to stdout.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.errors import UserError
+from flows.caching import work_dir_lock
 from flows.embedded import embedded_api, isolate
+from flows.plan import STAGES, Preflight, feature_chunks, preflight
+
+RUNS_LOG = "runs.jsonl"  # in the work dir: one JSON line per finished run
+_WIDE = 10_000  # columns of a log console that is not a terminal: records are never wrapped
 
 
 @contextmanager
@@ -48,6 +59,7 @@ class _OneLineUserErrors(logging.Formatter):
 
 
 def _quiet_user_error_tracebacks() -> None:
+    """One-line user errors in Prefect's console logs; no wrapping when stderr is not a terminal."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
     loggers = [logging.getLogger()] + [
@@ -56,21 +68,107 @@ def _quiet_user_error_tracebacks() -> None:
     ]  # fmt: skip
     for logger in loggers:
         for handler in logger.handlers:
-            if isinstance(handler, PrefectConsoleHandler) and not isinstance(
-                handler.formatter, _OneLineUserErrors
-            ):
+            if not isinstance(handler, PrefectConsoleHandler):
+                continue
+            if not isinstance(handler.formatter, _OneLineUserErrors):
                 handler.setFormatter(_OneLineUserErrors(handler.formatter or logging.Formatter()))
+            if not handler.console.is_terminal:
+                handler.console.width = _WIDE
+
+
+def say(message: str) -> None:
+    """One progress line on stderr."""
+    print(f"colorfeat: {message}", file=sys.stderr, flush=True)
+
+
+def pipeline_config(parameters: dict[str, Any]) -> PipelineConfig:
+    """The PipelineConfig of validated `colorfeat run` parameters (see colorfeat.cli)."""
+    p = dict(parameters)
+    trunk = BackboneConfig(p.pop("backbone"), p.pop("layer"), p.pop("weights"),
+                           p.pop("image_size"), p["seed"])  # fmt: skip
+    return PipelineConfig(backbone=trunk, **p)
 
 
 def run_rebuild(parameters: dict[str, Any]) -> dict[str, Any]:
     """Run `rebuild(**parameters)` with Prefect state in `<work_dir>/prefect`; its summary dict."""
-    home = Path(parameters["work_dir"]).resolve() / "prefect"
+    config = pipeline_config(parameters)
+    work_dir = Path(config.work_dir)
+    with work_dir_lock(work_dir):
+        say(f"checking what {work_dir} and {config.store} already hold")
+        check = preflight(config)
+        if check.nothing_to_do:
+            summary = _reuse(config, check)
+        else:
+            say(_reuse_line(check))
+            summary = _run_flow(parameters, work_dir / "prefect")
+        say(_latest_line(check.latest, summary))
+        _record_run(work_dir, parameters, summary)
+    return summary
+
+
+def _run_flow(parameters: dict[str, Any], home: Path) -> dict[str, Any]:
     isolate(home)
+    say(f"starting the embedded Prefect API (state in {home})")
     with stdout_to_stderr(), embedded_api(home, wait=False) as api:
-        from colorfeat.extract import resolve_device
+        say("loading Prefect and PyTorch")
         from flows.pipeline import rebuild  # heavy imports while the API starts
 
-        resolve_device(parameters.get("device", "auto"))  # no GPU for cuda: fail before any work
         _quiet_user_error_tracebacks()
         api.wait()
+        say("running the rebuild flow")
         return rebuild(**parameters)
+
+
+def _reuse(config: PipelineConfig, check: Preflight) -> dict[str, Any]:
+    """Everything is built: point LATEST at the version (if it is not already) and say so."""
+    from colorfeat.store import _filesystem, _write_latest  # the store's one atomic writer
+
+    say(f"nothing to do: every stage is built and version {check.version} is published")
+    if check.latest != check.version:
+        fs, base = _filesystem(config.store, None)
+        _write_latest(fs, base, check.version)
+    path = f"{config.store.rstrip('/')}/versions/{check.version}"
+    return {"version": check.version, "path": path, "published": False, "executed": []}
+
+
+def _reuse_line(check: Preflight) -> str:
+    if check.source is None:
+        return "the source is not ready yet: every stage will run"
+    line = f"reusing {len(check.reused)} of {len(STAGES) - 1} stages"
+    if "features" in check.stages and not check.stages["features"].complete:
+        done, total = feature_chunks(check.stages["features"])
+        line += f", {done} of {total} feature chunks" if total else ""
+    return line
+
+
+def _latest_line(before: str | None, summary: dict[str, Any]) -> str:
+    after = summary["version"]
+    if before == after:
+        return f"LATEST stays at {after}"
+    if before is None:
+        return f"LATEST set to {after} (the store's first version)"
+    if not summary.get("published"):
+        return f"LATEST moved back from {before} to {after}, built earlier with this configuration"
+    return f"LATEST moved from {before} to {after}"
+
+
+def _record_run(work_dir: Path, parameters: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Append the run to WORK_DIR/runs.jsonl: when, with what, which version, what it executed."""
+    entry = {
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "parameters": parameters,
+        "version": summary["version"],
+        "path": summary["path"],
+        "executed": summary.get("executed", []),
+        "flow_run_id": summary.get("flow_run_id"),
+    }
+    with open(work_dir / RUNS_LOG, "a") as log:
+        log.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def dry_run_report(parameters: dict[str, Any]) -> list[str]:
+    """What `colorfeat run --dry-run` prints: read-only, nothing is created."""
+    from flows.preflight import report
+
+    config = pipeline_config(parameters)
+    return report(config, preflight(config))

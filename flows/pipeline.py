@@ -25,7 +25,7 @@ from flows.ingest import (
     keep_colour_captions,
     prepare_images,
 )
-from flows.plan import plan_rebuild, stage_configs
+from flows.plan import features_precision, plan_rebuild, stage_configs
 from flows.report import report_rebuild, skipped_images
 from flows.training import train
 
@@ -41,6 +41,7 @@ def pipeline_config(
     layer: str = "layer2",
     weights: str = "imagenet",
     device: str = "auto",
+    precision: str = "auto",
     batch_size: int = 64,
     embeddings: str = "word2vec",
     embedding_dim: int = EMBEDDING_DIM,
@@ -59,6 +60,7 @@ def pipeline_config(
         limit=limit,
         backbone=trunk,
         device=device,
+        precision=precision,
         batch_size=batch_size,
         embeddings=embeddings,
         embedding_dim=embedding_dim,
@@ -84,6 +86,7 @@ def rebuild(
     workers: int = 1,
     dask_address: str | None = None,
     seed: int = 0,
+    precision: str = "auto",
     devices: list[str] | None = None,
     train_dir: str | None = None,
     train_preset: str = "small",
@@ -99,6 +102,7 @@ def rebuild(
         conceal(source), store, work_dir, limit=limit, image_size=image_size, backbone=backbone,
         layer=layer, weights=weights, device=device, batch_size=batch_size,
         embeddings=embeddings, workers=workers, dask_address=dask_address, seed=seed,
+        precision=precision,
     )  # fmt: skip
     with work_dir_lock(cfg.work_dir):
         summary = build_version(cfg, devices)
@@ -128,7 +132,7 @@ def build_version(cfg: PipelineConfig, devices: list[str] | None = None) -> dict
     priors = stages.run(plan["priors"], count_priors, images, cfg.workers, cfg.dask_address)
     features = stages.run(
         plan["features"], extract_features, images, cfg.backbone, cfg.device, cfg.batch_size,
-        devices,
+        devices, features_precision(cfg),
     )  # fmt: skip
     parts = {
         "images": images,

@@ -6,8 +6,6 @@ import logging
 import subprocess
 import sys
 
-import pytest
-
 from colorfeat.errors import UserError
 from flows.caching import StageFailed, work_dir_lock
 from flows.local import _OneLineUserErrors, stdout_to_stderr
@@ -42,9 +40,14 @@ def test_user_errors_are_logged_without_a_traceback_bugs_with_one():
 
 
 def test_a_second_run_on_the_same_work_dir_is_refused_until_the_first_ends(tmp_path):
+    other = (
+        "import sys; from pathlib import Path; from flows.caching import work_dir_lock\n"
+        "with work_dir_lock(Path(sys.argv[1])): print('locked')"
+    )
+    take = [sys.executable, "-c", other, str(tmp_path)]
     with work_dir_lock(tmp_path):
-        with pytest.raises(UserError, match="another colorfeat run is using the work dir"):
-            with work_dir_lock(tmp_path):
-                pass
-    with work_dir_lock(tmp_path):  # released
-        pass
+        with work_dir_lock(tmp_path):  # nests within this process (the command, then the flow)
+            refused = subprocess.run(take, capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert "another colorfeat run is using the work dir" in refused.stderr
+    assert subprocess.run(take, capture_output=True, text=True).stdout == "locked\n"  # released
