@@ -115,7 +115,8 @@ def overlap(args: argparse.Namespace, cfg: BackboneConfig, work: Path) -> None:
                            precision="auto", compile_trunk=False)  # fmt: skip
             best[key] = min(best[key], time.perf_counter() - t)
     model = 2 * args.n / best["model"]
-    marginal = args.n / max(best["2n"] - best["n"], 1e-9)
+    gap = best["2n"] - best["n"]
+    marginal = args.n / gap if gap > 0 else math.nan  # nan: N too small to tell (one batch)
     whole = 2 * args.n / best["2n"]
     print(f"# model alone vs the whole features stage, auto precision, eager, batch {batch}, "
           f"best of {args.rounds} rounds")  # fmt: skip
