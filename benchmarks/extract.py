@@ -7,16 +7,20 @@ bf16 autocast where native, prefetch and writer threads, float16 compressed Zarr
 same uint8 images from a Zarr array and are timed end to end, model construction included.
 
     .venv/bin/python benchmarks/extract.py [--n 96] [--size 224] [--batch-size 16] [--device cpu]
+        [--overlap-only] [--skip-original]
 
-Prints images/s of each (wall clock, and per CPU-second of this process, which a busy machine
-distorts less), the ratios to the original, and stored bytes per image. Rounds interleave the
-engines and the best round of each is kept; a warm-up run of each (untimed) pays one-off costs
-such as the first torch.compile, whose duration is printed.
+First, the model alone (the stage's Engine on in-memory batches) against the whole stage on N and
+2N images, run back to back in each round, and their ratio (`overlap`). Then the comparison with
+the original approach: images/s of each (wall clock, and per CPU-second of this process, which a
+busy machine distorts less), the ratios to the original, and stored bytes per image. Rounds
+interleave the engines and the best round of each is kept; a warm-up run of each (untimed) pays
+one-off costs such as the first torch.compile, whose duration is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -27,10 +31,11 @@ import numpy as np
 import torch
 import zarr
 
-from colorfeat.backbone import create_trunk, feature_shape
+from colorfeat.backbone import create_trunk, feature_shape, fuse_batchnorm
+from colorfeat.codecs import images_per_chunk
 from colorfeat.config import BackboneConfig
 from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
-from colorfeat.extract import features_stage
+from colorfeat.extract import Engine, autocast_dtype, features_stage
 from colorfeat.images import layout
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -66,6 +71,62 @@ def original(images: dict, cfg: BackboneConfig, out: Path, batch_size: int) -> P
     return out
 
 
+def padded_batch(cfg: BackboneConfig, batch_size: int) -> int:
+    """The batch features_stage runs: batch_size rounded up to whole feature chunks."""
+    c, h, w = feature_shape(create_trunk(cfg), cfg.image_size)
+    chunk = images_per_chunk(c * h * w * 2)
+    return chunk * -(-batch_size // chunk)
+
+
+def model_only(cfg: BackboneConfig, rgb: np.ndarray, device: str, batch: int) -> float:
+    """Seconds of the stage's Engine alone (uint8 batches already in memory, the features left
+    on the device), auto precision, eager: the model's own speed, set-up not counted."""
+    dev = torch.device(device)
+    fused = fuse_batchnorm(create_trunk(cfg)).to(dev, memory_format=torch.channels_last)
+    engine = Engine(fused, autocast_dtype(device, "auto"))
+    padded = np.concatenate([rgb, np.zeros((-len(rgb) % batch, *rgb.shape[1:]), rgb.dtype)])
+    batches = [torch.from_numpy(padded[i : i + batch]).to(dev) for i in range(0, len(rgb), batch)]
+    with torch.inference_mode():
+        engine(batches[0])  # warm-up
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for b in batches:
+            engine(b)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def overlap(args: argparse.Namespace, cfg: BackboneConfig, work: Path) -> None:
+    """Model alone against the whole stage on N and 2N images, back to back in each round; the
+    stage's marginal rate (2N - N images over the time difference) excludes its one-off set-up
+    (trunk construction, array creation), which the whole-run rate includes."""
+    rgb = natural_images(2 * args.n, args.size)
+    small, large = write_images(work / "n.zarr", rgb[: args.n]), write_images(work / "2n.zarr", rgb)
+    batch = padded_batch(cfg, args.batch_size)
+    best = {"model": math.inf, "n": math.inf, "2n": math.inf}
+    for r in range(args.rounds):
+        best["model"] = min(best["model"], model_only(cfg, rgb, args.device, batch))
+        for key, images in (("n", small), ("2n", large)):
+            t = time.perf_counter()
+            out = work / f"overlap-{r}-{key}"
+            features_stage(images, cfg, out, device=args.device, batch_size=args.batch_size,
+                           precision="auto", compile_trunk=False)  # fmt: skip
+            best[key] = min(best[key], time.perf_counter() - t)
+    model = 2 * args.n / best["model"]
+    gap = best["2n"] - best["n"]
+    marginal = args.n / gap if gap > 0 else math.nan  # nan: N too small to tell (one batch)
+    whole = 2 * args.n / best["2n"]
+    print(f"# model alone vs the whole features stage, auto precision, eager, batch {batch}, "
+          f"best of {args.rounds} rounds")  # fmt: skip
+    print(f"model alone (Engine on in-memory batches) {model:>9.1f} images/s")
+    print(f"end to end, marginal ({args.n} -> {2 * args.n} images) {marginal:>9.1f} images/s   "
+          f"ratio to the model alone {marginal / model:.2f}")  # fmt: skip
+    print(f"end to end, whole run of {2 * args.n} (set-up included) {whole:>9.1f} images/s   "
+          f"ratio to the model alone {whole / model:.2f}")  # fmt: skip
+
+
 def stored_bytes(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(
         p.stat().st_size for p in path.rglob("*") if p.is_file()
@@ -83,6 +144,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds; best kept")
     p.add_argument("--skip-original", action="store_true", help="only time our engine")
+    p.add_argument("--overlap-only", action="store_true", help="only model alone vs end to end")
     args = p.parse_args()
     cfg = BackboneConfig(args.backbone, args.layer, args.weights, args.size)
     rgb = natural_images(args.n, args.size)
@@ -101,6 +163,9 @@ def main() -> None:
     best: dict[str, tuple[float, float, int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        overlap(args, cfg, work)
+        if args.overlap_only:
+            return
         images = write_images(work / "images.zarr", rgb)
         warm = write_images(work / "warm.zarr", rgb[: args.batch_size])
         for name, kw in engines.items():  # warm-up, not timed: oneDNN set-up, the first compile

@@ -235,8 +235,9 @@ def extract_blocks(
                 b, out, finite, event = item
                 if event is not None:
                     event.synchronize()
-                _require_finite(finite)
-                _write_block(dst[f"{b.split}/{name}"], b, out.numpy(), markers / b.split)
+                data = out.numpy()  # (n, C, H, W) float16
+                _require_finite(all_finite(data) if finite is None else bool(finite))
+                _write_block(dst[f"{b.split}/{name}"], b, data, markers / b.split)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             errors.append(exc)
             stop.set()
@@ -287,8 +288,10 @@ def _write_block(arr: zarr.Array, b: Block, data: np.ndarray, markers: Path) -> 
 class Engine(torch.nn.Module):
     """uint8 RGB (B, S, S, 3) -> float16 features (B, C, H, W), NCHW, and whether all are finite.
 
-    One module from the stored pixels to the stored dtype and layout, including the overflow check
-    (one pass over the float16 output, on the device).
+    One module from the stored pixels to the stored dtype and layout. The overflow check runs on
+    the device where that is cheap (CUDA); on the CPU it returns None and the writer thread checks
+    the float16 bits (`all_finite`), ~10x cheaper than torch.isfinite on float16 there and off the
+    thread that runs the trunk.
     """
 
     def __init__(self, trunk: torch.nn.Module, amp: torch.dtype | None) -> None:
@@ -296,14 +299,21 @@ class Engine(torch.nn.Module):
         self.trunk = trunk
         self.amp = amp
 
-    def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = prepare_input(rgb)  # (B, 3, S, S) channels_last
         enabled = self.amp is not None
         with torch.autocast(rgb.device.type, dtype=self.amp or torch.float32, enabled=enabled):
-            y = self.trunk(x)  # (B, C, H, W)
-        y = y.to(torch.float16)
-        finite = torch.isfinite(y).all()  # |x| > 65504 became inf
-        return y.contiguous(memory_format=torch.contiguous_format), finite  # (B, C, H, W) NCHW
+            y = self.trunk(x)  # (B, C, H, W) channels_last
+        # cast and NHWC -> NCHW in one pass
+        y = y.to(torch.float16, memory_format=torch.contiguous_format)  # (B, C, H, W) NCHW
+        finite = torch.isfinite(y).all() if y.device.type != "cpu" else None  # |x| > 65504: inf
+        return y, finite
+
+
+def all_finite(features: np.ndarray) -> bool:
+    """Whether a float16 array holds no inf or NaN: no value has all five exponent bits set."""
+    bits = features.view(np.uint16)
+    return bool(bits.size == 0 or np.max(bits & np.uint16(0x7FFF)) < 0x7C00)
 
 
 def _run_block(
@@ -322,8 +332,8 @@ def _run_block(
     return (_to_pinned(y), _to_pinned(finite)) if cuda else (y, finite)
 
 
-def _require_finite(finite: torch.Tensor) -> None:
-    if not bool(finite):
+def _require_finite(finite: bool) -> None:
+    if not finite:
         raise UserError(
             "trunk features overflow float16 (|x| > 65504): random-init deep layers grow without "
             "bound; use --weights imagenet or FILE, or an earlier --layer"

@@ -210,10 +210,15 @@ def test_features_beyond_float16_range_are_refused() -> None:
 
     rgb = torch.full((2, 8, 8, 3), 255, dtype=torch.uint8)
     engine = extract.Engine(Loud(), None)
-    _, finite = extract._run_block(engine, rgb, torch.device("cpu"), 2)
+    out, finite = extract._run_block(engine, rgb, torch.device("cpu"), 2)
+    assert finite is None  # on the CPU the writer checks the float16 bits
     with pytest.raises(UserError, match="overflow float16"):
-        extract._require_finite(finite)  # in the writer, before anything is stored
+        extract._require_finite(extract.all_finite(out.numpy()))  # in the writer, before storing
     quiet = extract.Engine(torch.nn.Identity(), None)
-    out, finite = extract._run_block(quiet, rgb[:1], torch.device("cpu"), 2)  # padded, sliced
-    extract._require_finite(finite)
+    out, _ = extract._run_block(quiet, rgb[:1], torch.device("cpu"), 2)  # padded, sliced
+    extract._require_finite(extract.all_finite(out.numpy()))
+    special = np.array([1.0, -65504.0, 0.0, -0.0, 6e-8], dtype=np.float16)
+    assert extract.all_finite(special) and extract.all_finite(special[:0])
+    for bad in (np.inf, -np.inf, np.nan):
+        assert not extract.all_finite(np.append(special, np.float16(bad)))
     assert out.shape == (1, 3, 8, 8) and out.dtype == torch.float16 and out.is_contiguous()
