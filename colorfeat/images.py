@@ -37,7 +37,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from colorfeat.captions import load_captions, tokenize
 from colorfeat.constants import DEFAULT_IMAGE_SIZE, TARGET_STRIDE
 from colorfeat.lab import ab_targets
-from colorfeat.parallel import commit, completed, executor, partial_dir
+from colorfeat.parallel import commit, completed, executor, partial_dir, write_atomic
 from colorfeat.vocab import encode, load_vocab
 
 RGB_CHUNK_BYTES = 8 << 20  # target uncompressed bytes of an rgb chunk
@@ -155,7 +155,7 @@ def _decode_block(task: dict) -> list[str | None]:
     s = task["start"]
     stage["rgb"][s : s + n] = rgb
     stage["ab_bins"][s : s + n] = ab
-    status_file.write_text(json.dumps(status))
+    write_atomic(status_file, json.dumps(status))
     return status
 
 

@@ -25,7 +25,7 @@ from colorfeat.download import (
 )
 from colorfeat.errors import UserError
 from colorfeat.hashing import file_sha256, value_hash
-from colorfeat.parallel import commit, completed, partial_dir
+from colorfeat.parallel import commit, completed, partial_dir, write_atomic
 
 OFFICIAL_BASE = "http://images.cocodataset.org"
 OFFICIAL = {"coco2014": "2014", "coco2017": "2017"}
@@ -155,7 +155,7 @@ def acquire_remote(
         )
         safe_extract(downloads / name, partial, prefix=only)
         shas[name] = got["sha256"]
-        marker.write_text(json.dumps({"url": f"{base}/{rel}", "sha256": got["sha256"]}))
+        write_atomic(marker, json.dumps({"url": f"{base}/{rel}", "sha256": got["sha256"]}))
         (downloads / name).unlink()
     splits = {f"train{year}": "train", f"val{year}": "val"}
     result = {"root": str(out), "splits": splits, "identity": f"coco{year}-" + value_hash(shas, 16)}
