@@ -217,3 +217,24 @@ def test_features_beyond_float16_range_are_refused() -> None:
     out, finite = extract._run_block(quiet, rgb[:1], torch.device("cpu"), 2)  # padded, sliced
     extract._require_finite(finite)
     assert out.shape == (1, 3, 8, 8) and out.dtype == torch.float16 and out.is_contiguous()
+
+
+def test_stray_files_among_chunks_and_markers_do_not_break_a_resume(store_images, tmp_path):
+    kwargs = {"device": "cpu", "batch_size": 4, "chunk_images": 4}
+    fresh = features_stage(store_images, R18, tmp_path / "fresh", **kwargs)
+    features_stage(store_images, R18, tmp_path / "run", **kwargs)
+    partial = tmp_path / "run.partial"
+    (tmp_path / "run").rename(partial)  # as a killed run leaves it: train chunk 3 unmarked
+    (partial / "_SUCCESS").unlink()
+    marks = partial / "_chunks_done"
+    for split, n_chunks in (("train", 3), ("val", 1)):
+        (marks / split).mkdir(parents=True)
+        for c in range(n_chunks):
+            (marks / split / str(c)).write_bytes(b"")
+    chunk_dir = partial / "features.zarr" / "train" / "resnet18.layer2" / "c" / "0" / "0" / "0"
+    for folder in (marks / "train", chunk_dir):  # an NFS silly-renamed file, a half-written temp
+        (folder / ".nfs0000000000001234").write_bytes(b"open elsewhere")
+        (folder / "x.tmp").write_bytes(b"half")
+    resumed = features_stage(store_images, R18, tmp_path / "run", **kwargs)
+    assert _files(Path(resumed["path"])) == _files(Path(fresh["path"]))
+    assert not (tmp_path / "run" / "_chunks_done").exists()
