@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,8 +222,9 @@ def test_features_beyond_float16_range_are_refused() -> None:
 
 def test_stray_files_among_chunks_and_markers_do_not_break_a_resume(store_images, tmp_path):
     kwargs = {"device": "cpu", "batch_size": 4, "chunk_images": 4}
-    fresh = features_stage(store_images, R18, tmp_path / "fresh", **kwargs)
     features_stage(store_images, R18, tmp_path / "run", **kwargs)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(tmp_path / "run", fresh)
     partial = tmp_path / "run.partial"
     (tmp_path / "run").rename(partial)  # as a killed run leaves it: train chunk 3 unmarked
     (partial / "_SUCCESS").unlink()
@@ -236,5 +238,5 @@ def test_stray_files_among_chunks_and_markers_do_not_break_a_resume(store_images
         (folder / ".nfs0000000000001234").write_bytes(b"open elsewhere")
         (folder / "x.tmp").write_bytes(b"half")
     resumed = features_stage(store_images, R18, tmp_path / "run", **kwargs)
-    assert _files(Path(resumed["path"])) == _files(Path(fresh["path"]))
+    assert _files(Path(resumed["path"])) == _files(fresh / "features.zarr")
     assert not (tmp_path / "run" / "_chunks_done").exists()
