@@ -185,11 +185,13 @@ def _rebuild_parameters(
     """
     from colorfeat.config import BackboneConfig, PipelineConfig
     from colorfeat.errors import UserError
+    from colorfeat.store import check_store_root
     from flows.plan import check_source, require_device
 
     check_source(source)
     if workers > 1 and dask_address:
         raise UserError("give --workers or --dask-address, not both")
+    check_store_root(store)
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise UserError(f"--weights must be imagenet, none or a file; no file {weights!r}")
     if embeddings != "word2vec" and not Path(embeddings).is_file():

@@ -43,6 +43,7 @@ from colorfeat.codecs import FEATURE_CODEC, feature_compressors, images_per_chun
 from colorfeat.config import BackboneConfig, resolve_precision
 from colorfeat.disk import require_free
 from colorfeat.errors import UserError
+from colorfeat.parallel import commit, fsync_dir, is_stray, write_atomic
 
 CODE_VERSION = f"colorfeat-{__version__}/extract-2"  # 2: zstd level 1 features
 _MARKERS = "_chunks_done"
@@ -189,11 +190,7 @@ def features_stage(
         "compute": run.describe(),
         "code_version": CODE_VERSION,
     }
-    (partial / "_SUCCESS").write_text(json.dumps(result, indent=2, sort_keys=True))
-    if out_dir.exists():  # an empty or stale directory without _SUCCESS
-        shutil.rmtree(out_dir)
-    partial.rename(out_dir)
-    return result
+    return commit(partial, out_dir, result)
 
 
 def extract_blocks(
@@ -278,11 +275,27 @@ def _compile_settings(compiled: bool) -> contextlib.AbstractContextManager:
 
 
 def _write_block(arr: zarr.Array, b: Block, data: np.ndarray, markers: Path) -> None:
-    """Store a block's chunks (each chunk write is atomic), then mark each of them done."""
+    """Store a block's chunks (each chunk write is atomic), flush them, then mark each done."""
     arr[b.start : b.stop] = data  # (n, C, H, W), whole chunks: zarr encodes them concurrently
+    _fsync_chunks(arr, b.chunks)  # a marker must never outlive the chunk it vouches for
     markers.mkdir(parents=True, exist_ok=True)
     for c in b.chunks:
-        (markers / str(c)).touch()
+        write_atomic(markers / str(c), b"")
+    fsync_dir(markers)
+
+
+def _fsync_chunks(arr: zarr.Array, chunks: Sequence[int]) -> None:
+    folder = Path(arr.store.root, arr.path)
+    for c in chunks:
+        key = arr.metadata.encode_chunk_key((c,) + (0,) * (arr.ndim - 1))
+        try:
+            fd = os.open(folder / key, os.O_RDONLY)
+        except FileNotFoundError:  # an all-fill chunk zarr did not store (publishing adds it)
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class Engine(torch.nn.Module):
@@ -436,7 +449,7 @@ def _pending_blocks(split: str, arr: zarr.Array, batch_size: int, markers: Path)
     n, chunk_n = arr.shape[0], arr.chunks[0]
     n_chunks = math.ceil(n / chunk_n)
     per_block = max(1, batch_size // chunk_n)
-    marked = {int(p.name) for p in markers.iterdir()} if markers.is_dir() else set()
+    marked = set(_marked_chunks(markers))
     blocks = []
     for first in range(0, n_chunks, per_block):
         chunks = tuple(range(first, min(first + per_block, n_chunks)))
@@ -499,15 +512,22 @@ def _finish(root: zarr.Group, partial: Path, splits: list[str]) -> None:
     for split in splits:
         for _, arr in root[split].arrays():
             n_chunks = math.ceil(arr.shape[0] / arr.chunks[0])
-            marks = partial / _MARKERS / split
-            have = {p.name for p in marks.iterdir()} if marks.is_dir() else set()
-            missing = [c for c in range(n_chunks) if str(c) not in have]
+            have = set(_marked_chunks(partial / _MARKERS / split))
+            missing = [c for c in range(n_chunks) if c not in have]
             if missing:
                 raise RuntimeError(f"feature chunks {missing[:5]} of {split} were never written")
     shutil.rmtree(partial / _MARKERS, ignore_errors=True)
-    for tmp in _stray_files(partial / "features.zarr"):
-        tmp.unlink()
+    for stray in _stray_files(partial / "features.zarr"):
+        with contextlib.suppress(OSError):  # an NFS `.nfs*` file stays while someone holds it
+            stray.unlink()
+
+
+def _marked_chunks(markers: Path) -> Iterator[int]:
+    """The chunk indices marked done in a marker folder; other files there are not markers."""
+    if markers.is_dir():
+        yield from (int(p.name) for p in markers.iterdir() if p.name.isdecimal())
 
 
 def _stray_files(path: Path) -> Iterator[Path]:
-    yield from (p for p in path.rglob("*.partial") if p.is_file())
+    """Files a killed or concurrent writer left among the chunks (`x.partial`, `.nfs1234`)."""
+    yield from (p for p in path.rglob("*") if is_stray(p.name) and p.is_file())

@@ -51,7 +51,7 @@ from colorfeat.constants import (
     TARGET_STRIDE,
 )
 from colorfeat.lab import ab_targets
-from colorfeat.parallel import commit, completed, executor, partial_dir
+from colorfeat.parallel import commit, completed, executor, partial_dir, write_atomic
 from colorfeat.vocab import encode, load_vocab
 
 RGB_CHUNK_BYTES = 8 << 20  # target uncompressed bytes of an rgb chunk
@@ -224,9 +224,7 @@ def _decode_block(task: dict) -> list[str | None]:
     s = task["start"]
     stage["rgb"][s : s + n] = rgb
     stage["ab_bins"][s : s + n] = ab
-    tmp = status_file.with_name(status_file.name + ".tmp")
-    tmp.write_text(json.dumps(status))
-    tmp.replace(status_file)  # a block's outcome is saved whole, or not at all
+    write_atomic(status_file, json.dumps(status))
     return status
 
 

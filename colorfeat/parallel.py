@@ -1,13 +1,20 @@
 """Where stage work runs (inline or on Dask) and the stage directory protocol.
 
-Stage protocol: a stage builds into `<out_dir>.partial` (resuming from it if it exists), writes the
-result JSON to `_SUCCESS` inside it, then renames it to `out_dir`; a stage whose `out_dir/_SUCCESS`
-exists returns that result without work.
+Stage protocol: a stage builds into `<out_dir>.partial` (resuming from it if it exists), flushes
+it to disk, writes the result JSON to `_SUCCESS` inside it, then renames it to `out_dir`; a stage
+whose `out_dir/_SUCCESS` exists returns that result without work.
+
+Small state files that a resume reads (`_SUCCESS`, per-block status, chunk markers) are written
+with `write_atomic`: a reader finds the whole file or none. Readers of a folder skip `is_stray`
+names, which other writers leave behind (a killed write's `x.tmp`, an NFS `.nfs1234`).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import secrets
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +22,57 @@ from pathlib import Path
 from typing import Any
 
 SUCCESS = "_SUCCESS"
+# temp files of unfinished writes (ours, zarr's): never data
+STRAY_SUFFIXES = (".tmp", ".partial")
+
+
+# --------------------------------------------------------------------------- durable files
+
+
+def is_stray(name: str) -> bool:
+    """Whether a file name is no data of ours: a hidden file (`.nfs1234`) or a write's temp."""
+    return name.startswith(".") or name.endswith(STRAY_SUFFIXES)
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Replace `path` by `data` at once: a temp file in the same folder, fsynced, renamed."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of a folder (created, renamed, removed files) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some file systems cannot sync a folder; nothing more to do there
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file and folder under `root` to disk, folders after their contents."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
 
 
 # --------------------------------------------------------------------------- stage directories
@@ -37,12 +95,14 @@ def partial_dir(out_dir: Path) -> Path:
 
 
 def commit(partial: Path, out_dir: Path, result: dict) -> dict:
-    """Write the marker into `partial`, rename it to `out_dir`, return the result."""
+    """Flush `partial`, write the marker into it, rename it to `out_dir`, return the result."""
     out_dir = Path(out_dir)
-    (Path(partial) / SUCCESS).write_text(json.dumps(result, indent=1, sort_keys=True))
+    fsync_tree(Path(partial))  # the marker must never outlive the data it vouches for
+    write_atomic(Path(partial) / SUCCESS, json.dumps(result, indent=1, sort_keys=True))
     if out_dir.exists():  # an unfinished leftover without a marker
         shutil.rmtree(out_dir)
     Path(partial).rename(out_dir)
+    fsync_dir(out_dir.parent)
     return result
 
 

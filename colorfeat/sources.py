@@ -32,7 +32,7 @@ from colorfeat.download import (
 )
 from colorfeat.errors import UserError
 from colorfeat.hashing import file_sha256, value_hash
-from colorfeat.parallel import commit, completed, partial_dir
+from colorfeat.parallel import commit, completed, partial_dir, write_atomic
 from colorfeat.redact import MASK, redact_text, redact_url, reveal
 
 OFFICIAL_BASE = "http://images.cocodataset.org"
@@ -245,7 +245,7 @@ def acquire_remote(
         require_free(partial, unpacked_bytes(downloads / name), f"extracting {name}")
         safe_extract(downloads / name, partial, prefix=only)
         shas[name] = got["sha256"]
-        marker.write_text(json.dumps({"url": mirror_url(shown, rel), "sha256": got["sha256"]}))
+        write_atomic(marker, json.dumps({"url": mirror_url(shown, rel), "sha256": got["sha256"]}))
         (downloads / name).unlink()
     splits = {f"train{year}": "train", f"val{year}": "val"}
     result = {"root": str(out), "splits": splits, "identity": f"coco{year}-" + value_hash(shas, 16)}

@@ -6,11 +6,18 @@ A store root (a local path or an fsspec URL such as s3://bucket/store) holds
     ROOT/LATEST           the current version id (local: temp file + rename; fsspec: one PUT)
 
 `publish` assembles a version from stage outputs by hardlinking (or copying) their chunk files, with
-no re-encoding, under versions/.tmp-<id>-<pid>-<random>/, validates it, renames it into place, then
-replaces LATEST. Object stores have no rename: there the version is assembled and validated locally,
-uploaded with its root zarr.json last (a prefix without a root zarr.json is not a version),
-checked again remotely, and only then is LATEST written. `open_store` returns a `StoreVersion`
-for a root (following LATEST) or for one version.
+no re-encoding, under versions/.tmp-<id>-<pid>-<random>/version/, validates it, flushes it to
+disk, renames it into place, validates what is now in place, then replaces LATEST. Object stores
+have no rename: there the version is assembled and validated locally, uploaded with its root
+zarr.json last (a prefix without a root zarr.json is not a version), validated again remotely, and
+only then is LATEST written. `open_store` returns a `StoreVersion` for a root (following LATEST)
+or for one version.
+
+Several publishers may share a root (one machine, or many over NFS or a shared volume). Each
+staging folder holds an owner record (host and pid namespace, pid, process start time); a
+publisher removes another's staging folder only when it is provably dead: owned in this pid
+namespace by a process that is gone (or whose pid now belongs to another process), or, owned
+elsewhere or unreadable, untouched for STALE_AFTER_S.
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ import itertools
 import json
 import math
 import os
+import re
 import secrets
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,16 +38,23 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import psutil
 import zarr
 
 from colorfeat.constants import NUM_AB_BINS, PAD_TOKEN, STORE_SCHEMA, UNK_TOKEN
 from colorfeat.errors import UserError
 from colorfeat.hashing import canonical_json, value_hash
 from colorfeat.lab import ab_grid
+from colorfeat.parallel import fsync_dir, fsync_tree, is_stray, write_atomic
 
 VERSIONS = "versions"
 LATEST = "LATEST"
 TMP_PREFIX = ".tmp-"
+OWNER = "owner.json"  # in a staging folder, beside the version being built: who builds it
+# A staging folder owned on another host (or pid namespace), or with no readable owner record, is
+# removed only after this long untouched: its owner's liveness cannot be seen from here.
+STALE_AFTER_S = 24 * 3600
+_VERSION_ID = re.compile(r"[0-9a-f]{16}")
 FEATURE_ATTRS = (
     "backbone", "layer", "weights", "weights_hash", "input_size", "grayscale", "normalisation",
     "dtype", "code_version",
@@ -65,30 +82,58 @@ def version_id(parts: dict) -> str:
 
 def publish(root: str, parts: dict, *, attrs: dict, storage_options: dict | None = None) -> dict:
     """Publish the version made of `parts` under `root` (or reuse it) and point LATEST at it."""
+    check_store_root(root)
     fs, base = _filesystem(root, storage_options)
     vid = version_id(parts)
     target = f"{base}/{VERSIONS}/{vid}"
+    url = _join_url(root, f"{VERSIONS}/{vid}")
     local = _is_local(fs)
     # local roots: build beside the versions (rename is atomic there); remote roots: build next to
     # the stage outputs (hardlinks need the same file system), then upload
     staging_parent = Path(base, VERSIONS) if local else Path(parts["images"]["path"]).parent.parent
     staging_parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_tmp(staging_parent)
+    clean_stale_staging(staging_parent)
     published = False
     if not fs.exists(f"{target}/zarr.json"):
-        staging = staging_parent / f"{TMP_PREFIX}{vid}-{os.getpid()}-{secrets.token_hex(4)}"
+        staging = _new_staging(staging_parent, vid)
+        build = staging / "version"
         try:
-            _assemble(staging, parts, attrs, vid)
-            check_version(zarr.open_group(str(staging), mode="r"), _local_files(staging))
+            _assemble(build, parts, attrs, vid)
+            check_version(zarr.open_group(str(build), mode="r"), _local_files(build))
             if local:
-                published = _rename_into_place(staging, Path(target))
+                fsync_tree(build)
+                published = _rename_into_place(build, Path(target))
+                fsync_dir(Path(target).parent)
             else:
-                _upload(fs, staging, target)
+                _upload(fs, build, target)
                 published = True
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    _validate_in_place(url, storage_options, ours=Path(target) if published and local else None)
     _write_latest(fs, base, vid)
-    return {"version": vid, "path": _join_url(root, f"{VERSIONS}/{vid}"), "published": published}
+    return {"version": vid, "path": url, "published": published}
+
+
+def _new_staging(parent: Path, vid: str) -> Path:
+    """A fresh staging folder for version `vid`: its owner record, and the version built in
+    `version/` beside it (renamed from there into place)."""
+    staging = parent / f"{TMP_PREFIX}{vid}-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
+    write_atomic(staging / OWNER, json.dumps(_owner_record()))
+    return staging
+
+
+def _validate_in_place(url: str, storage_options: dict | None, *, ours: Path | None) -> None:
+    """Validate the version at `url` as readers will see it; if invalid, remove it when it is
+    `ours` (the folder this publisher just renamed into place), then raise."""
+    try:
+        _open_version(url, storage_options).validate()
+    except UserError:
+        if ours is not None:  # e.g. emptied underneath while staged: take it back out
+            aside = ours.with_name(f"{TMP_PREFIX}invalid-{secrets.token_hex(4)}")
+            ours.rename(aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        raise
 
 
 def _assemble(staging: Path, parts: dict, attrs: dict, vid: str) -> None:
@@ -98,7 +143,7 @@ def _assemble(staging: Path, parts: dict, attrs: dict, vid: str) -> None:
         raise UserError(f"images stage output is not a zarr group: {images}")
     src = zarr.open_group(str(images), mode="r")
     splits = list(parts["images"].get("splits") or sorted(k for k, _ in src.groups()))
-    staging.mkdir(parents=True)
+    staging.mkdir()
     out = zarr.open_group(str(staging), mode="w")
     _write_vocab(out, parts)
     _write_lab(out, parts)
@@ -159,9 +204,10 @@ def _write_lab(out: zarr.Group, parts: dict) -> None:
 
 
 def _link_tree(src: Path, dst: Path) -> None:
-    """Hardlink every file under src into dst (copy across devices); skip killed writes' temps."""
+    """Hardlink every file under src into dst (copy across devices); skip stray files (killed
+    writes' temps, NFS `.nfs*` files)."""
     for path in sorted(src.rglob("*")):
-        if path.is_dir() or path.name.endswith(".partial"):
+        if path.is_dir() or is_stray(path.name):
             continue
         target = dst / path.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -205,27 +251,105 @@ def _upload(fs: fsspec.AbstractFileSystem, staging: Path, target: str) -> None:
 
 def _write_latest(fs: fsspec.AbstractFileSystem, base: str, vid: str) -> None:
     data = (vid + "\n").encode()
-    if not _is_local(fs):
+    if _is_local(fs):
+        write_atomic(Path(base, LATEST), data)
+    else:
         fs.pipe_file(f"{base}/{LATEST}", data)  # one object, one PUT: atomic for readers
-        return
-    tmp = Path(base, f"{LATEST}{TMP_PREFIX}{secrets.token_hex(4)}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, Path(base, LATEST))
 
 
-def _clean_stale_tmp(versions: Path) -> None:
-    """Remove .tmp-* builds whose process is gone (killed builds); keep live concurrent ones."""
-    for tmp in versions.glob(f"{TMP_PREFIX}*"):
-        try:
-            pid = int(tmp.name.split("-")[-2])
-            os.kill(pid, 0)
-        except ProcessLookupError:
+def clean_stale_staging(parent: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the staging folders under `parent` that no live publisher owns; the removed ones."""
+    now = time.time() if now is None else now
+    removed = []
+    for tmp in parent.glob(f"{TMP_PREFIX}*"):
+        if tmp.is_dir() and _is_stale(tmp, now):
             shutil.rmtree(tmp, ignore_errors=True)
-        except (ValueError, IndexError, PermissionError):
-            continue
+            removed.append(tmp)
+    return removed
+
+
+def _is_stale(staging: Path, now: float) -> bool:
+    try:
+        record = staging / OWNER
+        owner = json.loads(record.read_bytes())
+        touched = record.stat().st_mtime
+    except (OSError, ValueError):  # no record yet (being created) or unreadable: go by age
+        owner = None
+        try:
+            touched = staging.stat().st_mtime
+        except OSError:
+            return False  # gone meanwhile
+    if isinstance(owner, dict) and owner.get("host") == _host_id():
+        try:
+            started = _process_start(int(owner["pid"]))
+            return started is None or abs(started - float(owner["started"])) > 1.0
+        except psutil.Error:  # alive, but not ours to inspect
+            return False
+        except (KeyError, TypeError, ValueError):  # a malformed record: go by age
+            pass
+    return now - touched > STALE_AFTER_S
+
+
+def _owner_record() -> dict:
+    pid = os.getpid()
+    return {"host": _host_id(), "pid": pid, "started": _process_start(pid)}
+
+
+def _host_id() -> str:
+    """This machine and pid namespace: a pid means something only inside its namespace."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), or None if there is none."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
+
+
+# ----------------------------------------------------------------------------- store roots
+
+
+def check_store_root(path: str | Path) -> None:
+    """Raise UserError unless `path` may be a store root: not a file, a version, a zarr group or
+    a place inside a store (the message names the root to use)."""
+    text = str(path).rstrip("/") or "/"
+    if "://" in text and not text.startswith("file://"):
+        parts = text.split("/")
+        for i in range(len(parts) - 1):
+            if parts[i] == VERSIONS and _VERSION_ID.fullmatch(parts[i + 1]):
+                _refuse(text, "/".join(parts[:i]))
+        if parts[-1] == LATEST:
+            _refuse(text, "/".join(parts[:-1]))
+        return
+    here = Path(text.removeprefix("file://")).absolute()
+    for above in here.parents:
+        if _is_store_root(above):
+            _refuse(text, str(above))
+    if here.is_file():
+        raise UserError(f"--store {text} is a file, not a store root (a directory)")
+    if (here / "zarr.json").is_file():
+        if _is_store_root(here.parent.parent) and here.parent.name == VERSIONS:
+            _refuse(text, str(here.parent.parent))
+        raise UserError(f"--store {text} is a zarr group, not a store root")
+
+
+def _is_store_root(path: Path) -> bool:
+    versions = path / VERSIONS
+    if not versions.is_dir():
+        return False
+    if (path / LATEST).is_file():
+        return True
+    return any((v / "zarr.json").is_file() for v in versions.iterdir())
+
+
+def _refuse(path: str, root: str) -> None:
+    raise UserError(f"--store {path} is inside the feature store {root}; use --store {root}")
 
 
 # ----------------------------------------------------------------------------- validation
@@ -382,6 +506,7 @@ def open_store(path_or_root: str | Path, *, storage_options: dict | None = None)
     path = str(path_or_root).rstrip("/") or "/"
     fs, base = _filesystem(path, storage_options)
     fs.invalidate_cache()
+    _require_local_dir(fs, base, path)
     try:
         if fs.isfile(f"{base}/{LATEST}"):
             vid = fs.cat_file(f"{base}/{LATEST}").decode().strip()
@@ -488,6 +613,7 @@ def list_versions(root: str, *, storage_options: dict | None = None) -> list[dic
     """Every published version of a root, oldest first: id, created, size, whether LATEST."""
     fs, base = _filesystem(root, storage_options)
     fs.invalidate_cache()
+    _require_local_dir(fs, base, root)
     if not fs.isdir(f"{base}/{VERSIONS}"):
         raise UserError(f"{root} is not a feature store root (no {VERSIONS}/ directory)")
     latest = None
@@ -537,6 +663,12 @@ def _filesystem(path: str, storage_options: dict | None) -> tuple[fsspec.Abstrac
     except (ImportError, ValueError) as exc:
         raise UserError(f"cannot open store location {path}: {exc}") from exc
     return fs, base.rstrip("/") or "/"
+
+
+def _require_local_dir(fs: fsspec.AbstractFileSystem, base: str, shown: str) -> None:
+    if _is_local(fs) and not Path(base).is_dir():
+        what = "not a directory" if Path(base).exists() else "no such directory"
+        raise UserError(f"{what}: {shown}")
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:

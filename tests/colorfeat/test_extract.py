@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -222,3 +223,25 @@ def test_features_beyond_float16_range_are_refused() -> None:
     for bad in (np.inf, -np.inf, np.nan):
         assert not extract.all_finite(np.append(special, np.float16(bad)))
     assert out.shape == (1, 3, 8, 8) and out.dtype == torch.float16 and out.is_contiguous()
+
+
+def test_stray_files_among_chunks_and_markers_do_not_break_a_resume(store_images, tmp_path):
+    kwargs = {"device": "cpu", "batch_size": 4, "chunk_images": 4}
+    features_stage(store_images, R18, tmp_path / "run", **kwargs)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(tmp_path / "run", fresh)
+    partial = tmp_path / "run.partial"
+    (tmp_path / "run").rename(partial)  # as a killed run leaves it: train chunk 3 unmarked
+    (partial / "_SUCCESS").unlink()
+    marks = partial / "_chunks_done"
+    for split, n_chunks in (("train", 3), ("val", 1)):
+        (marks / split).mkdir(parents=True)
+        for c in range(n_chunks):
+            (marks / split / str(c)).write_bytes(b"")
+    chunk_dir = partial / "features.zarr" / "train" / "resnet18.layer2" / "c" / "0" / "0" / "0"
+    for folder in (marks / "train", chunk_dir):  # an NFS silly-renamed file, a half-written temp
+        (folder / ".nfs0000000000001234").write_bytes(b"open elsewhere")
+        (folder / "x.tmp").write_bytes(b"half")
+    resumed = features_stage(store_images, R18, tmp_path / "run", **kwargs)
+    assert _files(Path(resumed["path"])) == _files(fresh / "features.zarr")
+    assert not (tmp_path / "run" / "_chunks_done").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
+from colorfeat import store
 from colorfeat.cli import app
 from colorfeat.config import BackboneConfig
 from colorfeat.constants import STORE_SCHEMA
@@ -137,7 +139,7 @@ def test_a_version_path_opens_directly_and_bad_paths_are_one_line_errors(store_p
     r = publish(str(root), variant(store_parts, "a"), attrs=version_attrs())
     assert open_store(r["path"]).version == r["version"]
     for bad, message in [
-        (tmp_path / "nowhere", "not a feature store root"),
+        (tmp_path / "nowhere", "no such directory"),
         (tmp_path, "not a feature store root"),
     ]:
         with pytest.raises(UserError, match=message):
@@ -179,9 +181,7 @@ def test_cli_store_info_on_a_bad_path_is_a_clear_error(tmp_path) -> None:
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1
-    assert (
-        proc.stderr.startswith("colorfeat: error: ") and "not a feature store root" in proc.stderr
-    )
+    assert proc.stderr.startswith("colorfeat: error: ") and "no such directory" in proc.stderr
 
 
 def test_a_failing_build_changes_nothing(store_parts, tmp_path) -> None:
@@ -327,3 +327,36 @@ def test_the_real_stages_publish_a_valid_version(tmp_path) -> None:
         assert v.array(split, "captions/image_index")[:].max() == n - 1 and lengths.min() >= 1
     assert v.vocab_tokens == json.loads(Path(vocab["path"]).read_text())
     np.testing.assert_array_equal(v.lab_prior, np.load(Path(priors["path"]) / "prior.npy"))
+
+
+def test_a_version_broken_underneath_after_its_check_is_not_published(
+    store_parts, tmp_path, monkeypatch
+) -> None:
+    root = tmp_path / "root"
+    a = publish(str(root), variant(store_parts, "a"), attrs=version_attrs())
+    flush = store.fsync_tree
+
+    def lose_a_chunk(path: Path) -> None:  # as if someone removed files of the staging folder
+        chunks = sorted(p for p in (Path(path) / "train" / "rgb" / "c").rglob("*") if p.is_file())
+        chunks[0].unlink()
+        flush(path)
+
+    monkeypatch.setattr(store, "fsync_tree", lose_a_chunk)
+    with pytest.raises(UserError, match=r"train/rgb lacks 1 chunks"):
+        publish(str(root), variant(store_parts, "b"), attrs=version_attrs())
+    assert (root / LATEST).read_text().strip() == a["version"]
+    assert sorted(p.name for p in (root / "versions").iterdir()) == [a["version"]]
+
+
+def test_stray_files_among_stage_chunks_stay_out_of_the_version(store_parts, tmp_path) -> None:
+    images = tmp_path / "images.zarr"
+    shutil.copytree(store_parts["images"]["path"], images)
+    chunk_dir = next(p.parent for p in (images / "train" / "rgb").rglob("*") if p.is_file())
+    strays = {".nfs000000000123", "0.tmp", "0.1a2b.partial"}
+    for name in strays:
+        (chunk_dir / name).write_bytes(b"half")
+    parts = {**variant(store_parts, "strays"), "images": {**store_parts["images"]}}
+    parts["images"]["path"] = str(images)
+    r = publish(str(tmp_path / "root"), parts, attrs=version_attrs())
+    open_store(r["path"]).validate()
+    assert not {p.name for p in Path(r["path"]).rglob("*")} & strays
