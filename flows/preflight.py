@@ -1,7 +1,8 @@
 """What `colorfeat run --dry-run` prints: each stage's fate, download size, disk needed, time.
 
 Everything here reads (the work dir's stage markers, the store's LATEST, the shipped table of
-official COCO archive sizes) and writes nothing. Times are estimates from RATES, measured once.
+official COCO archive sizes) and writes nothing. Times are estimates from RATES, measured once on
+one machine; the features stage's time follows the trunk's multiply-adds (TRUNK_MACS).
 """
 
 from __future__ import annotations
@@ -11,28 +12,50 @@ import os
 from pathlib import Path
 
 from colorfeat.config import PipelineConfig
-from colorfeat.disk import free_bytes, human_bytes
+from colorfeat.disk import feature_bytes_needed, free_bytes, human_bytes
 from flows.plan import STAGES, Preflight, feature_chunks
 
-# Seconds per stage on the machine below: fixed + per million input pixels (images, features at
-# the run's --image-size) or per picture (synthetic generation). Measured with `colorfeat run
-# --source synthetic --limit 600 --image-size 64 --weights none --device cpu` (resnet18.layer2)
-# on a shared 2-core x86-64 VM without a GPU; a GPU extracts features 20-50x faster.
-RATES_MACHINE = "shared 2-core x86-64 CPU VM, no GPU"
+# Seconds per stage on the machine below, each measured there once (a shared 2-core x86-64 VM
+# without a GPU, other jobs running, best of the runs):
+# - startup, acquire_per_picture, embeddings, images_per_mpixel, priors: `colorfeat run --source
+#   synthetic --limit 600 --image-size 64 --weights none --device cpu`, stage by stage; images per
+#   million pixels at the run's --image-size;
+# - features_gmac_per_s: `colorfeat.extract.features_stage` (fp32, eager, batch 64) over 27
+#   natural 224 px pictures (benchmarks/compression.py's `natural_images`), resnet101.layer2:
+#   49 GMAC in 10.9 s, set-up included. The same stage did resnet18.layer2 over 600 pictures of
+#   64 px (also 49 GMAC) in 9.3 s: the cost follows the trunk's multiply-adds (TRUNK_MACS);
+# - download_bytes_per_s: an assumed 50 MB/s link to images.cocodataset.org (not measured).
+RATES_MACHINE = "a 2-core x86-64 CPU without a GPU"
 RATES = {
     "startup": 15.0,  # Prefect, the embedded API, PyTorch
     "acquire_per_picture": 2.5 / 600,  # synthetic generation
-    "download_bytes_per_s": 50e6,  # an assumed 50 MB/s link to images.cocodataset.org
+    "download_bytes_per_s": 50e6,
     "embeddings": 3.5,
     "images_per_mpixel": 1.5 / (600 * 64 * 64 / 1e6),
     "priors": 2.0,
-    "features_per_mpixel": 19.5 / (600 * 64 * 64 / 1e6),
+    "features_gmac_per_s": 49.0 / 10.9,
+}
+# Multiply-adds per input pixel of each trunk up to the end of each layer (convolutions; the same
+# for every S that is a multiple of 32), counted with forward hooks on torchvision's models at
+# 224 px. A backbone missing here is costed as the largest trunk.
+TRUNK_MACS = {
+    "resnet18": {"layer1": 11_568, "layer2": 19_760, "layer3": 27_952, "layer4": 36_144},
+    "resnet34": {"layer1": 16_176, "layer2": 33_584, "layer3": 60_208, "layer4": 73_008},
+    "resnet50": {"layer1": 15_664, "layer2": 36_144, "layer3": 65_328, "layer4": 81_456},
+    "resnet101": {"layer1": 15_664, "layer2": 36_144, "layer3": 139_312, "layer4": 155_440},
+    "resnet152": {"layer1": 15_664, "layer2": 53_552, "layer3": 213_296, "layer4": 229_424},
 }
 OFFICIAL_IMAGES = {"coco2014": 82_783 + 40_504, "coco2017": 118_287 + 5_000}
 SYNTHETIC_BYTES_PER_PICTURE = 30_000  # a generated JPEG with its caption records
 # Channels and stride of each trunk stage: 18/34 are basic-block nets, 50+ bottleneck nets.
 _LAYER_STRIDE = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 _LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
+
+
+def features_gmac(config: PipelineConfig, n: int) -> float:
+    """Billions of multiply-adds the trunk spends on n pictures at the run's image size."""
+    macs = TRUNK_MACS.get(config.backbone.backbone, TRUNK_MACS["resnet152"])
+    return n * config.image_size**2 * macs[config.backbone.layer] / 1e9
 
 
 def n_pictures(config: PipelineConfig, check: Preflight) -> int | None:
@@ -71,13 +94,17 @@ def download_bytes(config: PipelineConfig, check: Preflight) -> int | None:
 
 
 def stage_bytes(config: PipelineConfig, n: int) -> dict[str, int]:
-    """Uncompressed bytes of the images and features stage outputs for n pictures (upper bound)."""
+    """Bytes of the images and features stage outputs for n pictures.
+
+    Images: uncompressed (an upper bound; the stage also keeps a staging copy while it runs).
+    Features: compressed, as the features stage itself asks for them (`feature_bytes_needed`).
+    """
     s, layer = config.image_size, config.backbone.layer
     wide = 4 if config.backbone.backbone in ("resnet50", "resnet101", "resnet152") else 1
     c, side = _LAYER_CHANNELS[layer] * wide, s // _LAYER_STRIDE[layer]
     return {
         "images": n * (s * s * 3 + (s // 4) ** 2 * 2),
-        "features": n * c * side * side * 2,  # float16
+        "features": feature_bytes_needed(n * c * side * side),
     }
 
 
@@ -99,8 +126,26 @@ def report(config: PipelineConfig, check: Preflight) -> list[str]:
     down = download_bytes(config, check)
     lines.append(f"download: {human_bytes(down) if down is not None else 'unknown (mirror)'}")
     lines += _disk_lines(config, check, n, down)
-    lines.append(f"estimated time: {_estimate_s(config, check, n, down):.0f} s on {RATES_MACHINE}")
+    if check.nothing_to_do:
+        lines.append("estimated time: 0 s (nothing to do)")
+    else:
+        took = human_duration(_estimate_s(config, check, n, down))
+        lines.append(f"estimated time: about {took} on {RATES_MACHINE}")
     return lines
+
+
+def human_duration(seconds: float) -> str:
+    """53391 -> '14 h 50 min'; 150 -> '2 min 30 s'; 42 -> '42 s'; days from 48 h on."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s" if s < 600 and s % 60 else f"{round(s / 60)} min"
+    m = round(s / 60)
+    if m < 48 * 60:
+        return f"{m // 60} h {m % 60} min" if m % 60 else f"{m // 60} h"
+    h = round(s / 3600)
+    return f"{h // 24} d {h % 24} h" if h % 24 else f"{h // 24} d"
 
 
 def _disk_lines(
@@ -157,5 +202,5 @@ def _estimate_s(config: PipelineConfig, check: Preflight, n: int | None, down: i
         if "features" in check.stages:
             chunks_done, total = feature_chunks(check.stages["features"])
             left = 1 - chunks_done / total if total else 1.0
-        seconds += mpixels * RATES["features_per_mpixel"] * left
+        seconds += features_gmac(config, n) / RATES["features_gmac_per_s"] * left
     return math.ceil(seconds)
