@@ -33,6 +33,7 @@ RATES = {
     "embeddings": 3.5,
     "images_per_mpixel": 1.5 / (600 * 64 * 64 / 1e6),
     "priors": 2.0,
+    "features_setup": 3.0,  # building the trunk (docs/performance.md)
     "features_gmac_per_s": 49.0 / 10.9,
 }
 # Multiply-adds per input pixel of each trunk up to the end of each layer (convolutions; the same
@@ -53,9 +54,24 @@ _LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 
 
 def features_gmac(config: PipelineConfig, n: int) -> float:
-    """Billions of multiply-adds the trunk spends on n pictures at the run's image size."""
+    """Billions of multiply-adds the trunk spends on n pictures at the run's image size.
+
+    The stage runs whole batches of whole chunks, zero-padded: n is rounded up to them.
+    """
+    from colorfeat.codecs import images_per_chunk
+
+    c, side = _feature_shape(config)
+    chunk = images_per_chunk(c * side * side * 2)  # as colorfeat.extract chunks float16 maps
+    batch = chunk * math.ceil(config.batch_size / chunk)
     macs = TRUNK_MACS.get(config.backbone.backbone, TRUNK_MACS["resnet152"])
-    return n * config.image_size**2 * macs[config.backbone.layer] / 1e9
+    return math.ceil(n / batch) * batch * config.image_size**2 * macs[config.backbone.layer] / 1e9
+
+
+def _feature_shape(config: PipelineConfig) -> tuple[int, int]:
+    """(channels, side) of one picture's feature map."""
+    layer = config.backbone.layer
+    wide = 4 if config.backbone.backbone in ("resnet50", "resnet101", "resnet152") else 1
+    return _LAYER_CHANNELS[layer] * wide, config.image_size // _LAYER_STRIDE[layer]
 
 
 def n_pictures(config: PipelineConfig, check: Preflight) -> int | None:
@@ -99,9 +115,8 @@ def stage_bytes(config: PipelineConfig, n: int) -> dict[str, int]:
     Images: uncompressed (an upper bound; the stage also keeps a staging copy while it runs).
     Features: compressed, as the features stage itself asks for them (`feature_bytes_needed`).
     """
-    s, layer = config.image_size, config.backbone.layer
-    wide = 4 if config.backbone.backbone in ("resnet50", "resnet101", "resnet152") else 1
-    c, side = _LAYER_CHANNELS[layer] * wide, s // _LAYER_STRIDE[layer]
+    s = config.image_size
+    c, side = _feature_shape(config)
     return {
         "images": n * (s * s * 3 + (s // 4) ** 2 * 2),
         "features": feature_bytes_needed(n * c * side * side),
@@ -202,5 +217,6 @@ def _estimate_s(config: PipelineConfig, check: Preflight, n: int | None, down: i
         if "features" in check.stages:
             chunks_done, total = feature_chunks(check.stages["features"])
             left = 1 - chunks_done / total if total else 1.0
-        seconds += features_gmac(config, n) / RATES["features_gmac_per_s"] * left
+        compute = features_gmac(config, n) / RATES["features_gmac_per_s"]
+        seconds += RATES["features_setup"] + compute * left
     return math.ceil(seconds)
