@@ -2,7 +2,8 @@
 
 Everything here reads (the work dir's stage markers, the store's LATEST, the shipped table of
 official COCO archive sizes) and writes nothing. Times are estimates from RATES, measured once on
-one machine; the features stage's time follows the trunk's multiply-adds (TRUNK_MACS).
+one machine; the features stage's time follows the trunk's multiply-adds (TRUNK_MACS) and the
+CPU cores at hand.
 """
 
 from __future__ import annotations
@@ -13,19 +14,21 @@ from pathlib import Path
 
 from colorfeat.config import PipelineConfig
 from colorfeat.disk import feature_bytes_needed, free_bytes, human_bytes
-from flows.plan import STAGES, Preflight, feature_chunks
+from flows.plan import STAGES, Preflight, feature_chunks, planned_device
 
-# Seconds per stage on the machine below, each measured there once (a shared 2-core x86-64 VM
-# without a GPU, other jobs running, best of the runs):
-# - startup, acquire_per_picture, embeddings, images_per_mpixel, priors: `colorfeat run --source
-#   synthetic --limit 600 --image-size 64 --weights none --device cpu`, stage by stage; images per
-#   million pixels at the run's --image-size;
-# - features_gmac_per_s: `colorfeat.extract.features_stage` (fp32, eager, batch 64) over 27
-#   natural 224 px pictures (benchmarks/compression.py's `natural_images`), resnet101.layer2:
-#   49 GMAC in 10.9 s, set-up included. The same stage did resnet18.layer2 over 600 pictures of
-#   64 px (also 49 GMAC) in 9.3 s: the cost follows the trunk's multiply-adds (TRUNK_MACS);
+# Seconds per stage, each measured once on a shared 2-core x86-64 VM without a GPU, other jobs
+# running (best of the runs):
+# - startup, acquire_per_picture, embeddings, images_per_mpixel, priors: wall time of `colorfeat
+#   run --source synthetic --limit 600 --image-size 64 --weights none --device cpu`, stage by
+#   stage; images per million pixels at the run's --image-size;
+# - features_gmac_per_cpu_s: `colorfeat.extract.features_stage` (fp32, eager, batch 64, set-up
+#   excluded by features_setup) over 65 natural 224 px pictures (benchmarks/compression.py's
+#   `natural_images`), resnet101.layer2: 117.9 GMAC in 3.9 s of CPU time (15.5 s of wall time at
+#   a load of 14 on the 2 cores). The same stage did resnet18.layer2 over 768 pictures of 64 px
+#   (62.2 GMAC) in 1.9 s of CPU time: the cost follows the trunk's multiply-adds (TRUNK_MACS).
+#   A run's features take GMAC / (rate x the CPU cores this process may use): a busy machine is
+#   slower; on a GPU the features are not estimated (no GPU measurement yet);
 # - download_bytes_per_s: an assumed 50 MB/s link to images.cocodataset.org (not measured).
-RATES_MACHINE = "a 2-core x86-64 CPU without a GPU"
 RATES = {
     "startup": 15.0,  # Prefect, the embedded API, PyTorch
     "acquire_per_picture": 2.5 / 600,  # synthetic generation
@@ -34,7 +37,7 @@ RATES = {
     "images_per_mpixel": 1.5 / (600 * 64 * 64 / 1e6),
     "priors": 2.0,
     "features_setup": 3.0,  # building the trunk (docs/performance.md)
-    "features_gmac_per_s": 49.0 / 10.9,
+    "features_gmac_per_cpu_s": 117.9 / 3.9,
 }
 # Multiply-adds per input pixel of each trunk up to the end of each layer (convolutions; the same
 # for every S that is a multiple of 32), counted with forward hooks on torchvision's models at
@@ -141,12 +144,23 @@ def report(config: PipelineConfig, check: Preflight) -> list[str]:
     down = download_bytes(config, check)
     lines.append(f"download: {human_bytes(down) if down is not None else 'unknown (mirror)'}")
     lines += _disk_lines(config, check, n, down)
-    if check.nothing_to_do:
-        lines.append("estimated time: 0 s (nothing to do)")
-    else:
-        took = human_duration(_estimate_s(config, check, n, down))
-        lines.append(f"estimated time: about {took} on {RATES_MACHINE}")
+    lines.append(_time_line(config, check, n, down))
     return lines
+
+
+def _time_line(config: PipelineConfig, check: Preflight, n: int | None, down: int | None) -> str:
+    if check.nothing_to_do:
+        return "estimated time: 0 s (nothing to do)"
+    on_gpu = planned_device(config.device) == "cuda" and "features" not in check.reused
+    took = human_duration(_estimate_s(config, check, n, down, on_gpu))
+    if on_gpu:
+        return f"estimated time: about {took}, plus the features stage on the GPU (not estimated)"
+    return f"estimated time: about {took} with {cpu_cores()} CPU cores and no GPU"
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0))
 
 
 def human_duration(seconds: float) -> str:
@@ -200,9 +214,10 @@ def _device(path: str) -> int:
     return probe.stat().st_dev
 
 
-def _estimate_s(config: PipelineConfig, check: Preflight, n: int | None, down: int | None) -> float:
-    if check.nothing_to_do:
-        return 0.0
+def _estimate_s(
+    config: PipelineConfig, check: Preflight, n: int | None, down: int | None, on_gpu: bool
+) -> float:
+    """Seconds the stages left to run take, leaving out a GPU's features stage when `on_gpu`."""
     done, n = set(check.reused), n or 0
     mpixels = n * config.image_size**2 / 1e6
     seconds = RATES["startup"]
@@ -212,11 +227,11 @@ def _estimate_s(config: PipelineConfig, check: Preflight, n: int | None, down: i
     seconds += 0 if "embeddings" in done else RATES["embeddings"]
     seconds += 0 if "images" in done else mpixels * RATES["images_per_mpixel"]
     seconds += 0 if "priors" in done else RATES["priors"]
-    if "features" not in done:
+    if "features" not in done and not on_gpu:
         left = 1.0
         if "features" in check.stages:
             chunks_done, total = feature_chunks(check.stages["features"])
             left = 1 - chunks_done / total if total else 1.0
-        compute = features_gmac(config, n) / RATES["features_gmac_per_s"]
+        compute = features_gmac(config, n) / (RATES["features_gmac_per_cpu_s"] * cpu_cores())
         seconds += RATES["features_setup"] + compute * left
     return math.ceil(seconds)
