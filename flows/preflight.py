@@ -20,11 +20,13 @@ from flows.plan import STAGES, Preflight, feature_chunks, planned_device
 # running (best of the runs):
 # - startup, acquire_per_picture, embeddings, images_per_mpixel, priors: wall time of `colorfeat
 #   run --source synthetic --limit 600 --image-size 64 --weights none --device cpu`, stage by
-#   stage; images per million pixels at the run's --image-size;
-# - features_gmac_per_cpu_s: `colorfeat.extract.features_stage` (fp32, eager, batch 64, set-up
-#   excluded by features_setup) over 65 natural 224 px pictures (benchmarks/compression.py's
-#   `natural_images`), resnet101.layer2: 117.9 GMAC in 3.9 s of CPU time (15.5 s of wall time at
-#   a load of 14 on the 2 cores). The same stage did resnet18.layer2 over 768 pictures of 64 px
+#   stage; images per million pixels at the run's --image-size (generated pictures of that size:
+#   for COCO's 640 px JPEGs it gives ~33 pictures/s on 2 cores, below the 150-250 per core that
+#   benchmarks/images.py measured, so it errs slow);
+# - features_gmac_per_cpu_s: `colorfeat.extract.features_stage` (fp32, eager, batch 64) over 65
+#   natural 224 px pictures (benchmarks/compression.py's `natural_images`), resnet101.layer2:
+#   117.9 GMAC in 3.9 s of CPU time, the trunk's set-up included (15.5 s of wall time at a load
+#   of 14 on the 2 cores). The same stage did resnet18.layer2 over 768 pictures of 64 px
 #   (62.2 GMAC) in 1.9 s of CPU time: the cost follows the trunk's multiply-adds (TRUNK_MACS).
 #   A run's features take GMAC / (rate x the CPU cores this process may use): a busy machine is
 #   slower; on a GPU the features are not estimated (no GPU measurement yet);
