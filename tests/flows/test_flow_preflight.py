@@ -160,7 +160,7 @@ def test_the_features_stage_refuses_what_cannot_fit_and_runs_what_does(tmp_path,
     from colorfeat.extract import features_stage
 
     images = write_images_zarr(tmp_path / "images.zarr", {"train": 3, "val": 2}, size=32)
-    trunk = BackboneConfig("resnet18", "layer2", "none", 32, 0)
+    trunk = BackboneConfig("resnet18", "layer2", "none", 32, 0)  # chunks of 8: small batches
     values = 5 * 128 * 4 * 4  # (N, C, S/8, S/8)
     needed = feature_bytes_needed(values)
     assert needed < values * 2  # compressed: less than float16 uncompressed
@@ -173,7 +173,7 @@ def test_the_features_stage_refuses_what_cannot_fit_and_runs_what_does(tmp_path,
     monkeypatch.setenv(FREE_BYTES_ENV, str(needed - 1))
     out = tmp_path / "features"
     with pytest.raises(UserError) as exc:
-        features_stage(images, trunk, out, device="cpu", batch_size=8)
+        features_stage(images, trunk, out, device="cpu", batch_size=8, chunk_images=8)
     partial = out.with_name("features.partial")
     assert str(exc.value) == (
         f"not enough disk space for the resnet18.layer2 features: it needs {human_bytes(needed)}, "
@@ -184,7 +184,7 @@ def test_the_features_stage_refuses_what_cannot_fit_and_runs_what_does(tmp_path,
     assert chunks == [] and not list(partial.rglob("_SUCCESS"))
 
     monkeypatch.setenv(FREE_BYTES_ENV, str(needed))
-    result = features_stage(images, trunk, out, device="cpu", batch_size=8)
+    result = features_stage(images, trunk, out, device="cpu", batch_size=8, chunk_images=8)
     stored = [p for p in Path(result["path"]).rglob("*") if "/c/" in p.as_posix() and p.is_file()]
     assert 0 < sum(p.stat().st_size for p in stored) <= needed
 
