@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from enum import StrEnum
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import typer
 from typer._click.exceptions import UsageError
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from colorfeat.errors import reported_errors
 
@@ -50,6 +51,35 @@ class PlainHelpCommand(TyperCommand):
         return option
 
 
+class ReflowGroup(TyperGroup):
+    """A command group whose help, and each of its commands' help, flows as paragraphs.
+
+    Typer's rich help keeps a docstring's single line breaks, which then break sentences
+    mid-line; here only blank lines (paragraphs) and list items start a new line.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        for command in (self, *self.commands.values()):
+            command.help = reflow(command.help)
+
+
+def reflow(text: str | None) -> str | None:
+    """Join a docstring's wrapped lines; keep blank-line paragraphs and `-`/`*` list items."""
+    if not text:
+        return text
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.lstrip().startswith(("- ", "* ", "\b")):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
 def _no_label(ctx: typer.Context) -> None:
     return None
 
@@ -75,9 +105,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings=CONTEXT,
+    cls=ReflowGroup,
 )
 store_app = typer.Typer(
-    help="Inspect a feature store.", no_args_is_help=True, context_settings=CONTEXT
+    help="Inspect a feature store.", no_args_is_help=True, context_settings=CONTEXT, cls=ReflowGroup
 )
 app.add_typer(store_app, name="store")
 

@@ -41,7 +41,7 @@ from colorfeat.backbone import (
 )
 from colorfeat.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
 from colorfeat.config import BackboneConfig, resolve_precision
-from colorfeat.disk import require_free
+from colorfeat.disk import feature_bytes_needed, require_free
 from colorfeat.errors import UserError
 from colorfeat.parallel import commit, fsync_dir, is_stray, write_atomic
 
@@ -170,8 +170,8 @@ def features_stage(
         shapes[split] = list(arr.shape)
         blocks += _pending_blocks(split, arr, run.batch, partial / _MARKERS / split)
 
-    pending = sum(b.stop - b.start for b in blocks) * c * h * w * 2  # fp16, before compression
-    require_free(partial, pending, f"the {backbone.name} features")
+    pending = sum(b.stop - b.start for b in blocks) * c * h * w  # float16 values to store
+    require_free(partial, feature_bytes_needed(pending), f"the {backbone.name} features")
     if len(devices) > 1 and len(blocks) > 1:
         _run_multiprocess(images, backbone, partial, blocks, devices, run)
     elif blocks:

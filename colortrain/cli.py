@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from colorfeat.cli import COMMAND, Device
+from colorfeat.cli import COMMAND, Device, ReflowGroup
 from colorfeat.constants import ANNEALED_T
 from colorfeat.errors import reported_errors
 from colortrain.outputs import DEFAULT_BATCH_SIZE, MAX_PIXELS
@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=ReflowGroup,
 )
 PROG = "colortrain"
 

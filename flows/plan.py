@@ -11,6 +11,7 @@ a stage runs (workers, Dask address, batch size) are not part of any key. No Pre
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import json
 import math
@@ -232,9 +233,11 @@ def check_source(source: str) -> None:
     if source == "synthetic" or source in OFFICIAL or source.startswith(("http://", "https://")):
         return
     if not Path(source).expanduser().is_dir():
+        named = difflib.get_close_matches(source, ["synthetic", *OFFICIAL], n=1)
+        hint = f"; did you mean {named[0]}?" if named else ""
         raise UserError(
             f"--source must be synthetic, coco2014, coco2017, an http(s) URL or a COCO-layout "
-            f"directory; {source!r} is none of these"
+            f"directory; {source!r} is none of these{hint}"
         )
     find_splits(Path(source).expanduser())
 

@@ -1,7 +1,9 @@
 """What `colorfeat run --dry-run` prints: each stage's fate, download size, disk needed, time.
 
 Everything here reads (the work dir's stage markers, the store's LATEST, the shipped table of
-official COCO archive sizes) and writes nothing. Times are estimates from RATES, measured once.
+official COCO archive sizes) and writes nothing. Times are estimates from RATES, measured once on
+one machine; the features stage's time follows the trunk's multiply-adds (TRUNK_MACS) and the
+CPU cores at hand.
 """
 
 from __future__ import annotations
@@ -11,28 +13,70 @@ import os
 from pathlib import Path
 
 from colorfeat.config import PipelineConfig
-from colorfeat.disk import free_bytes, human_bytes
-from flows.plan import STAGES, Preflight, feature_chunks
+from colorfeat.disk import feature_bytes_needed, free_bytes, human_bytes
+from flows.plan import STAGES, Preflight, feature_chunks, planned_device
 
-# Seconds per stage on the machine below: fixed + per million input pixels (images, features at
-# the run's --image-size) or per picture (synthetic generation). Measured with `colorfeat run
-# --source synthetic --limit 600 --image-size 64 --weights none --device cpu` (resnet18.layer2)
-# on a shared 2-core x86-64 VM without a GPU; a GPU extracts features 20-50x faster.
-RATES_MACHINE = "shared 2-core x86-64 CPU VM, no GPU"
+# Seconds per stage, each measured once on a shared 2-core x86-64 VM without a GPU, other jobs
+# running (best of the runs):
+# - startup, acquire_per_picture, embeddings, images_per_mpixel, priors: wall time of `colorfeat
+#   run --source synthetic --limit 600 --image-size 64 --weights none --device cpu`, stage by
+#   stage; images per million pixels at the run's --image-size (generated pictures of that size:
+#   for COCO's 640 px JPEGs it gives ~33 pictures/s on 2 cores, below the 150-250 per core that
+#   benchmarks/images.py measured, so it errs slow);
+# - features_gmac_per_cpu_s: `colorfeat.extract.features_stage` (fp32, eager, batch 64) over 65
+#   natural 224 px pictures (benchmarks/compression.py's `natural_images`), resnet101.layer2:
+#   117.9 GMAC in 3.9 s of CPU time, the trunk's set-up included (15.5 s of wall time at a load
+#   of 14 on the 2 cores). The same stage did resnet18.layer2 over 768 pictures of 64 px
+#   (62.2 GMAC) in 1.9 s of CPU time: the cost follows the trunk's multiply-adds (TRUNK_MACS).
+#   A run's features take GMAC / (rate x the CPU cores this process may use): a busy machine is
+#   slower; on a GPU the features are not estimated (no GPU measurement yet);
+# - download_bytes_per_s: an assumed 50 MB/s link to images.cocodataset.org (not measured).
 RATES = {
     "startup": 15.0,  # Prefect, the embedded API, PyTorch
     "acquire_per_picture": 2.5 / 600,  # synthetic generation
-    "download_bytes_per_s": 50e6,  # an assumed 50 MB/s link to images.cocodataset.org
+    "download_bytes_per_s": 50e6,
     "embeddings": 3.5,
     "images_per_mpixel": 1.5 / (600 * 64 * 64 / 1e6),
     "priors": 2.0,
-    "features_per_mpixel": 19.5 / (600 * 64 * 64 / 1e6),
+    "features_setup": 3.0,  # building the trunk (docs/performance.md)
+    "features_gmac_per_cpu_s": 117.9 / 3.9,
+}
+# Multiply-adds per input pixel of each trunk up to the end of each layer (convolutions; the same
+# for every S that is a multiple of 32), counted with forward hooks on torchvision's models at
+# 224 px. A backbone missing here is costed as the largest trunk.
+TRUNK_MACS = {
+    "resnet18": {"layer1": 11_568, "layer2": 19_760, "layer3": 27_952, "layer4": 36_144},
+    "resnet34": {"layer1": 16_176, "layer2": 33_584, "layer3": 60_208, "layer4": 73_008},
+    "resnet50": {"layer1": 15_664, "layer2": 36_144, "layer3": 65_328, "layer4": 81_456},
+    "resnet101": {"layer1": 15_664, "layer2": 36_144, "layer3": 139_312, "layer4": 155_440},
+    "resnet152": {"layer1": 15_664, "layer2": 53_552, "layer3": 213_296, "layer4": 229_424},
 }
 OFFICIAL_IMAGES = {"coco2014": 82_783 + 40_504, "coco2017": 118_287 + 5_000}
 SYNTHETIC_BYTES_PER_PICTURE = 30_000  # a generated JPEG with its caption records
 # Channels and stride of each trunk stage: 18/34 are basic-block nets, 50+ bottleneck nets.
 _LAYER_STRIDE = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 _LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
+
+
+def features_gmac(config: PipelineConfig, n: int) -> float:
+    """Billions of multiply-adds the trunk spends on n pictures at the run's image size.
+
+    The stage runs whole batches of whole chunks, zero-padded: n is rounded up to them.
+    """
+    from colorfeat.codecs import images_per_chunk
+
+    c, side = _feature_shape(config)
+    chunk = images_per_chunk(c * side * side * 2)  # as colorfeat.extract chunks float16 maps
+    batch = chunk * math.ceil(config.batch_size / chunk)
+    macs = TRUNK_MACS.get(config.backbone.backbone, TRUNK_MACS["resnet152"])
+    return math.ceil(n / batch) * batch * config.image_size**2 * macs[config.backbone.layer] / 1e9
+
+
+def _feature_shape(config: PipelineConfig) -> tuple[int, int]:
+    """(channels, side) of one picture's feature map."""
+    layer = config.backbone.layer
+    wide = 4 if config.backbone.backbone in ("resnet50", "resnet101", "resnet152") else 1
+    return _LAYER_CHANNELS[layer] * wide, config.image_size // _LAYER_STRIDE[layer]
 
 
 def n_pictures(config: PipelineConfig, check: Preflight) -> int | None:
@@ -71,13 +115,16 @@ def download_bytes(config: PipelineConfig, check: Preflight) -> int | None:
 
 
 def stage_bytes(config: PipelineConfig, n: int) -> dict[str, int]:
-    """Uncompressed bytes of the images and features stage outputs for n pictures (upper bound)."""
-    s, layer = config.image_size, config.backbone.layer
-    wide = 4 if config.backbone.backbone in ("resnet50", "resnet101", "resnet152") else 1
-    c, side = _LAYER_CHANNELS[layer] * wide, s // _LAYER_STRIDE[layer]
+    """Bytes of the images and features stage outputs for n pictures.
+
+    Images: uncompressed (an upper bound; the stage also keeps a staging copy while it runs).
+    Features: compressed, as the features stage itself asks for them (`feature_bytes_needed`).
+    """
+    s = config.image_size
+    c, side = _feature_shape(config)
     return {
         "images": n * (s * s * 3 + (s // 4) ** 2 * 2),
-        "features": n * c * side * side * 2,  # float16
+        "features": feature_bytes_needed(n * c * side * side),
     }
 
 
@@ -99,8 +146,37 @@ def report(config: PipelineConfig, check: Preflight) -> list[str]:
     down = download_bytes(config, check)
     lines.append(f"download: {human_bytes(down) if down is not None else 'unknown (mirror)'}")
     lines += _disk_lines(config, check, n, down)
-    lines.append(f"estimated time: {_estimate_s(config, check, n, down):.0f} s on {RATES_MACHINE}")
+    lines.append(_time_line(config, check, n, down))
     return lines
+
+
+def _time_line(config: PipelineConfig, check: Preflight, n: int | None, down: int | None) -> str:
+    if check.nothing_to_do:
+        return "estimated time: 0 s (nothing to do)"
+    on_gpu = planned_device(config.device) == "cuda" and "features" not in check.reused
+    took = human_duration(_estimate_s(config, check, n, down, on_gpu))
+    if on_gpu:
+        return f"estimated time: about {took}, plus the features stage on the GPU (not estimated)"
+    return f"estimated time: about {took} with {cpu_cores()} CPU cores and no GPU"
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def human_duration(seconds: float) -> str:
+    """53391 -> '14 h 50 min'; 150 -> '2 min 30 s'; 42 -> '42 s'; days from 48 h on."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s" if s < 600 and s % 60 else f"{round(s / 60)} min"
+    m = round(s / 60)
+    if m < 48 * 60:
+        return f"{m // 60} h {m % 60} min" if m % 60 else f"{m // 60} h"
+    h = round(s / 3600)
+    return f"{h // 24} d {h % 24} h" if h % 24 else f"{h // 24} d"
 
 
 def _disk_lines(
@@ -140,9 +216,10 @@ def _device(path: str) -> int:
     return probe.stat().st_dev
 
 
-def _estimate_s(config: PipelineConfig, check: Preflight, n: int | None, down: int | None) -> float:
-    if check.nothing_to_do:
-        return 0.0
+def _estimate_s(
+    config: PipelineConfig, check: Preflight, n: int | None, down: int | None, on_gpu: bool
+) -> float:
+    """Seconds the stages left to run take, leaving out a GPU's features stage when `on_gpu`."""
     done, n = set(check.reused), n or 0
     mpixels = n * config.image_size**2 / 1e6
     seconds = RATES["startup"]
@@ -152,10 +229,11 @@ def _estimate_s(config: PipelineConfig, check: Preflight, n: int | None, down: i
     seconds += 0 if "embeddings" in done else RATES["embeddings"]
     seconds += 0 if "images" in done else mpixels * RATES["images_per_mpixel"]
     seconds += 0 if "priors" in done else RATES["priors"]
-    if "features" not in done:
+    if "features" not in done and not on_gpu:
         left = 1.0
         if "features" in check.stages:
             chunks_done, total = feature_chunks(check.stages["features"])
             left = 1 - chunks_done / total if total else 1.0
-        seconds += mpixels * RATES["features_per_mpixel"] * left
+        compute = features_gmac(config, n) / (RATES["features_gmac_per_cpu_s"] * cpu_cores())
+        seconds += RATES["features_setup"] + compute * left
     return math.ceil(seconds)

@@ -1,4 +1,5 @@
-"""Before a rebuild starts: the dry run, the nothing-to-do path, the precision rule, disk, help."""
+"""Before a rebuild starts: the dry run, the nothing-to-do path, the precision rule, disk, help,
+and the one-line errors of a mistyped source."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from typer.testing import CliRunner
 
 from colorfeat.cli import Device, Precision, _rebuild_parameters
 from colorfeat.cli import app as colorfeat_app
-from colorfeat.disk import FREE_BYTES_ENV, require_free
+from colorfeat.disk import FREE_BYTES_ENV, feature_bytes_needed, human_bytes, require_free
 from colorfeat.errors import UserError
 from colortrain.cli import app as colortrain_app
+from flows import preflight as preflight_module
 from flows.local import pipeline_config
 from flows.plan import SUCCESS, plan_rebuild, preflight
+from flows.preflight import human_duration, stage_bytes
+from tests.colorfeat.conftest_store import write_images_zarr
 
 COLORFEAT = str(Path(sys.executable).with_name("colorfeat"))
 OPTIONS = ["--limit", "24", "--image-size", "64", "--backbone", "resnet18", "--weights", "none"]
@@ -81,25 +85,63 @@ def test_the_dry_run_says_what_would_run_and_creates_nothing(tmp_path, monkeypat
     assert "publishes version (id known after acquire)" in lines[8]
     assert "download: 0 B" in lines
     assert any(line.startswith("disk work dir") and "NOT ENOUGH" in line for line in lines)
-    assert lines[-1].startswith("estimated time: ")
+    assert lines[-1].startswith("estimated time: about ") and lines[-1].endswith(" and no GPU")
     assert not (tmp_path / "work").exists() and not (tmp_path / "store").exists()
 
     version = _built(tmp_path, latest=None)
     again = CliRunner().invoke(colorfeat_app, ["run", *_args(tmp_path), "--dry-run"])
     assert [line.split()[1] for line in again.stdout.splitlines()[1:8]] == ["reused"] * 7
     assert f"reuses published version {version}" in again.stdout
-    assert "estimated time: 0 s" in again.stdout
+    assert "estimated time: 0 s (nothing to do)" in again.stdout
     assert not (tmp_path / "store" / "LATEST").exists()
 
 
 def test_the_dry_run_of_official_coco_counts_the_official_archives(tmp_path, monkeypatch):
     monkeypatch.setenv(FREE_BYTES_ENV, str(10**15))
+    monkeypatch.setattr(preflight_module, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(preflight_module, "planned_device", lambda device: "cpu")
     where = ["--store", str(tmp_path / "s"), "--work-dir", str(tmp_path / "w")]
     out = CliRunner().invoke(colorfeat_app, ["run", "--source", "coco2014", *where, "--dry-run"])
     assert out.exit_code == 0, out.output
     assert "source coco2014: 123287 pictures" in out.stdout
     # train2014 + val2014 + annotations_trainval2014 of the shipped checksum table
     assert "download: 19.0 GiB" in out.stdout
+    # 123,287 pictures: resnet101.layer2 at 224 px is 223,600 GMAC, at 30.2 GMAC per CPU-second
+    # on 2 cores 1 h 2 min; the images stage about 1 h 3 min; the download 6 min 48 s
+    (estimate,) = [line for line in out.stdout.splitlines() if line.startswith("estimated time")]
+    assert estimate == "estimated time: about 2 h 12 min with 2 CPU cores and no GPU"
+
+
+def test_durations_read_in_human_units():
+    assert [human_duration(s) for s in (42, 150, 900, 53_391, 7_200, 200_000)] == [
+        "42 s", "2 min 30 s", "15 min", "14 h 50 min", "2 h", "2 d 8 h",
+    ]  # fmt: skip
+
+
+def test_the_features_time_follows_the_trunks_multiply_adds(tmp_path, monkeypatch):
+    def gmac(backbone: str, layer: str, image_size: int, n: int) -> float:
+        parameters = _rebuild_parameters(
+            "synthetic", str(tmp_path / "s"), tmp_path / "w", n, image_size, backbone, layer,
+            "none", Device.cpu, 64, "word2vec", 1, None, 0,
+        )  # fmt: skip
+        return preflight_module.features_gmac(pipeline_config(parameters), n)
+
+    n = 55_440  # whole batches of 84 (resnet18, 21 a chunk) and 66 (resnet101, 6 a chunk)
+    r18 = gmac("resnet18", "layer2", 224, n)
+    assert r18 == pytest.approx(n * 224**2 * 19_760 / 1e9)
+    assert gmac("resnet101", "layer2", 224, n) / r18 == pytest.approx(36_144 / 19_760)
+    ratio = gmac("resnet101", "layer3", 448, n) / r18  # batches of 66 (3 a chunk)
+    assert ratio == pytest.approx(4 * 139_312 / 19_760)
+    # zero-padded batches: 40 pictures of 64 px run as one batch of 64 (64 KB maps, 64 a chunk)
+    assert gmac("resnet101", "layer2", 64, 40) == pytest.approx(64 * 64**2 * 36_144 / 1e9)
+
+    monkeypatch.setenv(FREE_BYTES_ENV, str(10**15))
+    monkeypatch.setattr(preflight_module, "planned_device", lambda device: "cuda")
+    where = ["--store", str(tmp_path / "s"), "--work-dir", str(tmp_path / "w")]
+    out = CliRunner().invoke(colorfeat_app, ["run", "--source", "coco2014", *where, "--dry-run"])
+    assert out.stdout.splitlines()[-1] == (
+        "estimated time: about 1 h 10 min, plus the features stage on the GPU (not estimated)"
+    )
 
 
 def test_a_write_that_cannot_fit_is_refused_naming_both_numbers(tmp_path, monkeypatch):
@@ -111,6 +153,54 @@ def test_a_write_that_cannot_fit_is_refused_naming_both_numbers(tmp_path, monkey
         f"{tmp_path} has 5.0 MiB free"
     )
     require_free(tmp_path, 5 * 2**20, "a write that just fits")
+
+
+def test_the_features_stage_refuses_what_cannot_fit_and_runs_what_does(tmp_path, monkeypatch):
+    from colorfeat.config import BackboneConfig
+    from colorfeat.extract import features_stage
+
+    images = write_images_zarr(tmp_path / "images.zarr", {"train": 3, "val": 2}, size=32)
+    trunk = BackboneConfig("resnet18", "layer2", "none", 32, 0)  # chunks of 8: small batches
+    values = 5 * 128 * 4 * 4  # (N, C, S/8, S/8)
+    needed = feature_bytes_needed(values)
+    assert needed < values * 2  # compressed: less than float16 uncompressed
+    config = pipeline_config(_rebuild_parameters(
+        "synthetic", str(tmp_path / "s"), tmp_path / "w", 5, 32, "resnet18", "layer2", "none",
+        Device.cpu, 8, "word2vec", 1, None, 0,
+    ))  # fmt: skip
+    assert stage_bytes(config, 5)["features"] == needed  # the dry run counts what the stage asks
+
+    monkeypatch.setenv(FREE_BYTES_ENV, str(needed - 1))
+    out = tmp_path / "features"
+    with pytest.raises(UserError) as exc:
+        features_stage(images, trunk, out, device="cpu", batch_size=8, chunk_images=8)
+    partial = out.with_name("features.partial")
+    assert str(exc.value) == (
+        f"not enough disk space for the resnet18.layer2 features: it needs {human_bytes(needed)}, "
+        f"{partial} has {human_bytes(needed - 1)} free"
+    )
+    assert not out.exists()
+    chunks = [p for p in partial.rglob("*") if p.is_file() and "/c/" in p.as_posix()]
+    assert chunks == [] and not list(partial.rglob("_SUCCESS"))
+
+    monkeypatch.setenv(FREE_BYTES_ENV, str(needed))
+    result = features_stage(images, trunk, out, device="cpu", batch_size=8, chunk_images=8)
+    stored = [p for p in Path(result["path"]).rglob("*") if "/c/" in p.as_posix() and p.is_file()]
+    assert 0 < sum(p.stat().st_size for p in stored) <= needed
+
+
+def test_a_mistyped_source_is_one_line_naming_the_likely_one(tmp_path):
+    where = ["--store", str(tmp_path / "s"), "--work-dir", str(tmp_path / "w")]
+    for typed, meant in (("synthetc", "synthetic"), ("coco2018", "coco2017")):
+        out = CliRunner().invoke(colorfeat_app, ["run", "--source", typed, *where])
+        assert out.exit_code == 1
+        assert out.stderr.splitlines() == [
+            f"colorfeat: error: --source must be synthetic, coco2014, coco2017, an http(s) URL "
+            f"or a COCO-layout directory; {typed!r} is none of these; did you mean {meant}?"
+        ]
+    out = CliRunner().invoke(colorfeat_app, ["run", "--source", "./elsewhere", *where])
+    assert "did you mean" not in out.stderr and out.exit_code == 1
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.parametrize("native_bf16", [False, True])
@@ -151,3 +241,34 @@ def test_help_shows_defaults_and_plain_labels(app, command):
         assert "--out  " in out.stdout and "RUN_DIR" in out.stdout.split("--out")[1].split("\n")[0]
     if command == ["store", "ls"]:
         assert "store ls [OPTIONS] ROOT" in out.stdout
+
+
+@pytest.mark.parametrize("command", ["run", "schedule"])
+def test_help_paragraphs_flow_across_the_docstrings_line_breaks(command):
+    import typer.main
+
+    original = typer.main.get_command(colorfeat_app).commands[command].callback.__doc__
+    out = CliRunner().invoke(colorfeat_app, [command, "--help"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    shown = " ".join(" ".join(line.strip(" │").split()) for line in out.stdout.splitlines())
+    broken = [line.split()[-1:] + after.split()[:1] for line, after in _breaks(original)]
+    assert broken, original
+    for words in broken:  # the two words around each docstring line break, on one help line
+        assert any(" ".join(words) in line for line in out.stdout.splitlines()), words
+    assert "when every stage is" in shown or command != "run"
+
+
+def test_help_of_both_commands_keeps_paragraphs_and_list_items():
+    import typer.main
+
+    from colorfeat.cli import ReflowGroup, reflow
+
+    assert reflow("One.\n\n    Two\n    lines.\n    - a\n    - b") == "One.\n\nTwo lines.\n- a\n- b"
+    for app in (colorfeat_app, colortrain_app):
+        assert isinstance(typer.main.get_command(app), ReflowGroup)
+
+
+def _breaks(doc: str) -> list[tuple[str, str]]:
+    """(line, next line) at each single line break inside a docstring paragraph."""
+    lines = [line.strip() for line in doc.splitlines()]
+    return [(a, b) for a, b in zip(lines, lines[1:], strict=False) if a and b]
