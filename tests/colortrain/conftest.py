@@ -66,7 +66,15 @@ def write_store(root: Path, n_train: int = 24, n_val: int = 8, chunk: int = 8) -
     trunk = create_trunk(BACKBONE)
     version = root / "versions" / "v1"
     g = zarr.open_group(str(version), mode="w")
-    g.attrs.update({"schema": "colorfeat/1", "source": {"name": "tiny"}, "counts": {}})
+    g.attrs.update(
+        {
+            "schema": "colorfeat/1",
+            "source": {"name": "tiny"},
+            "counts": {},
+            "splits": ["train", "val"],
+            "features": [BACKBONE.name],
+        }
+    )
     _strings(g, "vocab/tokens", vocab)
     emb = rng.normal(0, 0.3, (len(vocab), 16)).astype(np.float32)
     emb[0] = 0
