@@ -24,6 +24,7 @@ from colorfeat.config import PipelineConfig, resolve_precision
 from colorfeat.constants import REBALANCE_ALPHA, REBALANCE_GAMMA, STORE_SCHEMA
 from colorfeat.errors import UserError
 from colorfeat.hashing import file_sha256, stage_key
+from colorfeat.parallel import SUCCESS
 
 # In the order the flow runs them; `acquire` and `publish` have no stage directory.
 STAGES = (
@@ -45,7 +46,6 @@ _MODULES = {
     "priors": "colorfeat.priors_stage",
     "features": "colorfeat.extract",
 }
-SUCCESS = "_SUCCESS"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import zarr
 
-from colorfeat.backbone import create_trunk, describe_weights
+from colorfeat.backbone import create_trunk, describe_weights, prepare_input
 from colorfeat.config import BackboneConfig
 from colorfeat.constants import PAD_TOKEN, UNK_TOKEN
 from colorfeat.lab import ab_grid, ab_targets
@@ -52,9 +52,7 @@ def _strings(group: zarr.Group, name: str, values: list[str]) -> None:
 
 def grayscale_batch(rgb: np.ndarray) -> torch.Tensor:
     """The extractor's input: BT.601 luma, replicated to 3 channels, ImageNet-normalised."""
-    from colortrain.colorize import backbone_input
-
-    return backbone_input(torch.from_numpy(rgb))
+    return prepare_input(torch.from_numpy(rgb))
 
 
 def write_store(root: Path, n_train: int = 24, n_val: int = 8, chunk: int = 8) -> Path:
