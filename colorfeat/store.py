@@ -446,8 +446,8 @@ def describe_version(v: StoreVersion) -> dict:
     splits = {
         s: {
             "images": v.n_images(s),
-            "captions": int(v.array(s, "captions/image_index").shape[0]),
-            "image_size": int(v.array(s, "rgb").shape[1]),
+            "captions": v.n_captions(s),
+            "image_size": int(v.array(s, schema.RGB).shape[1]),
         }
         for s in v.splits
     }
@@ -461,8 +461,8 @@ def describe_version(v: StoreVersion) -> dict:
         "version": v.version,
         "schema": v.attrs.get("schema"),
         "created": v.attrs.get("created"),
-        "vocab_size": int(v.group["vocab/tokens"].shape[0]),
-        "embedding_dim": int(v.group["vocab/embeddings"].shape[1]),
+        "vocab_size": int(v.table(schema.VOCAB_TOKENS).shape[0]),
+        "embedding_dim": int(v.table(schema.VOCAB_EMBEDDINGS).shape[1]),
         "splits": splits,
         "features": features,
         "arrays": arrays,
