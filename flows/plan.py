@@ -102,9 +102,9 @@ def planned_device(device: str) -> str:
         return "cuda" if device.startswith("cuda") else device
     if not any(Path("/dev").glob("nvidia[0-9]*")) and not Path("/dev/kfd").exists():
         return "cpu"  # no NVIDIA or ROCm device node: PyTorch could not see a GPU either
-    from colorfeat.extract import resolve_device
+    from colorfeat.device import resolve_device
 
-    return resolve_device("auto")
+    return resolve_device("auto").type
 
 
 def features_precision(config: PipelineConfig) -> str:

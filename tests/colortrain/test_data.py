@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,19 @@ def test_spawned_workers_give_the_same_batches(tiny_store: Path) -> None:
     for x, y in zip(a, b, strict=True):
         for key in x:
             torch.testing.assert_close(x[key], y[key])
+
+
+def test_docs_example_reads_the_store_through_colorfeat_store(
+    tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # ```py blocks: the ```python example there must import nothing of ours (tests/colorfeat).
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "feature-store.md").read_text()
+    (code,) = re.findall(r"```py\n(.*?)```", docs, flags=re.S)
+    (tmp_path / "store").symlink_to(tiny_store)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/feature-store.md", "exec"), {})
+    header, shapes, caption = capsys.readouterr().out.splitlines()
+    assert header == "v1 ['train', 'val'] ['resnet18.layer2']"
+    assert shapes == "resnet18.layer2 (24, 128, 4, 4) 24 images 48"
+    words, ab = caption.split(" | ")
+    assert words.split()[-1] in ("disc", "ball", "floor", "circle") and ab == "(8, 8, 2)"
