@@ -87,7 +87,7 @@ class NaiveRows(Dataset):
     def __init__(self, path: str, features: str) -> None:
         self.path, self.features = path, features
         self.arrays = None
-        self.n = open_store(path).n_images("train")
+        self.n = open_store(path).features("train", features).shape[0]
 
     def __len__(self) -> int:
         return self.n
