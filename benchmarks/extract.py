@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import zarr
 
+from colorfeat import schema
 from colorfeat.backbone import create_trunk, feature_shape, fuse_batchnorm
 from colorfeat.codecs import images_per_chunk
 from colorfeat.config import BackboneConfig
@@ -48,14 +49,14 @@ def write_images(path: Path, rgb: np.ndarray) -> dict:
     """An images-stage-like Zarr with train/rgb chunked as the images stage chunks it."""
     group = zarr.open_group(str(path), mode="w")
     chunk = min(len(rgb), layout(rgb.shape[1], 20)["rgb"])
-    group.require_group("train").create_array("rgb", data=rgb, chunks=(chunk,) + rgb.shape[1:])
+    group.require_group("train").create_array(schema.RGB, data=rgb, chunks=(chunk,) + rgb.shape[1:])
     return {"path": str(path), "splits": {"train": len(rgb)}}
 
 
 def original(images: dict, cfg: BackboneConfig, out: Path, batch_size: int) -> Path:
     """float64 model, per-batch numpy preprocessing, float32 uncompressed HDF5."""
     model = create_trunk(cfg).double()
-    rgb_arr = zarr.open_group(images["path"], mode="r")["train/rgb"]
+    rgb_arr = zarr.open_group(images["path"], mode="r")[schema.split_path("train", schema.RGB)]
     n = rgb_arr.shape[0]
     c, h, w = feature_shape(create_trunk(cfg), cfg.image_size)
     mean = np.array(IMAGENET_MEAN).reshape(1, 3, 1, 1)

@@ -29,7 +29,11 @@ import torch
 import zarr
 from torch.utils.data import DataLoader, Dataset
 
-from colortrain.data import StoreDataset, make_loader, open_version, pick_features, store_shapes
+from colorfeat import schema
+from colorfeat.store import open_store
+from colortrain.data import StoreDataset, make_loader, store_shapes
+
+FEATURES = "resnet101.layer2"
 
 
 def write_standin(root: Path, n: int, size: int, seed: int = 0) -> str:
@@ -42,30 +46,38 @@ def write_standin(root: Path, n: int, size: int, seed: int = 0) -> str:
     if (version / "zarr.json").exists():
         return str(version)
     rng = np.random.default_rng(seed)
-    g = zarr.open_group(str(version), mode="w", attributes={"schema": STORE_SCHEMA})
+    attrs = {"schema": STORE_SCHEMA, "splits": ["train"], "features": [FEATURES]}
+    g = zarr.open_group(str(version), mode="w", attributes=attrs)
     t = size // 4
     c, h = 512, size // 8
-    g.create_array("lab/grid", data=ab_grid())
-    g.create_array("lab/weights", data=np.ones(625, np.float32))
+    g.create_array(schema.LAB_GRID, data=ab_grid())
+    g.create_array(schema.LAB_WEIGHTS, data=np.ones(625, np.float32))
     emb = rng.normal(size=(100, 300)).astype(np.float32)
-    g.create_array("vocab/embeddings", data=emb)
-    tokens = g.create_array("vocab/tokens", shape=(100,), dtype=str)
+    g.create_array(schema.VOCAB_EMBEDDINGS, data=emb)
+    tokens = g.create_array(schema.VOCAB_TOKENS, shape=(100,), dtype=str)
     tokens[:] = np.array([f"w{i}" for i in range(100)], dtype=object)
     chunk = images_per_chunk(c * h * h * 2, n)
     feats = g.create_array(
-        "train/features/resnet101.layer2", shape=(n, c, h, h), chunks=(chunk, c, h, h),
+        schema.features_path("train", FEATURES), shape=(n, c, h, h), chunks=(chunk, c, h, h),
         dtype="float16", compressors=feature_compressors(),
     )  # fmt: skip
-    bins = g.create_array("train/ab_bins", shape=(n, t, t), chunks=(256, t, t), dtype="uint16")
+    bins = g.create_array(
+        schema.split_path("train", schema.AB_BINS), shape=(n, t, t), chunks=(256, t, t),
+        dtype="uint16",
+    )  # fmt: skip
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         x = np.maximum(rng.normal(size=(hi - lo, c, h, h)), 0).astype(np.float16)  # ~half zeros
         feats[lo:hi] = x
     bins[:] = rng.integers(0, 625, (n, t, t)).astype(np.uint16)
     m = 3 * n
-    g.create_array("train/captions/image_index", data=np.repeat(np.arange(n, dtype=np.int32), 3))
-    g.create_array("train/captions/tokens", data=rng.integers(2, 100, (m, 20)).astype(np.int32))
-    g.create_array("train/captions/length", data=np.full(m, 20, np.int32))
+    captions = {
+        schema.CAPTION_IMAGE_INDEX: np.repeat(np.arange(n, dtype=np.int32), 3),
+        schema.CAPTION_TOKENS: rng.integers(2, 100, (m, 20)).astype(np.int32),
+        schema.CAPTION_LENGTH: np.full(m, 20, np.int32),
+    }
+    for name, data in captions.items():
+        g.create_array(schema.split_path("train", name), data=data)
     return str(version)
 
 
@@ -75,15 +87,15 @@ class NaiveRows(Dataset):
     def __init__(self, path: str, features: str) -> None:
         self.path, self.features = path, features
         self.arrays = None
-        self.n = open_version(path)[f"train/features/{features}"].shape[0]
+        self.n = open_store(path).features("train", features).shape[0]
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if self.arrays is None:
-            g = open_version(self.path)
-            self.arrays = (g[f"train/features/{self.features}"], g["train/ab_bins"])
+            v = open_store(self.path)
+            self.arrays = (v.features("train", self.features), v.array("train", schema.AB_BINS))
         f, b = self.arrays
         return {
             "features": torch.from_numpy(f[i]),
@@ -119,17 +131,17 @@ def train_rate(loader, preset: str, store: str, name: str, device: str, steps: i
     import subprocess
     import threading
 
+    from colorfeat.device import resolve_device
     from colortrain.config import create_model_config
     from colortrain.metrics import rebalanced_loss
     from colortrain.model import create_model
-    from colortrain.runtime import resolve_device
     from colortrain.train import forward_batch
 
     dev = resolve_device(device)
-    group = open_version(store)
-    model = create_model(create_model_config("film", preset, store_shapes(group, name))).to(dev)
+    version = open_store(store)
+    model = create_model(create_model_config("film", preset, store_shapes(version, name))).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    weights = torch.from_numpy(group["lab/weights"][:]).to(dev)
+    weights = torch.from_numpy(version.lab_weights).to(dev)
 
     def step(batch) -> int:
         loss = rebalanced_loss(forward_batch(model, batch, dev), batch["targets"].to(dev), weights)
@@ -195,9 +207,9 @@ def main() -> None:
 
     t0 = time.perf_counter()
     store = args.store or write_standin(args.work_dir, args.images, args.image_size)
-    group = open_version(store)
-    name = pick_features(group, None)
-    feats = group[f"train/features/{name}"]
+    version = open_store(store)
+    name = version.feature_set()
+    feats = version.features("train", name)
     print(f"store {store}: {name} {feats.shape} chunks of {feats.chunks[0]} rows "
           f"(ready in {time.perf_counter() - t0:.0f} s)")  # fmt: skip
     rows = []

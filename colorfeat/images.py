@@ -44,6 +44,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 from colorfeat.captions import load_captions, tokenize
 from colorfeat.coco import picture_path
+from colorfeat.codecs import TARGET_CHUNK_BYTES  # also the size of ab_bins, caption chunks
 from colorfeat.constants import (
     DEFAULT_IMAGE_SIZE,
     MAX_PICTURE_BYTES,
@@ -55,7 +56,6 @@ from colorfeat.parallel import commit, completed, executor, partial_dir, write_a
 from colorfeat.vocab import encode, load_vocab
 
 RGB_CHUNK_BYTES = 8 << 20  # target uncompressed bytes of an rgb chunk
-TARGET_CHUNK_BYTES = 4 << 20  # ... of an ab_bins / caption-token chunk
 STAGING_BLOCK = 32  # pictures per decoding task
 COMPRESSOR = ZstdCodec(level=3)
 STAGING_COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")  # speed over size

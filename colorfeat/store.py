@@ -41,6 +41,7 @@ import numpy as np
 import psutil
 import zarr
 
+from colorfeat import schema
 from colorfeat.constants import NUM_AB_BINS, PAD_TOKEN, STORE_SCHEMA, UNK_TOKEN
 from colorfeat.errors import UserError
 from colorfeat.hashing import canonical_json, value_hash
@@ -59,15 +60,6 @@ FEATURE_ATTRS = (
     "backbone", "layer", "weights", "weights_hash", "input_size", "grayscale", "normalisation",
     "dtype", "code_version",
 )  # fmt: skip
-_SPLIT_ARRAYS = {  # name -> (dtype, ndim)
-    "image_id": ("int64", 1),
-    "rgb": ("uint8", 4),
-    "ab_bins": ("uint16", 3),
-    "captions/image_index": ("int32", 1),
-    "captions/text": ("str", 1),
-    "captions/tokens": ("int32", 2),
-    "captions/length": ("int32", 1),
-}
 
 
 # ----------------------------------------------------------------------------- publishing
@@ -376,7 +368,7 @@ def check_version(group: zarr.Group, files: set[str] | None = None) -> None:
     for split in attrs.get("splits", []):
         n = group[f"{split}/image_id"].shape[0]
         m = group[f"{split}/captions/image_index"].shape[0]
-        for name, (dtype, ndim) in _SPLIT_ARRAYS.items():
+        for name, (dtype, ndim) in schema.SPLIT_ARRAYS.items():
             arr = group[f"{split}/{name}"]
             kind_ok = _dtype_name(arr) == dtype
             need(kind_ok and arr.ndim == ndim, f"{split}/{name} is {arr.dtype} {arr.shape}")
@@ -427,7 +419,11 @@ def _local_files(path: Path) -> set[str]:
 
 
 class StoreVersion:
-    """One published version: attrs, splits, arrays (zarr or lazy dask), vocab and LAB tables."""
+    """One published version: attrs, splits, arrays (zarr or lazy dask), vocab and LAB tables.
+
+    Array names come from colorfeat.schema: tables such as schema.LAB_WEIGHTS, and per-split
+    arrays such as schema.RGB or schema.CAPTION_TOKENS, read with `array(split, name)`.
+    """
 
     def __init__(self, path: str, group: zarr.Group, storage_options: dict | None = None) -> None:
         self.path = path
@@ -440,12 +436,25 @@ class StoreVersion:
     def __repr__(self) -> str:
         return f"StoreVersion({self.path!r}, splits={self.splits})"
 
+    def require_split(self, split: str) -> None:
+        """UserError unless this version holds `split`."""
+        if split not in self.splits:
+            have = ", ".join(self.splits) or "none"
+            raise UserError(f"store version {self.version} has no split {split!r}; it has {have}")
+
     def array(self, split: str, name: str) -> zarr.Array:
-        """The zarr array `<split>/<name>`, e.g. ("train", "rgb") or ("val", "captions/tokens")."""
-        key = f"{split}/{name}"
-        if split not in self.splits or key not in self.group:
+        """The zarr array `<split>/<name>`, e.g. ("train", schema.RGB)."""
+        self.require_split(split)
+        key = schema.split_path(split, name)
+        if key not in self.group:
             raise UserError(f"store version {self.version} has no array {key}")
         return self.group[key]
+
+    def table(self, path: str) -> zarr.Array:
+        """A version-wide table as a zarr array, e.g. schema.VOCAB_EMBEDDINGS (shape, attrs)."""
+        if path not in schema.TABLES:
+            raise ValueError(f"{path!r} is not a store table; tables are {schema.TABLES}")
+        return self.group[path]
 
     def dask(self, split: str, name: str):
         """The same array as a lazy dask array, chunked like the store."""
@@ -456,42 +465,49 @@ class StoreVersion:
     def feature_names(self) -> list[str]:
         return list(self.attrs.get("features") or [])
 
-    def features(self, split: str, name: str | None = None) -> zarr.Array:
-        """Feature set `name` (default: the first one) of a split, (N, C, H, W) float16."""
+    def feature_set(self, name: str | None = None) -> str:
+        """`name` if this version holds that feature set; with None, its first one."""
         names = self.feature_names()
         if not names:
             raise UserError(f"store version {self.version} holds no feature set")
         if name is not None and name not in names:
             raise UserError(f"no feature set {name!r} in {self.version}; have {', '.join(names)}")
-        return self.array(split, f"features/{name or names[0]}")
+        return name or names[0]
+
+    def features(self, split: str, name: str | None = None) -> zarr.Array:
+        """Feature set `name` (default: the first one) of a split, (N, C, H, W) float16."""
+        return self.array(split, schema.feature_name_path(self.feature_set(name)))
 
     @property
     def vocab_tokens(self) -> list[str]:
-        return [str(t) for t in self.group["vocab/tokens"][:]]
+        return [str(t) for t in self.table(schema.VOCAB_TOKENS)[:]]
 
     @property
     def embeddings(self) -> np.ndarray:
-        return self.group["vocab/embeddings"][:]
+        return self.table(schema.VOCAB_EMBEDDINGS)[:]
 
     @property
     def lab_grid(self) -> np.ndarray:
-        return self.group["lab/grid"][:]
+        return self.table(schema.LAB_GRID)[:]
 
     @property
     def lab_prior(self) -> np.ndarray:
-        return self.group["lab/prior"][:]
+        return self.table(schema.LAB_PRIOR)[:]
 
     @property
     def lab_weights(self) -> np.ndarray:
-        return self.group["lab/weights"][:]
+        return self.table(schema.LAB_WEIGHTS)[:]
 
     @property
     def rebalance(self) -> dict[str, float]:
         """alpha and gamma of lab/weights."""
-        return dict(self.group["lab/weights"].attrs)
+        return dict(self.table(schema.LAB_WEIGHTS).attrs)
 
     def n_images(self, split: str) -> int:
-        return int(self.array(split, "image_id").shape[0])
+        return int(self.array(split, schema.IMAGE_ID).shape[0])
+
+    def n_captions(self, split: str) -> int:
+        return int(self.array(split, schema.CAPTION_IMAGE_INDEX).shape[0])
 
     def validate(self) -> None:
         """Raise UserError unless this version is complete (layout, dtypes, counts, chunks)."""
@@ -555,8 +571,8 @@ def describe_version(v: StoreVersion) -> dict:
     splits = {
         s: {
             "images": v.n_images(s),
-            "captions": int(v.array(s, "captions/image_index").shape[0]),
-            "image_size": int(v.array(s, "rgb").shape[1]),
+            "captions": v.n_captions(s),
+            "image_size": int(v.array(s, schema.RGB).shape[1]),
         }
         for s in v.splits
     }
@@ -570,8 +586,8 @@ def describe_version(v: StoreVersion) -> dict:
         "version": v.version,
         "schema": v.attrs.get("schema"),
         "created": v.attrs.get("created"),
-        "vocab_size": int(v.group["vocab/tokens"].shape[0]),
-        "embedding_dim": int(v.group["vocab/embeddings"].shape[1]),
+        "vocab_size": int(v.table(schema.VOCAB_TOKENS).shape[0]),
+        "embedding_dim": int(v.table(schema.VOCAB_EMBEDDINGS).shape[1]),
         "splits": splits,
         "features": features,
         "arrays": arrays,

@@ -26,6 +26,7 @@ import torch
 from colorfeat.backbone import create_trunk, state_dict_hash
 from colorfeat.config import BackboneConfig
 from colorfeat.errors import UserError
+from colorfeat.store import StoreVersion
 
 FORMAT = "colortrain/1"
 CHECKPOINT_NAME = "checkpoint.pt"  # what `fit` writes in its run directory
@@ -120,24 +121,21 @@ def find_weights_file(weights: str, name: str) -> Path:
     )
 
 
-def check_store_fit(ckpt: dict[str, Any], group: Any, split: str) -> None:
+def check_store_fit(ckpt: dict[str, Any], version: StoreVersion, split: str) -> None:
     """Refuse a store split whose features, vocabulary or shapes are not the checkpoint's."""
     from colortrain.config import ModelConfig
-    from colortrain.data import read_vocab, store_shapes
+    from colortrain.data import store_shapes
 
     name = ckpt["features"]["name"]
-    if split not in group:
-        raise UserError(f"the store has no split {split!r}")
-    if f"{split}/features/{name}" not in group:
-        raise UserError(f"the store has no feature set {name!r} for split {split!r}")
-    stored_hash = group[f"{split}/features/{name}"].attrs.get("weights_hash")
+    version.require_split(split)
+    stored_hash = version.features(split, name).attrs.get("weights_hash")
     if stored_hash and stored_hash != ckpt["trunk"]["hash"]:
         raise UserError(
             f"the store's {name} features were made by other weights than the checkpoint's trunk"
         )
-    _check_same_vocab(read_vocab(group), list(ckpt["vocab"]))
+    _check_same_vocab(version.vocab_tokens, list(ckpt["vocab"]))
     config = ModelConfig.from_dict(ckpt["model"]["config"])
-    shapes = store_shapes(group, name, split)
+    shapes = store_shapes(version, name, split)
     wrong = {k: (v, getattr(config, k)) for k, v in shapes.items() if getattr(config, k) != v}
     if wrong:
         raise UserError(f"the store does not fit the checkpoint's model: {wrong}")

@@ -151,8 +151,8 @@ def serve_app(
 ) -> None:
     """Serve a Gradio page: a picture, two captions side by side, the temperature."""
     with reported_errors(PROG):
+        from colorfeat.device import resolve_device
         from colortrain.app import launch
-        from colortrain.runtime import resolve_device
 
         launch(checkpoint, host, port, device=str(resolve_device(device.value)))
 

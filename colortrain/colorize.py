@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from colorfeat.backbone import prepare_input
 from colorfeat.captions import tokenize
 from colorfeat.constants import ANNEALED_T, LUMA_601, UNK_ID
+from colorfeat.device import resolve_device
 from colorfeat.errors import UserError
 from colorfeat.lab import rgb_to_lab
 from colortrain.attention import attention_figure
@@ -36,14 +37,8 @@ from colortrain.config import ModelConfig
 from colortrain.metrics import predicted_ab, reconstruct_rgb
 from colortrain.model import Colorizer, create_model
 from colortrain.outputs import DEFAULT_BATCH_SIZE, MAX_PIXELS, output_format, output_paths
-from colortrain.runtime import resolve_device
 
 _SIXTEEN_BIT = 65535.0 / 255.0  # a 16-bit level per 8-bit level
-
-
-def backbone_input(rgb: torch.Tensor) -> torch.Tensor:
-    """RGB (B, S, S, 3), uint8 or float -> the trunk's input (B, 3, S, S), as the extractor does."""
-    return prepare_input(rgb)
 
 
 def check_picture(path: str | Path) -> tuple[int, int]:
@@ -155,7 +150,7 @@ class Colorist:
         """
         b = gray.shape[0]
         x = torch.from_numpy(np.repeat(gray[..., None], 3, axis=3)).to(self.device)  # (B, S, S, 3)
-        feats = self.trunk(backbone_input(x))  # (B, C, S/8, S/8)
+        feats = self.trunk(prepare_input(x))  # (B, C, S/8, S/8)
         ids = tokens.to(self.device).expand(b, -1)  # (B, T)
         if lengths is None:
             lengths = torch.full((b,), tokens.shape[1], dtype=torch.int64)

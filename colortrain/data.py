@@ -1,11 +1,11 @@
 """Batches of (features, one caption per image, ab-bin targets) read from a feature-store version.
 
-The store is opened with colorfeat.store.open_store and read as plain zarr arrays, so any
-published version (local or an fsspec URL) works. Batches are built by a chunk-aware sampler:
-chunk order and rows within each chunk are shuffled per epoch, and a batch takes consecutive rows
-of that order, so each batch decodes one or two chunks instead of one chunk per row. The dataset
-opens the store lazily in whichever process uses it, so DataLoader workers (started with `spawn`)
-each hold their own handle.
+The store is read through colorfeat.store.StoreVersion (opened once by the caller, or here from
+a path), so any published version (local or an fsspec URL) works. Batches are built by a
+chunk-aware sampler: chunk order and rows within each chunk are shuffled per epoch, and a batch
+takes consecutive rows of that order, so each batch decodes one or two chunks instead of one chunk
+per row. A dataset sent to DataLoader workers (started with `spawn`) opens the store again there,
+so each worker holds its own handle.
 """
 
 from __future__ import annotations
@@ -17,62 +17,28 @@ from typing import Any
 
 import numpy as np
 import torch
-import zarr
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from colorfeat import schema
 from colorfeat.errors import UserError
-from colorfeat.store import open_store
+from colorfeat.store import StoreVersion, open_store
 
 
-def resolve_version(path: str) -> str:
-    """A store root (with LATEST) -> its current version's path; a version path -> itself."""
-    return open_store(path).path
-
-
-def open_version(path: str) -> zarr.Group:
-    """Open a store version (or a root's LATEST version) read-only."""
-    return open_store(path).group
-
-
-def feature_names(group: zarr.Group, split: str = "train") -> list[str]:
-    """The feature sets stored for `split`, e.g. ["resnet101.layer2"]."""
-    if split not in group or "features" not in group[split]:
-        return []
-    return sorted(name for name, _ in group[f"{split}/features"].arrays())
-
-
-def pick_features(group: zarr.Group, name: str | None, split: str = "train") -> str:
-    """`name` if the store has it for `split`; with None, the store's first feature set."""
-    names = feature_names(group, split)
-    if not names:
-        raise UserError(f"the store has no feature sets for split {split!r}")
-    if name is None:
-        return names[0]
-    if name not in names:
-        raise UserError(f"the store has no feature set {name!r}; it has {', '.join(names)}")
-    return name
-
-
-def store_shapes(group: zarr.Group, features: str, split: str = "train") -> dict[str, int]:
+def store_shapes(version: StoreVersion, features: str, split: str = "train") -> dict[str, int]:
     """The model-relevant shapes of a store version, for create_model_config."""
-    feats = group[f"{split}/features/{features}"]
-    _, c, h, w = feats.shape
-    _, th, tw = group[f"{split}/ab_bins"].shape
+    _, c, h, w = version.features(split, features).shape
+    _, th, tw = version.array(split, schema.AB_BINS).shape
     if h != w or th != tw:
         raise UserError(f"expected square maps, got features {h}x{w} and targets {th}x{tw}")
-    v, d = group["vocab/embeddings"].shape
+    v, d = version.table(schema.VOCAB_EMBEDDINGS).shape
     return {
         "feature_channels": int(c),
         "feature_size": int(h),
         "target_size": int(th),
         "vocab_size": int(v),
         "embedding_dim": int(d),
-        "num_bins": int(group["lab/grid"].shape[0]),
+        "num_bins": int(version.table(schema.LAB_GRID).shape[0]),
     }
-
-
-def read_vocab(group: zarr.Group) -> list[str]:
-    return [str(t) for t in group["vocab/tokens"][:]]
 
 
 @dataclass(frozen=True)
@@ -174,7 +140,7 @@ class StoreDataset(Dataset):
 
     def __init__(
         self,
-        path: str,
+        store: StoreVersion | str,
         split: str,
         features: str,
         *,
@@ -182,35 +148,33 @@ class StoreDataset(Dataset):
         in_memory: bool = False,
         with_rgb: bool = False,
     ) -> None:
-        self.path = resolve_version(path)
+        version = store if isinstance(store, StoreVersion) else open_store(store)
+        self.path = version.path
         self.split = split
         self.features = features
         self.seed = seed
         self.in_memory = in_memory
         self.with_rgb = with_rgb
-        group = open_version(self.path)
-        if split not in group:
-            raise UserError(f"the store has no split {split!r}")
-        feats = group[f"{split}/features/{features}"]
+        feats = version.features(split, features)
         self.num_rows = int(feats.shape[0])
         self.chunk_rows = int(feats.chunks[0])
-        caps = group[f"{split}/captions"]
-        self.captions = CaptionIndex.build(caps["image_index"][:], self.num_rows)
+        image_index = version.array(split, schema.CAPTION_IMAGE_INDEX)[:]
+        self.captions = CaptionIndex.build(image_index, self.num_rows)
+        self._version: StoreVersion | None = version
         self._arrays: dict[str, Any] | None = None
         if in_memory:
-            self._arrays = self._load(group, into_memory=True)
+            self._arrays = self._load(version, into_memory=True)
 
-    def _load(self, group: zarr.Group, into_memory: bool) -> dict[str, Any]:
-        s = self.split
+    def _load(self, version: StoreVersion, into_memory: bool) -> dict[str, Any]:
         names = {
-            "features": f"{s}/features/{self.features}",
-            "targets": f"{s}/ab_bins",
-            "tokens": f"{s}/captions/tokens",
-            "lengths": f"{s}/captions/length",
+            "features": schema.feature_name_path(self.features),
+            "targets": schema.AB_BINS,
+            "tokens": schema.CAPTION_TOKENS,
+            "lengths": schema.CAPTION_LENGTH,
         }
         if self.with_rgb:
-            names["rgb"] = f"{s}/rgb"
-        arrays = {k: group[v] for k, v in names.items()}
+            names["rgb"] = schema.RGB
+        arrays = {k: version.array(self.split, v) for k, v in names.items()}
         if into_memory:
             arrays = {k: a[:] for k, a in arrays.items()}
         else:  # caption arrays are small; keep them in memory everywhere
@@ -220,8 +184,9 @@ class StoreDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state["_version"] = None  # each process opens its own handle
         if not self.in_memory:
-            state["_arrays"] = None  # each process opens its own handle
+            state["_arrays"] = None
         return state
 
     def __len__(self) -> int:
@@ -229,7 +194,9 @@ class StoreDataset(Dataset):
 
     def arrays(self) -> dict[str, Any]:
         if self._arrays is None:
-            self._arrays = self._load(open_version(self.path), into_memory=False)
+            if self._version is None:
+                self._version = open_store(self.path)
+            self._arrays = self._load(self._version, into_memory=False)
         return self._arrays
 
     def __getitem__(self, item: tuple[int, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -19,16 +19,18 @@ from rich.table import Table
 from skimage.color import deltaE_ciede2000
 from skimage.metrics import structural_similarity
 
+from colorfeat import schema
 from colorfeat.constants import ANNEALED_T
+from colorfeat.device import resolve_device
 from colorfeat.errors import UserError
 from colorfeat.lab import rgb_to_lab
+from colorfeat.store import open_store
 from colortrain.checkpoint import check_store_fit, load_checkpoint
 from colortrain.config import ModelConfig
-from colortrain.data import StoreDataset, make_loader, open_version, resolve_version
+from colortrain.data import StoreDataset, make_loader
 from colortrain.hues import dominant_hue
 from colortrain.metrics import MetricAccumulator, predicted_ab, reconstruct_rgb
 from colortrain.model import Colorizer, create_model
-from colortrain.runtime import resolve_device
 from colortrain.train import forward_batch
 
 DEFAULT_BATCH_SIZE = 32
@@ -72,15 +74,15 @@ def open_run(checkpoint: Path, store: str, split: str = "val", device: str = "au
     """Load a checkpoint and check that the store's split fits it (features, trunk, shapes)."""
     ckpt = load_checkpoint(checkpoint)
     dev = resolve_device(device)
-    group = open_version(store)
-    check_store_fit(ckpt, group, split)
+    version = open_store(store)
+    check_store_fit(ckpt, version, split)
     name = ckpt["features"]["name"]
     config = ModelConfig.from_dict(ckpt["model"]["config"])
     model = create_model(config)
     model.load_state_dict(ckpt["model"]["state"])
     model.to(dev).eval()
-    dataset = StoreDataset(store, split, name, with_rgb=True)
-    texts = group[f"{split}/captions/text"][:]
+    dataset = StoreDataset(version, split, name, with_rgb=True)
+    texts = version.array(split, schema.CAPTION_TEXT)[:]
     weights = ckpt["lab"]["weights"].to(dev, torch.float32)
     return EvalRun(ckpt, model, dataset, texts, weights, dev)
 
@@ -170,7 +172,7 @@ def evaluate_checkpoint(
     run = open_run(checkpoint, store, split, device)
     result = run_evaluation(run, batch_size=batch_size, max_batches=max_batches).result
     result["checkpoint"] = str(checkpoint)
-    result["store"] = resolve_version(store)
+    result["store"] = run.dataset.path  # the version, also when given a root
     return result
 
 

@@ -22,13 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from colorfeat import schema
 from colorfeat.captions import tokenize
 from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.lab import rgb_to_lab
+from colorfeat.store import open_store
 from colorfeat.synthetic import PALETTE, load_ground_truth, object_masks
 from colortrain.colorize import Colorist
 from colortrain.config import EMBEDDING_INITS
-from colortrain.data import CaptionIndex, open_version
+from colortrain.data import CaptionIndex
 
 PALETTE_NAMES = list(PALETTE)
 
@@ -115,13 +117,13 @@ def caption_colour_accuracy(
 ) -> dict[str, Any]:
     """Caption-colour and swap-test accuracies of a checkpoint on a synthetic store split."""
     colorist = Colorist.from_checkpoint(checkpoint, device)
-    group = open_version(store)
+    version = open_store(store)
     truth = {r["id"]: r for r in load_ground_truth(source_root, split)["images"]}
-    ids = group[f"{split}/image_id"][:]
+    ids = version.array(split, schema.IMAGE_ID)[:]
     n = len(ids) if limit is None else min(limit, len(ids))
-    rgb_all = group[f"{split}/rgb"][:n]  # (n, S, S, 3)
-    texts = group[f"{split}/captions/text"][:]
-    index = CaptionIndex.build(group[f"{split}/captions/image_index"][:], len(ids))
+    rgb_all = version.array(split, schema.RGB)[:n]  # (n, S, S, 3)
+    texts = version.array(split, schema.CAPTION_TEXT)[:]
+    index = CaptionIndex.build(version.array(split, schema.CAPTION_IMAGE_INDEX)[:], len(ids))
     size = int(rgb_all.shape[1])
 
     # One item per picture: its masks, the caption's words, and the swapped caption's words.

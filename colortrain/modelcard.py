@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from colorfeat.errors import UserError
+from colorfeat.store import open_store
 from colortrain.checkpoint import load_checkpoint
-from colortrain.data import open_version
 
 CARD_NAME = "README.md"
 _PRIVATE_TRAIN_KEYS = ("out", "progress", "tensorboard")
@@ -24,15 +24,22 @@ _PRIVATE_TRAIN_KEYS = ("out", "progress", "tensorboard")
 def _store_attrs(path: str) -> dict[str, Any]:
     """The store version's attrs, or {} when it is no longer reachable from here."""
     try:
-        return dict(open_version(path).attrs)
+        return dict(open_store(path).attrs)
     except (UserError, OSError):
         return {}
 
 
-def card_metadata(ckpt: dict[str, Any], evaluation: dict[str, Any] | None) -> dict[str, Any]:
-    """The front matter: everything a reader or a model index needs, as plain YAML types."""
+def card_metadata(
+    ckpt: dict[str, Any], evaluation: dict[str, Any] | None, store_attrs: dict | None = None
+) -> dict[str, Any]:
+    """The front matter: everything a reader or a model index needs, as plain YAML types.
+
+    `store_attrs` are the store version's attrs when the caller holds it open; else it is read.
+    """
     store = ckpt.get("store", {})
-    attrs = _store_attrs(store.get("path", "")) if store.get("path") else {}
+    attrs = store_attrs
+    if attrs is None:
+        attrs = _store_attrs(store.get("path", "")) if store.get("path") else {}
     feats = ckpt["features"]
     fattrs = feats.get("attrs", {})
     train = ckpt.get("train", {})
@@ -127,7 +134,12 @@ blocks and a {m["config"]["num_bins"]}-way classifier over quantised CIELAB ab b
 """
 
 
-def write_model_card(checkpoint: str | Path, evaluation: dict[str, Any] | None = None) -> Path:
+def write_model_card(
+    checkpoint: str | Path,
+    evaluation: dict[str, Any] | None = None,
+    *,
+    store_attrs: dict[str, Any] | None = None,
+) -> Path:
     """Write README.md beside a checkpoint; an evaluation of the same step is kept if none given."""
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
@@ -138,7 +150,7 @@ def write_model_card(checkpoint: str | Path, evaluation: dict[str, Any] | None =
         evaluation = previous if previous and previous.get("step") == step else None
     else:
         evaluation = {**evaluation, "step": step}
-    path.write_text(card_text(card_metadata(ckpt, evaluation)), encoding="utf-8")
+    path.write_text(card_text(card_metadata(ckpt, evaluation, store_attrs)), encoding="utf-8")
     return path
 
 

@@ -10,18 +10,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from colorfeat.errors import UserError
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> CUDA when present, else CPU; `cuda` without a GPU is a UserError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA GPU is available")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
+from colorfeat.device import resolve_device
 
 
 def autocast(device: torch.device) -> AbstractContextManager:

@@ -25,27 +25,27 @@ import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
+from torch.utils.data import DataLoader
 
+from colorfeat import schema
 from colorfeat.errors import UserError
 from colorfeat.lab import rgb_to_lab
-from colortrain.checkpoint import FORMAT, load_checkpoint, save_checkpoint, trunk_entry
-from colortrain.config import ModelConfig, TrainConfig, create_model_config
-from colortrain.data import (
-    StoreDataset,
-    make_loader,
-    open_version,
-    pick_features,
-    read_vocab,
-    resolve_version,
-    store_shapes,
+from colorfeat.store import StoreVersion, open_store
+from colortrain.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    load_checkpoint,
+    save_checkpoint,
+    trunk_entry,
 )
+from colortrain.config import ModelConfig, TrainConfig, create_model_config
+from colortrain.data import ChunkShuffleSampler, StoreDataset, make_loader, store_shapes
 from colortrain.metrics import MetricAccumulator, predicted_ab, rebalanced_loss, reconstruct_rgb
 from colortrain.model import Colorizer, create_model
 from colortrain.modelcard import write_model_card
-from colortrain.runtime import autocast, rng_state, set_rng_state, setup_distributed
+from colortrain.runtime import Dist, autocast, rng_state, set_rng_state, setup_distributed
 from colortrain.sheets import sample_sheet
 
-CHECKPOINT_NAME = "checkpoint.pt"
 # Fields a resumed run must share with the run it continues.
 _RESUME_FIXED = (
     "store", "features", "model", "preset", "embedding_init", "batch_size", "seed", "schedule",
@@ -94,12 +94,7 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """Train over the loader's remaining batches; stops early at config.max_steps."""
     model.train()
-    task = None
-    if progress is not None:
-        task = progress.add_task(
-            f"epoch {state.epoch + 1}", total=len(loader.batch_sampler or loader.sampler),
-            completed=state.batch_in_epoch, loss="-", rate="-",
-        )  # fmt: skip
+    bar = _EpochBar(progress, loader, state)
     losses, samples, t0 = [], 0, time.perf_counter()
     for batch in loader:
         if config.max_steps is not None and state.step >= config.max_steps:
@@ -109,20 +104,8 @@ def train_one_epoch(
         loss = rebalanced_loss(logits, targets, class_weights)
         optimizer.zero_grad(set_to_none=True)
         state.batch_in_epoch += 1
-        finite = torch.isfinite(loss.detach()).float()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)  # every rank skips, or none: no hang
-        if not bool(finite):
-            state.bad_steps += 1
-            console.print(
-                f"[yellow]warning:[/] non-finite loss at step {state.step + 1} "
-                f"(epoch {state.epoch + 1}); step skipped ({state.bad_steps} in a row)"
-            )
-            if state.bad_steps >= config.max_bad_steps:
-                raise Diverged(
-                    f"training diverged: {state.bad_steps} non-finite losses in a row "
-                    f"(epoch {state.epoch + 1}); try a lower --lr"
-                )
+        if not _finite_on_every_rank(loss):
+            _skip_step(state, config)
             continue
         state.bad_steps = 0
         loss.backward()
@@ -132,19 +115,59 @@ def train_one_epoch(
         state.step += 1
         losses.append(float(loss.detach()))
         samples += len(targets)
-        if progress is not None:
-            rate = samples / max(time.perf_counter() - t0, 1e-9)
-            progress.update(task, advance=1, loss=f"{losses[-1]:.3f}", rate=f"{rate:.0f}")
+        bar.advance(losses[-1], samples / max(time.perf_counter() - t0, 1e-9))
         if on_step is not None:
             on_step(state)
-    if progress is not None:
-        progress.remove_task(task)
+    bar.close()
     elapsed = time.perf_counter() - t0
     return {
         "train_loss": float(np.mean(losses)) if losses else float("nan"),
         "samples_per_s": samples / max(elapsed, 1e-9),
         "steps": len(losses),
     }
+
+
+def _finite_on_every_rank(loss: torch.Tensor) -> bool:
+    """Whether the loss is finite on every rank: all ranks skip a step, or none (no DDP hang)."""
+    finite = torch.isfinite(loss.detach()).float()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite)
+
+
+def _skip_step(state: TrainState, config: TrainConfig) -> None:
+    """Count a non-finite loss with a warning; Diverged after config.max_bad_steps in a row."""
+    state.bad_steps += 1
+    console.print(
+        f"[yellow]warning:[/] non-finite loss at step {state.step + 1} "
+        f"(epoch {state.epoch + 1}); step skipped ({state.bad_steps} in a row)"
+    )
+    if state.bad_steps >= config.max_bad_steps:
+        raise Diverged(
+            f"training diverged: {state.bad_steps} non-finite losses in a row "
+            f"(epoch {state.epoch + 1}); try a lower --lr"
+        )
+
+
+class _EpochBar:
+    """One epoch's line on a rich Progress (or nothing without one): batches, loss, samples/s."""
+
+    def __init__(self, progress: Progress | None, loader: Any, state: TrainState) -> None:
+        self.progress = progress
+        if progress is not None:
+            total = len(loader.batch_sampler or loader.sampler)
+            self.task = progress.add_task(
+                f"epoch {state.epoch + 1}", total=total, completed=state.batch_in_epoch,
+                loss="-", rate="-",
+            )  # fmt: skip
+
+    def advance(self, loss: float, rate: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, loss=f"{loss:.3f}", rate=f"{rate:.0f}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.remove_task(self.task)
 
 
 @torch.no_grad()
@@ -176,10 +199,10 @@ def _scheduler(optimizer: torch.optim.Optimizer, kind: str, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
 
 
-def _check_resumable(old: dict[str, Any], new: TrainConfig) -> None:
+def _check_resumable(old: dict[str, Any], new: TrainConfig, version: StoreVersion) -> None:
     for key in _RESUME_FIXED:
-        if key == "store":
-            same = resolve_version(old[key]) == resolve_version(new.store)
+        if key == "store":  # the same version, however it was named
+            same = old[key] == new.store or open_store(old[key]).path == version.path
         else:
             same = old.get(key) == getattr(new, key)
         if not same:
@@ -214,14 +237,14 @@ class _Reporter:
     """End-of-epoch work on the main process: validation, sample sheet, TensorBoard, console."""
 
     def __init__(
-        self, config: TrainConfig, group: Any, features: str, device: torch.device, out: Path
+        self, config: TrainConfig, version: StoreVersion, device: torch.device, out: Path
     ) -> None:
         self.config, self.device, self.out = config, device, out
-        split = "val" if "val" in group else "train"  # a store without val: report on train
-        self.dataset = StoreDataset(config.store, split, features, seed=config.seed,
+        split = "val" if "val" in version.splits else "train"  # a store without val: use train
+        self.dataset = StoreDataset(version, split, config.features, seed=config.seed,
                                     in_memory=config.in_memory, with_rgb=True)  # fmt: skip
         self.loader, _ = make_loader(self.dataset, config.batch_size, shuffle=False)
-        self.texts = group[f"{split}/captions/text"][:]
+        self.texts = version.array(split, schema.CAPTION_TEXT)[:]
         n = self.dataset.num_rows
         rows = np.linspace(0, n - 1, min(config.sample_images, n)).astype(np.int64)
         self.rows = np.unique(rows)
@@ -258,6 +281,22 @@ class _Reporter:
             self.writer.close()
 
 
+@dataclass
+class Training:
+    """What `fit` sets up once: model (and its DDP wrapper), optimizer, schedule, data, state."""
+
+    model: Colorizer
+    model_config: ModelConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    class_weights: torch.Tensor  # (K,) on the device
+    loader: DataLoader
+    sampler: ChunkShuffleSampler
+    net: nn.Module | None = None  # the model, or its DDP wrapper
+    state: TrainState = field(default_factory=TrainState)
+    static: dict[str, Any] = field(default_factory=dict)  # checkpoint entries fixed for the run
+
+
 def fit(config: TrainConfig) -> dict[str, Any]:
     """Train a colorizer on a store version; returns the final metrics and the checkpoint path."""
     ddp, device = setup_distributed(config.device)
@@ -265,123 +304,143 @@ def fit(config: TrainConfig) -> dict[str, Any]:
     ckpt_path = out / CHECKPOINT_NAME
     if ckpt_path.exists() and not config.resume:
         raise UserError(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
+    version = open_store(config.store)  # the one time a run opens the store
+    config = config.replace(features=version.feature_set(config.features))
+    run = create_training(config, version, device, ddp)
+    if ckpt_path.exists():
+        _resume(run, ckpt_path, config, version, device)
+        if ddp.main:
+            console.print(f"resuming {ckpt_path} at epoch {run.state.epoch + 1}, "
+                          f"step {run.state.step}")  # fmt: skip
+    else:
+        run.static = _static_entries(version, config.features, run.class_weights)
+    run.net = run.model
+    if ddp.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        run.net = nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
+    reporter = None
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
+        reporter = _Reporter(config, version, device, out)
+    last = _train_epochs(run, config, ddp, device, ckpt_path, reporter)
+    if reporter is not None:
+        reporter.close()
+        write_model_card(ckpt_path, store_attrs=version.attrs)
+    state = run.state
+    return {"checkpoint": str(ckpt_path), "metrics": last, "step": state.step,
+            "epoch": state.epoch}  # fmt: skip
 
-    group = open_version(config.store)
-    features = pick_features(group, config.features)
-    config = config.replace(features=features)
-    model_config = create_model_config(
-        config.model, config.preset, store_shapes(group, features), config.embedding_init
-    )
-    class_weights = torch.from_numpy(group["lab/weights"][:].astype(np.float32)).to(device)
 
+def create_training(
+    config: TrainConfig, version: StoreVersion, device: torch.device, ddp: Dist
+) -> Training:
+    """A fresh run's model (seeded), optimizer, train loader and schedule, from the store."""
+    shapes = store_shapes(version, config.features)
+    model_config = create_model_config(config.model, config.preset, shapes, config.embedding_init)
+    class_weights = torch.from_numpy(version.lab_weights.astype(np.float32)).to(device)
     torch.manual_seed(config.seed)
     model = create_model(model_config)
-    model.load_embeddings(torch.from_numpy(group["vocab/embeddings"][:]))
+    model.load_embeddings(torch.from_numpy(version.embeddings))
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    train_set = StoreDataset(config.store, "train", features, seed=config.seed,
+    train_set = StoreDataset(version, "train", config.features, seed=config.seed,
                              in_memory=config.in_memory)  # fmt: skip
-    train_loader, train_sampler = make_loader(
+    loader, sampler = make_loader(
         train_set, config.batch_size, shuffle=True, seed=config.seed, workers=config.workers,
         rank=ddp.rank, world_size=ddp.world_size, pin_memory=device.type == "cuda",
     )  # fmt: skip
-    steps_per_epoch = len(train_sampler)
-    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    total_steps = config.max_steps or len(sampler) * config.epochs
     scheduler = _scheduler(optimizer, config.schedule, total_steps)
+    return Training(model, model_config, optimizer, scheduler, class_weights, loader, sampler)
 
-    state = TrainState()
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        _check_resumable(ckpt["train"]["config"], config)
-        model.load_state_dict(ckpt["model"]["state"])
-        optimizer.load_state_dict(ckpt["train"]["optimizer"])
-        scheduler.load_state_dict(ckpt["train"]["scheduler"])
-        set_rng_state(ckpt["train"]["rng"], device)
-        t = ckpt["train"]
-        state = TrainState(t["epoch"], t["batch_in_epoch"], t["step"], 0, list(t["metrics"]))
-        static = {k: ckpt[k] for k in ("vocab", "features", "trunk", "lab", "store")}
-        if ddp.main:
-            console.print(f"resuming {ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
-    else:
-        static = _static_entries(group, config.store, features, class_weights)
 
-    net: nn.Module = model
-    if ddp.world_size > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+def _resume(
+    run: Training, path: Path, config: TrainConfig, version: StoreVersion, device: torch.device
+) -> None:
+    """Continue the run saved at `path`: weights, optimizer, schedule, RNG and where it stood."""
+    ckpt = load_checkpoint(path)
+    t = ckpt["train"]
+    _check_resumable(t["config"], config, version)
+    run.model.load_state_dict(ckpt["model"]["state"])
+    run.optimizer.load_state_dict(t["optimizer"])
+    run.scheduler.load_state_dict(t["scheduler"])
+    set_rng_state(t["rng"], device)
+    run.state = TrainState(t["epoch"], t["batch_in_epoch"], t["step"], 0, list(t["metrics"]))
+    run.static = {k: ckpt[k] for k in ("vocab", "features", "trunk", "lab", "store")}
+
+
+def _train_epochs(
+    run: Training,
+    config: TrainConfig,
+    ddp: Dist,
+    device: torch.device,
+    ckpt_path: Path,
+    reporter: _Reporter | None,
+) -> dict[str, Any]:
+    """Epochs until config.epochs (or max_steps): checkpoint, report, metrics.json after each."""
 
     def checkpoint(st: TrainState) -> None:
         if ddp.main:
-            ckpt = _checkpoint_dict(
-                model, model_config, config, static, st, optimizer, scheduler, device
-            )
-            save_checkpoint(ckpt_path, ckpt)
+            save_checkpoint(ckpt_path, _checkpoint_dict(run, config, st, device))
 
     def on_step(st: TrainState) -> None:
         if st.step % config.checkpoint_every == 0:
             checkpoint(st)
 
-    reporter = None
-    progress = None
-    if ddp.main:
-        out.mkdir(parents=True, exist_ok=True)
-        reporter = _Reporter(config, group, features, device, out)
-        if config.progress:
-            progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TextColumn("{task.fields[rate]} samples/s"), TimeElapsedColumn(),
-                console=console, transient=True,
-            )  # fmt: skip
-    last: dict[str, Any] = {}
+    state, last = run.state, {}
+    progress = _progress_bar() if ddp.main and config.progress else None
     with progress or nullcontext():
         while state.epoch < config.epochs:
             if config.max_steps is not None and state.step >= config.max_steps:
                 break
-            train_sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
+            run.sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
             t0 = time.perf_counter()
             stats = train_one_epoch(
-                net, train_loader, optimizer, scheduler, class_weights, device, state, config,
-                on_step=on_step, progress=progress,
+                run.net, run.loader, run.optimizer, run.scheduler, run.class_weights, device,
+                state, config, on_step=on_step, progress=progress,
             )  # fmt: skip
-            finished = state.batch_in_epoch >= steps_per_epoch
             last = {"epoch": state.epoch + 1, "step": state.step, **stats,
-                    "lr": optimizer.param_groups[0]["lr"],
+                    "lr": run.optimizer.param_groups[0]["lr"],
                     "seconds": time.perf_counter() - t0}  # fmt: skip
+            finished = state.batch_in_epoch >= len(run.sampler)
             if not finished:
                 last["partial"] = True
             if reporter is not None:
-                reporter(model, last, class_weights)
+                reporter(run.model, last, run.class_weights)
             state.metrics.append(last)
             if finished:
                 state.epoch += 1
                 state.batch_in_epoch = 0
             checkpoint(state)
             if ddp.main:
-                (out / "metrics.json").write_text(json.dumps(state.metrics, indent=2) + "\n")
+                metrics = json.dumps(state.metrics, indent=2) + "\n"
+                (ckpt_path.parent / "metrics.json").write_text(metrics)
             ddp.barrier()
-    if reporter is not None:
-        reporter.close()
-        write_model_card(ckpt_path)
-    return {"checkpoint": str(ckpt_path), "metrics": last, "step": state.step,
-            "epoch": state.epoch}  # fmt: skip
+    return last
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} samples/s"),
+        TimeElapsedColumn(), console=console, transient=True,
+    )  # fmt: skip
 
 
 def _static_entries(
-    group: Any, store: str, features: str, class_weights: torch.Tensor
+    version: StoreVersion, features: str, class_weights: torch.Tensor
 ) -> dict[str, Any]:
     """The checkpoint entries fixed for a whole run: vocabulary, features, trunk, LAB, store."""
-    attrs = dict(group[f"train/features/{features}"].attrs)
-    version = resolve_version(store)
+    attrs = dict(version.features("train", features).attrs)
     return {
-        "vocab": read_vocab(group),
+        "vocab": version.vocab_tokens,
         "features": {"name": features, "attrs": attrs},
         "trunk": trunk_entry(features, attrs),
         "lab": {
-            "grid": torch.from_numpy(group["lab/grid"][:].astype(np.float32)),
+            "grid": torch.from_numpy(version.lab_grid.astype(np.float32)),
             "weights": class_weights.cpu(),
         },
-        "store": {"path": version, "version": version.rstrip("/").split("/")[-1]},
+        "store": {"path": version.path, "version": version.path.rstrip("/").split("/")[-1]},
     }
 
 
@@ -392,27 +451,20 @@ def _summary_line(record: dict[str, Any]) -> str:
 
 
 def _checkpoint_dict(
-    model: Colorizer,
-    model_config: ModelConfig,
-    config: TrainConfig,
-    static: dict[str, Any],
-    state: TrainState,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    device: torch.device,
+    run: Training, config: TrainConfig, state: TrainState, device: torch.device
 ) -> dict[str, Any]:
     return {
         "format": FORMAT,
-        "model": {"config": model_config.to_dict(), "state": model.state_dict()},
-        **static,
+        "model": {"config": run.model_config.to_dict(), "state": run.model.state_dict()},
+        **run.static,
         "train": {
             "config": config.to_dict(),
             "epoch": state.epoch,
             "batch_in_epoch": state.batch_in_epoch,
             "step": state.step,
             "metrics": state.metrics,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
             "rng": rng_state(device),
         },
     }

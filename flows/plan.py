@@ -25,6 +25,7 @@ from colorfeat.config import PipelineConfig, resolve_precision
 from colorfeat.constants import REBALANCE_ALPHA, REBALANCE_GAMMA, STORE_SCHEMA
 from colorfeat.errors import UserError
 from colorfeat.hashing import file_sha256, stage_key
+from colorfeat.parallel import SUCCESS
 
 # In the order the flow runs them; `acquire` and `publish` have no stage directory.
 STAGES = (
@@ -46,7 +47,6 @@ _MODULES = {
     "priors": "colorfeat.priors_stage",
     "features": "colorfeat.extract",
 }
-SUCCESS = "_SUCCESS"
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,9 @@ def planned_device(device: str) -> str:
         return "cuda" if device.startswith("cuda") else device
     if not any(Path("/dev").glob("nvidia[0-9]*")) and not Path("/dev/kfd").exists():
         return "cpu"  # no NVIDIA or ROCm device node: PyTorch could not see a GPU either
-    from colorfeat.extract import resolve_device
+    from colorfeat.device import resolve_device
 
-    return resolve_device("auto")
+    return resolve_device("auto").type
 
 
 def features_precision(config: PipelineConfig) -> str:

@@ -30,10 +30,10 @@ def train(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Fit a colorizer on a store version into `out/<version id>/<model>-<preset>`, resumably."""
+    from colorfeat.store import open_store
     from colortrain.config import TrainConfig
-    from colortrain.data import resolve_version
 
-    version = resolve_version(store)
+    version = open_store(store).path
     run_dir = Path(out) / Path(version).name / f"{model}-{preset}"
     config = TrainConfig(
         store=version, out=str(run_dir), model=model, preset=preset, epochs=epochs,

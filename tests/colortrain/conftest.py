@@ -16,7 +16,7 @@ import pytest
 import torch
 import zarr
 
-from colorfeat.backbone import create_trunk, describe_weights
+from colorfeat.backbone import create_trunk, describe_weights, prepare_input
 from colorfeat.config import BackboneConfig
 from colorfeat.constants import PAD_TOKEN, UNK_TOKEN
 from colorfeat.lab import ab_grid, ab_targets
@@ -52,9 +52,7 @@ def _strings(group: zarr.Group, name: str, values: list[str]) -> None:
 
 def grayscale_batch(rgb: np.ndarray) -> torch.Tensor:
     """The extractor's input: BT.601 luma, replicated to 3 channels, ImageNet-normalised."""
-    from colortrain.colorize import backbone_input
-
-    return backbone_input(torch.from_numpy(rgb))
+    return prepare_input(torch.from_numpy(rgb))
 
 
 def write_store(root: Path, n_train: int = 24, n_val: int = 8, chunk: int = 8) -> Path:
@@ -66,7 +64,15 @@ def write_store(root: Path, n_train: int = 24, n_val: int = 8, chunk: int = 8) -
     trunk = create_trunk(BACKBONE)
     version = root / "versions" / "v1"
     g = zarr.open_group(str(version), mode="w")
-    g.attrs.update({"schema": "colorfeat/1", "source": {"name": "tiny"}, "counts": {}})
+    g.attrs.update(
+        {
+            "schema": "colorfeat/1",
+            "source": {"name": "tiny"},
+            "counts": {},
+            "splits": ["train", "val"],
+            "features": [BACKBONE.name],
+        }
+    )
     _strings(g, "vocab/tokens", vocab)
     emb = rng.normal(0, 0.3, (len(vocab), 16)).astype(np.float32)
     emb[0] = 0

@@ -12,9 +12,10 @@ import zarr
 from PIL import Image
 from typer.testing import CliRunner
 
+from colorfeat.backbone import prepare_input
 from colorfeat.lab import rgb_to_lab
 from colortrain.cli import app
-from colortrain.colorize import Colorist, backbone_input
+from colortrain.colorize import Colorist
 
 runner = CliRunner()
 
@@ -43,7 +44,7 @@ def test_checkpoint_trunk_reproduces_the_store_features(
     gray = np.stack([colorist.gray(im) for im in rgb])  # (4, S, S), the colorize path
     x = torch.from_numpy(np.repeat(gray[..., None], 3, axis=3))
     with torch.no_grad():
-        feats = colorist.trunk(backbone_input(x))
+        feats = colorist.trunk(prepare_input(x))
     torch.testing.assert_close(feats, stored, rtol=2e-3, atol=2e-3)
 
 

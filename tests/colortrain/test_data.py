@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,32 +11,36 @@ import torch
 import zarr
 
 from colorfeat.errors import UserError
+from colorfeat.store import open_store
 from colortrain.data import (
     CaptionIndex,
     ChunkShuffleSampler,
     StoreDataset,
     make_loader,
-    pick_features,
-    resolve_version,
     store_shapes,
 )
 
 FEATURES = "resnet18.layer2"
 
 
-def test_resolve_version_follows_latest(tiny_store: Path, tiny_version: Path) -> None:
-    assert resolve_version(str(tiny_store)) == str(tiny_version)
-    assert resolve_version(str(tiny_version)) == str(tiny_version)
+def test_dataset_follows_latest_and_takes_an_open_version(
+    tiny_store: Path, tiny_version: Path
+) -> None:
+    assert StoreDataset(str(tiny_store), "val", FEATURES).path == str(tiny_version)
+    version = open_store(tiny_store)
+    assert StoreDataset(version, "val", FEATURES).path == str(tiny_version)
     with pytest.raises(UserError, match="neither a store root"):
-        resolve_version(str(tiny_store / "versions"))
+        StoreDataset(str(tiny_store / "versions"), "val", FEATURES)
+    with pytest.raises(UserError, match="no split 'test'"):
+        StoreDataset(version, "test", FEATURES)
 
 
 def test_store_shapes_and_feature_choice(tiny_version: Path) -> None:
-    group = zarr.open_group(str(tiny_version), mode="r")
-    assert pick_features(group, None) == FEATURES
+    version = open_store(tiny_version)
+    assert version.feature_set() == FEATURES
     with pytest.raises(UserError, match="no feature set 'vgg'"):
-        pick_features(group, "vgg")
-    shapes = store_shapes(group, FEATURES)
+        version.feature_set("vgg")
+    shapes = store_shapes(version, FEATURES)
     assert shapes == {
         "feature_channels": 128,
         "feature_size": 4,
@@ -134,3 +139,19 @@ def test_spawned_workers_give_the_same_batches(tiny_store: Path) -> None:
     for x, y in zip(a, b, strict=True):
         for key in x:
             torch.testing.assert_close(x[key], y[key])
+
+
+def test_docs_example_reads_the_store_through_colorfeat_store(
+    tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # ```py blocks: the ```python example there must import nothing of ours (tests/colorfeat).
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "feature-store.md").read_text()
+    (code,) = re.findall(r"```py\n(.*?)```", docs, flags=re.S)
+    (tmp_path / "store").symlink_to(tiny_store)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/feature-store.md", "exec"), {})
+    header, shapes, caption = capsys.readouterr().out.splitlines()
+    assert header == "v1 ['train', 'val'] ['resnet18.layer2']"
+    assert shapes == "resnet18.layer2 (24, 128, 4, 4) 24 images 48"
+    words, ab = caption.split(" | ")
+    assert words.split()[-1] in ("disc", "ball", "floor", "circle") and ab == "(8, 8, 2)"

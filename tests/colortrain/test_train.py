@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import zarr
 from torch import nn
 
 from colorfeat.errors import UserError
@@ -77,9 +78,21 @@ def test_fit_refuses_to_overwrite_without_resume(trained: Path, tiny_store: Path
         fit(_config(tiny_store, trained))
 
 
-def test_resume_without_a_checkpoint_starts_afresh(tiny_store: Path, tmp_path: Path) -> None:
+def test_resume_without_a_checkpoint_starts_afresh_opening_the_store_once(
+    tiny_store: Path, tiny_version: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    open_group = zarr.open_group
+
+    def counting_open(store, *args, **kwargs):
+        opened.append(str(store))
+        return open_group(store, *args, **kwargs)
+
+    monkeypatch.setattr(zarr, "open_group", counting_open)
     result = fit(_config(tiny_store, tmp_path, epochs=1, resume=True, tensorboard=False))
     assert result["step"] == 3 and Path(result["checkpoint"]).exists()
+    # model shapes, weights, embeddings, train and val data, checkpoint entries, model card
+    assert opened == [str(tiny_version)]
 
 
 def test_resume_with_other_options_is_refused(trained: Path, tiny_store: Path) -> None:
