@@ -16,6 +16,8 @@ for the objects of pictures with several (where the caption must bind each colou
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,10 @@ from colortrain.config import EMBEDDING_INITS
 from colortrain.data import CaptionIndex
 
 PALETTE_NAMES = list(PALETTE)
+VAL_BATCHES = 4  # per-epoch validation batches during training; the probe covers the whole split
+# FiLM's budget on 1,600 training pictures, and the no-language baseline's, which has no way to
+# tell colours apart whatever its budget (README "Does it learn?" has the figures over seeds).
+EPOCHS, BASELINE_EPOCHS = 17, 5
 
 
 def build_synthetic_store(
@@ -73,7 +79,13 @@ def build_synthetic_store(
     )
     images = images_stage(source, captions, vocab, stages / "images", image_size=image_size)
     priors = priors_stage(images, stages / "priors")
-    features = features_stage(images, backbone, stages / "features", device="cpu")
+    # fp32, not "auto": auto means bf16 on CPUs with native bf16 and fp32 elsewhere, which would
+    # give every kind of CPU its own features (and the probe's trunk runs in fp32). Eager, not
+    # compiled: inductor's generated kernels differ by CPU, and at S = 96 compiling costs more
+    # than it saves.
+    features = features_stage(
+        images, backbone, stages / "features", device="cpu", precision="fp32", compile_trunk=False
+    )
     keys = {
         "source": source["identity"],
         "config": pipeline.to_dict(),
@@ -185,13 +197,34 @@ def _mean(values: list[bool]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+@contextmanager
+def deterministic_cpu(threads: int | None = 1) -> Iterator[None]:
+    """Fixed intra-op threads and deterministic kernels for a block; both restored after.
+
+    One thread fixes the order of every reduction, so a run repeats exactly on one machine. The
+    `small` model is too small to gain from several threads, and on a busy 2-core machine
+    OpenMP's spinning threads made training 5x slower (46 vs 245 samples/s measured).
+    """
+    saved_threads = torch.get_num_threads()
+    saved_mode = torch.are_deterministic_algorithms_enabled()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved_mode)
+        torch.set_num_threads(saved_threads)
+
+
 def run(
     work_dir: str | Path,
     *,
     models: tuple[str, ...] = ("film", "nolang"),
     limit: int = 2000,
     image_size: int = 96,
-    epochs: int = 16,
+    epochs: int = EPOCHS,
+    baseline_epochs: int = BASELINE_EPOCHS,
     batch_size: int = 16,
     lr: float = 3e-3,
     schedule: str = "cosine",
@@ -202,31 +235,33 @@ def run(
 ) -> dict[str, Any]:
     """Build the synthetic store, train each `small` model on it, and probe each checkpoint.
 
-    Training and probing run with `threads` intra-op CPU threads (None: PyTorch's default). The
-    `small` model is too small to gain from several threads, and on a busy 2-core machine
-    OpenMP's spinning threads made training 5x slower (46 vs 245 samples/s measured).
+    `nolang` trains for `baseline_epochs`, the other models for `epochs`. Everything runs in
+    fp32 under `deterministic_cpu(threads)` (None: PyTorch's default thread count). Per epoch,
+    validation covers VAL_BATCHES batches and no sample sheets or TensorBoard logs are written:
+    only the probe's figures are reported.
     """
     from colortrain.config import TrainConfig
     from colortrain.train import fit
 
     work = Path(work_dir)
-    store, source_root = build_synthetic_store(work, limit=limit, image_size=image_size, seed=seed)
-    results: dict[str, Any] = {"store": store, "models": {}}
-    saved = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    results: dict[str, Any] = {"models": {}, "chance": 1.0 / len(PALETTE_NAMES)}
+    with deterministic_cpu(threads):
+        store, source_root = build_synthetic_store(
+            work, limit=limit, image_size=image_size, seed=seed
+        )
+        results["store"] = store
         for kind in models:
             out = work / "runs" / kind
+            budget = baseline_epochs if kind == "nolang" else epochs
             config = TrainConfig(
-                store=store, out=str(out), model=kind, preset="small", epochs=epochs,
+                store=store, out=str(out), model=kind, preset="small", epochs=budget,
                 batch_size=batch_size, lr=lr, schedule=schedule, seed=seed, in_memory=True,
-                resume=True, progress=progress, embedding_init=embedding_init,
+                resume=True, progress=progress, embedding_init=embedding_init, device="cpu",
+                val_batches=VAL_BATCHES, sample_images=0, tensorboard=False,
             )  # fmt: skip
             trained = fit(config)
             probe = caption_colour_accuracy(trained["checkpoint"], store, source_root)
-            results["models"][kind] = {**probe, "run": str(out), "val": trained["metrics"]}
-    finally:
-        torch.set_num_threads(saved)
-    results["chance"] = 1.0 / len(PALETTE_NAMES)
+            results["models"][kind] = {
+                **probe, "run": str(out), "epochs": budget, "val": trained["metrics"]
+            }  # fmt: skip
     return results
