@@ -30,9 +30,6 @@ RATES = {
 }
 OFFICIAL_IMAGES = {"coco2014": 82_783 + 40_504, "coco2017": 118_287 + 5_000}
 SYNTHETIC_BYTES_PER_PICTURE = 30_000  # a generated JPEG with its caption records
-# Channels and stride of each trunk stage: 18/34 are basic-block nets, 50+ bottleneck nets.
-_LAYER_STRIDE = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
-_LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 
 
 def n_pictures(config: PipelineConfig, check: Preflight) -> int | None:
@@ -72,12 +69,13 @@ def download_bytes(config: PipelineConfig, check: Preflight) -> int | None:
 
 def stage_bytes(config: PipelineConfig, n: int) -> dict[str, int]:
     """Uncompressed bytes of the images and features stage outputs for n pictures (upper bound)."""
-    s, layer = config.image_size, config.backbone.layer
-    wide = 4 if config.backbone.backbone in ("resnet50", "resnet101", "resnet152") else 1
-    c, side = _LAYER_CHANNELS[layer] * wide, s // _LAYER_STRIDE[layer]
+    from colorfeat.backbone import feature_shape  # a meta-device trace: no weights, no compute
+
+    s = config.image_size
+    c, h, w = feature_shape(config.backbone)
     return {
         "images": n * (s * s * 3 + (s // 4) ** 2 * 2),
-        "features": n * c * side * side * 2,  # float16
+        "features": n * c * h * w * 2,  # float16
     }
 
 
