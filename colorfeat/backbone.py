@@ -43,6 +43,7 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
 from colorfeat.errors import UserError
@@ -189,9 +190,15 @@ def _trace(builder: Callable, backbone: str, node: str, size: int) -> tuple[int,
 
 
 def _build(builder: Callable, *, meta: bool) -> nn.Module:
-    """The model without weights, on the meta device (nothing allocated) or the CPU; global RNG
-    untouched."""
-    with torch.random.fork_rng(devices=[]), torch.device("meta" if meta else "cpu"):
+    """The model without weights, on the meta device (nothing allocated) where its builder allows,
+    else on the CPU; the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        if meta:
+            try:
+                with torch.device("meta"):
+                    return builder(weights=None).eval()
+            except (NotImplementedError, RuntimeError):  # a builder that reads tensor values
+                return builder(weights=None).eval().to("meta")
         return builder(weights=None).eval()
 
 
@@ -386,15 +393,23 @@ def _load_into(trunk: Trunk, state: dict[str, torch.Tensor], *, source: str) -> 
 def fuse_batchnorm(trunk: nn.Module) -> nn.Module:
     """An inference copy of a traced trunk with every eval-mode BatchNorm folded into its conv.
 
-    Works on any graph (`torch.fx.experimental.optimization.fuse`: a conv whose only user is a
-    BatchNorm). Same function up to float rounding, fewer passes over memory; the weights hash
-    stays that of the unfused trunk, which is what the weights are.
+    Works on any graph: `torch.fx.experimental.optimization.fuse` folds a conv node whose only
+    user is a BatchNorm node; inside modules the trace keeps whole (torchvision's
+    `Conv2dNormActivation` is a leaf), a BatchNorm right after a conv in an `nn.Sequential` is
+    folded. Same function up to float rounding, fewer passes over memory; the weights hash stays
+    that of the unfused trunk, which is what the weights are.
     """
     from torch.fx.experimental.optimization import fuse
 
-    return (
-        fuse(trunk, no_trace=isinstance(trunk, torch.fx.GraphModule)).eval().requires_grad_(False)
-    )
+    fused = fuse(trunk, no_trace=isinstance(trunk, torch.fx.GraphModule))
+    for seq in [m for m in fused.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for conv, bn in zip(names, names[1:], strict=False):
+            a, b = seq._modules[conv], seq._modules[bn]
+            if type(a) is nn.Conv2d and type(b) is nn.BatchNorm2d and b.track_running_stats:
+                seq._modules[conv] = fuse_conv_bn_eval(a, b)
+                seq._modules[bn] = nn.Identity()
+    return fused.eval().requires_grad_(False)
 
 
 def prepare_input(rgb: torch.Tensor) -> torch.Tensor:
