@@ -230,6 +230,7 @@ def create_trunk(config: BackboneConfig) -> Trunk:
     """Build the frozen, eval-mode trunk that `config` describes (on the CPU)."""
     import torchvision
 
+    config.check()
     builder = torchvision.models.get_model_builder(config.backbone)
     if config.weights == "none":
         with torch.random.fork_rng(devices=[]):
@@ -262,6 +263,7 @@ def trunk_from_state(
     """The trunk of `config` holding exactly `state` (full-model or trunk-only keys)."""
     import torchvision
 
+    config.check()
     builder = torchvision.models.get_model_builder(config.backbone)
     trunk = _cut(_build(builder, meta=True), config.layer)
     if _has_unsaved_buffers(trunk):  # values a state dict does not carry: real init needed

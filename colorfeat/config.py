@@ -33,9 +33,10 @@ class BackboneConfig:
     """Which frozen trunk produces a feature set, and how it is fed.
 
     `backbone` is any torchvision classification model, `layer` any node of its traced graph (a
-    module name such as `layer2` or `features.3` stands for the last node inside it). Both, and
-    the image size (a multiple of the node's stride), are checked when the config is made, by a
-    trace on the meta device (colorfeat.backbone.check_trunk): no weights, no compute.
+    module name such as `layer2` or `features.3` stands for the last node inside it). `check()`
+    validates both, and the image size (a multiple of the node's stride), by a trace on the meta
+    device (no weights, no compute); it imports PyTorch, so a rebuild that finds everything
+    already built (and so already checked) does not call it.
     """
 
     backbone: str = "resnet101"
@@ -47,9 +48,13 @@ class BackboneConfig:
     def __post_init__(self) -> None:
         if self.image_size < 1:
             raise UserError(f"--image-size must be positive, got {self.image_size}")
-        from colorfeat.backbone import check_trunk  # torch and torchvision: only once one is made
+
+    def check(self) -> BackboneConfig:
+        """This config, once its backbone, node and image size are known to fit; else UserError."""
+        from colorfeat.backbone import check_trunk
 
         check_trunk(self.backbone, self.layer, self.image_size)
+        return self
 
     @property
     def name(self) -> str:

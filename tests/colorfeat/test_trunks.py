@@ -82,19 +82,19 @@ def test_the_meta_trace_shape_is_the_real_forward_shape(arch, node, chw) -> None
 
 def test_bad_backbone_and_node_are_one_line_with_the_choices() -> None:
     with pytest.raises(UserError) as err:
-        BackboneConfig(backbone="convnext_tiyn")
+        BackboneConfig(backbone="convnext_tiyn").check()
     assert "\n" not in str(err.value) and "did you mean convnext_tiny" in str(err.value)
     with pytest.raises(UserError, match="not a torchvision classification model"):
-        BackboneConfig(backbone="fasterrcnn_resnet50_fpn")  # a detector is no trunk
+        BackboneConfig(backbone="fasterrcnn_resnet50_fpn").check()  # a detector is no trunk
     with pytest.raises(UserError) as err:
-        BackboneConfig(backbone="resnet18", layer="layr3")
+        BackboneConfig(backbone="resnet18", layer="layr3").check()
     msg = str(err.value)
     assert "\n" not in msg and "did you mean layer3" in msg
     assert "its nodes are conv1, bn1, relu, maxpool, layer1," in msg and "layer4.1" in msg
     with pytest.raises(UserError, match=r"--image-size 72 is not a multiple of the stride 16"):
-        BackboneConfig(backbone="resnet18", layer="layer3", image_size=72)
+        BackboneConfig(backbone="resnet18", layer="layer3", image_size=72).check()
     with pytest.raises(UserError, match=r"gives \(1, 50, 768\), not a \(N, C, H, W\) feature map"):
-        BackboneConfig(backbone="vit_b_32", layer="encoder", image_size=224)
+        BackboneConfig(backbone="vit_b_32", layer="encoder", image_size=224).check()
 
 
 def test_generic_batchnorm_folding_on_a_non_resnet_graph() -> None:
@@ -149,3 +149,16 @@ def test_torchvision_classifiers_are_backbones_and_their_nodes_are_layers() -> N
     cfg = BackboneConfig(backbone="convnext_tiny", layer="features.3", weights="none")
     assert cfg.name == "convnext_tiny.features.3"
     assert feature_shape(cfg) == (192, 28, 28)  # traced on the meta device: no weights built
+
+
+def test_a_bad_layer_fails_colorfeat_run_in_one_line_before_anything_runs(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from colorfeat.cli import app
+
+    where = ["--store", str(tmp_path / "s"), "--work-dir", str(tmp_path / "w")]
+    args = ["run", "--source", "synthetic", *where, "--layer", "layr3", "--dry-run"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code != 0
+    assert "did you mean layer3" in out.stderr and "Traceback" not in out.output
+    assert not (tmp_path / "w").exists() and not (tmp_path / "s").exists()
