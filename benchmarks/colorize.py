@@ -38,7 +38,7 @@ CAPTION = "a red bus parked by a white house"
 def random_checkpoint(path: Path, backbone: BackboneConfig, preset: str) -> Path:
     """A complete colortrain checkpoint with random weights."""
     trunk = create_trunk(backbone)
-    c, h, _ = feature_shape(trunk, backbone.image_size)
+    c, h, _ = feature_shape(backbone)
     widths = _PRESET_WIDTHS[preset]
     config = ModelConfig(
         kind="film", preset=preset, feature_channels=c, feature_size=h, target_size=2 * h,

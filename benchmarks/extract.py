@@ -58,7 +58,7 @@ def original(images: dict, cfg: BackboneConfig, out: Path, batch_size: int) -> P
     model = create_trunk(cfg).double()
     rgb_arr = zarr.open_group(images["path"], mode="r")[schema.split_path("train", schema.RGB)]
     n = rgb_arr.shape[0]
-    c, h, w = feature_shape(create_trunk(cfg), cfg.image_size)
+    c, h, w = feature_shape(cfg)
     mean = np.array(IMAGENET_MEAN).reshape(1, 3, 1, 1)
     std = np.array(IMAGENET_STD).reshape(1, 3, 1, 1)
     with h5py.File(out, "w") as f:
@@ -74,7 +74,7 @@ def original(images: dict, cfg: BackboneConfig, out: Path, batch_size: int) -> P
 
 def padded_batch(cfg: BackboneConfig, batch_size: int) -> int:
     """The batch features_stage runs: batch_size rounded up to whole feature chunks."""
-    c, h, w = feature_shape(create_trunk(cfg), cfg.image_size)
+    c, h, w = feature_shape(cfg)
     chunk = images_per_chunk(c * h * w * 2)
     return chunk * -(-batch_size // chunk)
 

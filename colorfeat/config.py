@@ -9,8 +9,6 @@ from typing import Any
 from colorfeat.constants import DEFAULT_IMAGE_SIZE, EMBEDDING_DIM, PRIORS_DIR, TARGET_STRIDE
 from colorfeat.errors import UserError
 
-LAYERS = ("layer1", "layer2", "layer3", "layer4")
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # Compute precision of the trunk. "auto" is bf16 on CUDA and fp32 on CPU, whatever the CPU: the
 # features (and so the version id) must not change with the machine's bf16 support.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -32,7 +30,14 @@ def _lexicon_default() -> str:
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """Which frozen trunk produces a feature set, and how it is fed."""
+    """Which frozen trunk produces a feature set, and how it is fed.
+
+    `backbone` is any torchvision classification model, `layer` any node of its traced graph (a
+    module name such as `layer2` or `features.3` stands for the last node inside it). `check()`
+    validates both, and the image size (a multiple of the node's stride), by a trace on the meta
+    device (no weights, no compute); it imports PyTorch, so a rebuild that finds everything
+    already built (and so already checked) does not call it.
+    """
 
     backbone: str = "resnet101"
     layer: str = "layer2"
@@ -41,13 +46,15 @@ class BackboneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            choices = ", ".join(BACKBONES)
-            raise UserError(f"--backbone must be one of {choices}, got {self.backbone!r}")
-        if self.layer not in LAYERS:
-            raise UserError(f"--layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
-        if self.image_size < 32 or self.image_size % 32:
-            raise UserError(f"--image-size must be a multiple of 32, got {self.image_size}")
+        if self.image_size < 1:
+            raise UserError(f"--image-size must be positive, got {self.image_size}")
+
+    def check(self) -> BackboneConfig:
+        """This config, once its backbone, node and image size are known to fit; else UserError."""
+        from colorfeat.backbone import check_trunk
+
+        check_trunk(self.backbone, self.layer, self.image_size)
+        return self
 
     @property
     def name(self) -> str:

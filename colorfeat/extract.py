@@ -1,4 +1,4 @@
-"""The features stage: frozen-ResNet feature maps of every stored image, as float16 Zarr arrays.
+"""The features stage: frozen-trunk feature maps of every stored image, as float16 Zarr arrays.
 
 Writes `out_dir/features.zarr/<split>/<name>` (N, C, H, W) float16, chunked along N only and
 compressed (colorfeat.codecs), with attrs that say exactly how the features were made.
@@ -35,6 +35,7 @@ from colorfeat.backbone import (
     INPUT_DESCRIPTION,
     Trunk,
     create_trunk,
+    describe_trunk,
     feature_shape,
     fuse_batchnorm,
     prepare_input,
@@ -45,7 +46,8 @@ from colorfeat.disk import feature_bytes_needed, require_free
 from colorfeat.errors import UserError
 from colorfeat.parallel import commit, fsync_dir, is_stray, write_atomic
 
-CODE_VERSION = f"colorfeat-{__version__}/extract-2"  # 2: zstd level 1 features
+# 2: zstd level 1 features; 3: structured `trunk` attrs, any torchvision trunk
+CODE_VERSION = f"colorfeat-{__version__}/extract-3"
 _MARKERS = "_chunks_done"
 _PREFETCH_BLOCKS = 2
 # On CPU, torch.compile (inductor, frozen weights) costs ~30 s once; end to end it then ran at the
@@ -156,7 +158,7 @@ def features_stage(
     src = _open_images(images)
     splits = _split_names(images, src)
     n_total = sum(src[f"{s}/rgb"].shape[0] for s in splits)
-    c, h, w = feature_shape(trunk, backbone.image_size)
+    c, h, w = feature_shape(backbone)
     chunk_n = chunk_images or images_per_chunk(c * h * w * 2, None)
     if compile_trunk is None:
         compile_trunk = devices[0] == "cpu" and n_total >= COMPILE_MIN_IMAGES
@@ -166,7 +168,7 @@ def features_stage(
     shapes: dict[str, list[int]] = {}
     for split in splits:
         rgb = src[f"{split}/rgb"]
-        arr = _feature_array(root, split, rgb, trunk, backbone, chunk_n, run.describe(), partial)
+        arr = _feature_array(root, split, rgb, trunk, backbone, chunk_n, run, partial)
         shapes[split] = list(arr.shape)
         blocks += _pending_blocks(split, arr, run.batch, partial / _MARKERS / split)
 
@@ -185,6 +187,7 @@ def features_stage(
         "backbone": backbone.to_dict(),
         "weights": trunk.weights_id,
         "weights_hash": trunk.weights_hash,
+        "trunk": describe_trunk(trunk, backbone, run.amp),
         "shapes": shapes,
         "codec": FEATURE_CODEC,
         "compute": run.describe(),
@@ -395,7 +398,7 @@ def _feature_array(
     trunk: Trunk,
     backbone: BackboneConfig,
     chunk_n: int,
-    compute: str,
+    run: Compute,
     partial: Path,
 ) -> zarr.Array:
     """Open the split's feature array in the partial dir, or create it (again, if it differs)."""
@@ -406,7 +409,7 @@ def _feature_array(
         raise UserError(
             f"images are {s}x{s} but the backbone config says --image-size {backbone.image_size}"
         )
-    c, h, w = feature_shape(trunk, s)
+    c, h, w = feature_shape(backbone)
     shape, chunks = (n, c, h, w), (max(1, min(chunk_n, n)), c, h, w)
     attrs = {
         "backbone": backbone.backbone,
@@ -417,7 +420,8 @@ def _feature_array(
         "input_size": s,
         **INPUT_DESCRIPTION,
         "dtype": "float16",
-        "compute": compute,
+        "compute": run.describe(),
+        "trunk": describe_trunk(trunk, backbone, run.amp),
         "codec": FEATURE_CODEC,
         "code_version": CODE_VERSION,
     }

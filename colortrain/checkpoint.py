@@ -23,9 +23,16 @@ from typing import Any
 
 import torch
 
-from colorfeat.backbone import create_trunk, state_dict_hash
+from colorfeat.backbone import (
+    config_from_description,
+    create_trunk,
+    imagenet_weights,
+    state_dict_hash,
+    trunk_from_state,
+)
 from colorfeat.config import BackboneConfig
 from colorfeat.errors import UserError
+from colorfeat.hashing import file_sha256
 from colorfeat.store import StoreVersion
 
 FORMAT = "colortrain/1"
@@ -74,27 +81,53 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def trunk_config(name: str, attrs: dict[str, Any]) -> BackboneConfig:
-    """The BackboneConfig that made a feature set, from its store attrs (name as a fallback)."""
-    if isinstance(attrs.get("backbone_config"), dict):
-        return BackboneConfig(**attrs["backbone_config"])
-    backbone, _, layer = name.partition(".")
-    weights = str(attrs.get("weights", "imagenet"))
-    seed = int(attrs.get("seed", 0))
+    """The BackboneConfig that made a feature set, from its store attrs.
+
+    Stores from extract-3 on carry a structured `trunk` dict; older ones only flat attrs, where
+    the weights are one string (`none:seed=N`, `imagenet:<enum>`, `file:<name>`).
+    """
+    trunk = attrs.get("trunk")
+    if not isinstance(trunk, dict):
+        return _flat_trunk_config(name, attrs)
+    source = trunk["weights"]
+    if source.get("source") == "imagenet" and source["enum"] != str(
+        imagenet_weights(trunk["backbone"])
+    ):
+        raise UserError(
+            f"the store's {name} features were made with {source['enum']}, which this torchvision "
+            f"does not name IMAGENET1K_V1 ({imagenet_weights(trunk['backbone'])})"
+        )
+    if source.get("source") != "file":
+        return config_from_description(trunk)
+    path = Path(source["path"])
+    if not (path.is_file() and file_sha256(path) == source["sha256"]):
+        path = find_weights_file(source["path"], name)
+        if file_sha256(path) != source["sha256"]:
+            raise UserError(
+                f"{path} is not the weights file the store's {name} features were made with "
+                f"(SHA-256 {source['sha256'][:12]} expected)"
+            )
+    return config_from_description(trunk, weights_file=str(path))
+
+
+def _flat_trunk_config(name: str, attrs: dict[str, Any]) -> BackboneConfig:
+    """The BackboneConfig of a store written before the `trunk` attrs existed."""
+    weights = str(attrs["weights"])
+    seed = 0
     if weights.startswith("none"):
-        match = re.search(r"seed=(\d+)", weights)
-        weights, seed = "none", int(match.group(1)) if match else seed
+        match = re.fullmatch(r"none:seed=(\d+)", weights)
+        if match is None:
+            raise UserError(f"the store's {name} features have unreadable weights {weights!r}")
+        weights, seed = "none", int(match.group(1))
     elif weights.startswith("imagenet"):
         weights = "imagenet"
-    elif weights.startswith("file:"):
-        weights = weights.removeprefix("file:")
-    if weights not in ("none", "imagenet"):
-        weights = str(find_weights_file(weights, name))
-    image_size = int(attrs.get("image_size") or attrs.get("input_size") or 224)
+    else:
+        weights = str(find_weights_file(weights.removeprefix("file:"), name))
     return BackboneConfig(
-        backbone=str(attrs.get("backbone", backbone)),
-        layer=str(attrs.get("layer", layer)),
+        backbone=str(attrs["backbone"]),
+        layer=str(attrs["layer"]),
         weights=weights,
-        image_size=image_size,
+        image_size=int(attrs["input_size"]),
         seed=seed,
     )
 
@@ -102,9 +135,9 @@ def trunk_config(name: str, attrs: dict[str, Any]) -> BackboneConfig:
 def find_weights_file(weights: str, name: str) -> Path:
     """The state-dict file a `--weights FILE` feature set was made with, found again.
 
-    The store records only the file's name (and the weights' hash, checked after loading); it is
-    looked up as given, then in $COLORTRAIN_WEIGHTS (the file, or a directory holding it), then in
-    the working directory.
+    It is looked up at the path the store records, then in $COLORTRAIN_WEIGHTS (the file, or a
+    directory holding it), then in the working directory, by name (its SHA-256 is checked by
+    the caller, and the weights' hash after loading).
     """
     file_name = Path(weights).name
     candidates = [Path(weights)]
@@ -168,10 +201,9 @@ def trunk_entry(name: str, attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_trunk(entry: dict[str, Any]) -> torch.nn.Module:
-    """The frozen trunk saved in a checkpoint, verified against its hash."""
+    """The frozen trunk saved in a checkpoint, checked against its hash (no weights file read)."""
     config = BackboneConfig(**{**entry["config"], "weights": "none"})
-    trunk = create_trunk(config)
-    trunk.load_state_dict(entry["state"], strict=True)
+    trunk = trunk_from_state(config, entry["state"])
     if state_dict_hash(trunk.state_dict()) != entry["hash"]:
         raise UserError("the checkpoint's trunk weights do not match their recorded hash")
-    return trunk.eval().requires_grad_(False)
+    return trunk

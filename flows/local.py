@@ -100,6 +100,7 @@ def run_rebuild(parameters: dict[str, Any]) -> dict[str, Any]:
             summary = _reuse(config, check)
         else:
             say(_reuse_line(check))
+            config.backbone.check()  # before anything runs; imports PyTorch, so only here
             summary = _run_flow(parameters, work_dir / "prefect")
         say(_latest_line(check.latest, summary))
         _record_run(work_dir, parameters, summary)

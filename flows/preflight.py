@@ -53,9 +53,6 @@ TRUNK_MACS = {
 }
 OFFICIAL_IMAGES = {"coco2014": 82_783 + 40_504, "coco2017": 118_287 + 5_000}
 SYNTHETIC_BYTES_PER_PICTURE = 30_000  # a generated JPEG with its caption records
-# Channels and stride of each trunk stage: 18/34 are basic-block nets, 50+ bottleneck nets.
-_LAYER_STRIDE = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
-_LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 
 
 def features_gmac(config: PipelineConfig, n: int) -> float:
@@ -65,18 +62,20 @@ def features_gmac(config: PipelineConfig, n: int) -> float:
     """
     from colorfeat.codecs import images_per_chunk
 
-    c, side = _feature_shape(config)
-    chunk = images_per_chunk(c * side * side * 2)  # as colorfeat.extract chunks float16 maps
+    c, h, w = _feature_shape(config)
+    chunk = images_per_chunk(c * h * w * 2)  # as colorfeat.extract chunks float16 maps
     batch = chunk * math.ceil(config.batch_size / chunk)
+    # Measured for torchvision's ResNets; another trunk is costed as the deepest ResNet's node.
     macs = TRUNK_MACS.get(config.backbone.backbone, TRUNK_MACS["resnet152"])
-    return math.ceil(n / batch) * batch * config.image_size**2 * macs[config.backbone.layer] / 1e9
+    per_pixel = macs.get(config.backbone.layer, max(macs.values()))
+    return math.ceil(n / batch) * batch * config.image_size**2 * per_pixel / 1e9
 
 
-def _feature_shape(config: PipelineConfig) -> tuple[int, int]:
-    """(channels, side) of one picture's feature map."""
-    layer = config.backbone.layer
-    wide = 4 if config.backbone.backbone in ("resnet50", "resnet101", "resnet152") else 1
-    return _LAYER_CHANNELS[layer] * wide, config.image_size // _LAYER_STRIDE[layer]
+def _feature_shape(config: PipelineConfig) -> tuple[int, int, int]:
+    """(C, H, W) of one picture's feature map, from a meta-device trace (no weights, no compute)."""
+    from colorfeat.backbone import feature_shape
+
+    return feature_shape(config.backbone)
 
 
 def n_pictures(config: PipelineConfig, check: Preflight) -> int | None:
@@ -121,10 +120,10 @@ def stage_bytes(config: PipelineConfig, n: int) -> dict[str, int]:
     Features: compressed, as the features stage itself asks for them (`feature_bytes_needed`).
     """
     s = config.image_size
-    c, side = _feature_shape(config)
+    c, h, w = _feature_shape(config)
     return {
         "images": n * (s * s * 3 + (s // 4) ** 2 * 2),
-        "features": feature_bytes_needed(n * c * side * side),
+        "features": feature_bytes_needed(n * c * h * w),
     }
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 import zarr
 
-from colorfeat.backbone import create_trunk, describe_weights, prepare_input
+from colorfeat.backbone import create_trunk, describe_trunk, describe_weights, prepare_input
 from colorfeat.config import BackboneConfig
 from colorfeat.constants import PAD_TOKEN, UNK_TOKEN
 from colorfeat.lab import ab_grid, ab_targets
@@ -95,9 +95,9 @@ def write_store(root: Path, n_train: int = 24, n_val: int = 8, chunk: int = 8) -
             {
                 "backbone": BACKBONE.backbone,
                 "layer": BACKBONE.layer,
-                "image_size": IMAGE_SIZE,
-                "seed": BACKBONE.seed,
+                "input_size": IMAGE_SIZE,
                 **describe_weights(trunk),
+                "trunk": describe_trunk(trunk, BACKBONE, "fp32"),
                 "grayscale": "BT.601 luma replicated to 3 channels",
                 "normalization": "imagenet",
                 "dtype": "float16",
