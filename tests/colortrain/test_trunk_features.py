@@ -36,6 +36,7 @@ def mobile_store(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         shutil.rmtree(version / split / "features" / "resnet18.layer2")
         src = Path(made["path"]) / split / MOBILE.name
         shutil.copytree(src, version / split / "features" / MOBILE.name)
+    zarr.open_group(version, mode="r+").attrs["features"] = [MOBILE.name]
     return root
 
 
