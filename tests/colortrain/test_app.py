@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import gc
 import io
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ from skimage.color import rgb2lab
 from typer.testing import CliRunner
 
 from colorfeat.errors import UserError
-from colortrain.app import MAX_CAPTION_CHARS, MAX_SIDE, Demo, launch
+from colortrain.app import MAX_CAPTION_CHARS, MAX_SIDE, Demo
 from colortrain.cli import app
 from colortrain.colorize import Colorist
 
@@ -80,10 +81,27 @@ def _browser() -> str:
     return found
 
 
-# Gradio's server threads and Playwright's driver leave event loops (and their self-pipe
-# sockets) to the garbage collector when closed; they are collected at the end of this test.
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def _serve(checkpoint: Path, port: int) -> subprocess.Popen:
+    """`colortrain app` as a user starts it, on loopback; returns once it answers HTTP."""
+    cmd = [str(Path(sys.executable).with_name("colortrain")), "app", "--checkpoint",
+           str(checkpoint), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(600):  # bounded: at most 600 refused connections, each answered at once
+        if proc.poll() is not None:
+            pytest.fail(f"colortrain app exited with {proc.returncode}: {proc.communicate()[0]}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            try:
+                proc.wait(timeout=0.1)  # the server is still importing: give it the core
+            except subprocess.TimeoutExpired:
+                pass
+    proc.kill()
+    pytest.fail(f"colortrain app did not answer on its port: {proc.communicate()[0]}")
+
+
 def test_app_in_headless_chromium(tiny_checkpoint: Path, tmp_path: Path):
     from playwright.sync_api import sync_playwright
 
@@ -92,7 +110,7 @@ def test_app_in_headless_chromium(tiny_checkpoint: Path, tmp_path: Path):
     upload = tmp_path / "input.png"
     Image.fromarray(picture).save(upload)
     port = _free_port()
-    page = launch(tiny_checkpoint, "127.0.0.1", port, block=False)
+    server = _serve(tiny_checkpoint, port)
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=browser_path, headless=True)
@@ -112,8 +130,8 @@ def test_app_in_headless_chromium(tiny_checkpoint: Path, tmp_path: Path):
             browser.close()
         body = httpx.get(src, timeout=10).content
     finally:
-        page.close()
-        gc.collect()
+        server.terminate()
+        server.communicate(timeout=30)  # closes its pipe
     result = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
     assert result.shape == picture.shape
     assert _mean_abs_dl(result, picture) < 1.0
