@@ -26,7 +26,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from colorfeat.backbone import create_trunk, fuse_batchnorm
 from colorfeat.config import BackboneConfig
-from colorfeat.extract import resolve_device
+from colorfeat.device import resolve_device
 
 RESNET_STEM = ("conv1", "bn1", "relu", "maxpool")
 
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     torch.manual_seed(0)
-    dev = torch.device(resolve_device(args.device))
+    dev = resolve_device(args.device)
     cfg = BackboneConfig("resnet101", "layer2", "none", args.size)
     models = {
         "resnet": resnet_path(cfg),

@@ -42,9 +42,10 @@ from colorfeat.backbone import (
 )
 from colorfeat.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
 from colorfeat.config import BackboneConfig, resolve_precision
+from colorfeat.device import resolve_device
 from colorfeat.disk import feature_bytes_needed, require_free
 from colorfeat.errors import UserError
-from colorfeat.parallel import commit, fsync_dir, is_stray, write_atomic
+from colorfeat.parallel import SUCCESS, commit, fsync_dir, is_stray, write_atomic
 
 # 2: zstd level 1 features; 3: structured `trunk` attrs, any torchvision trunk
 CODE_VERSION = f"colorfeat-{__version__}/extract-3"
@@ -54,17 +55,6 @@ _PREFETCH_BLOCKS = 2
 # speed of eager bf16 (benchmarks/extract.py, 2-core CPU) but no slower, and it is where further
 # kernel fusion comes from: only from a few thousand images on.
 COMPILE_MIN_IMAGES = 2000
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is present else 'cpu'; 'cuda' without a GPU is a UserError."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device} was asked for, but PyTorch sees no CUDA GPU here")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
-    return device
 
 
 # bf16 autocast vs fp32, resnet101.layer2 on natural photos: relative L2 error of the features.
@@ -141,16 +131,16 @@ def features_stage(
     N (default: about colorfeat.codecs.TARGET_CHUNK_BYTES per chunk).
     """
     out_dir = Path(out_dir)
-    done = out_dir / "_SUCCESS"
+    done = out_dir / SUCCESS
     if done.exists():
         return json.loads(done.read_text())
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    device = resolve_device(device)
+    device = str(resolve_device(device))  # "cpu", "cuda" or "cuda:N"
     if devices is None:
         n_gpu = torch.cuda.device_count() if device == "cuda" else 0
         devices = [f"cuda:{i}" for i in range(n_gpu)] if n_gpu > 1 else [device]
-    devices = [resolve_device(d) for d in devices]
+    devices = [str(resolve_device(d)) for d in devices]
     amp = "bf16" if autocast_dtype(devices[0], precision) else "fp32"
 
     partial = out_dir.with_name(out_dir.name + ".partial")
