@@ -44,7 +44,7 @@ def parameters(source: str, tmp_path: Path) -> dict:
         "store": str(tmp_path / "store"),
         "work_dir": str(tmp_path / "work"),
     }
-    return checked_config({**options, **TINY, "device": "cpu"}).to_options()
+    return checked_config({**TINY, "device": "cpu", **options}).to_options()
 
 
 def files_containing(root: Path, needle: bytes) -> list[str]:
