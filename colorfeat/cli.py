@@ -5,14 +5,16 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
+from typing import get_args
 
 import typer
 from typer._click.exceptions import UsageError
 from typer.core import TyperCommand, TyperGroup
 
-from colorfeat.errors import reported_errors
+from colorfeat.cli_errors import reported_errors
 
 # Every command shows its defaults.
 CONTEXT = {"show_default": True}
@@ -113,17 +115,6 @@ store_app = typer.Typer(
 app.add_typer(store_app, name="store")
 
 
-class WeightsChoice(StrEnum):
-    imagenet = "imagenet"
-    none = "none"
-
-
-class Precision(StrEnum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-
-
 class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
@@ -168,124 +159,58 @@ def store_ls(root: str = typer.Argument(..., help="A store root.")) -> None:
 
 
 # --------------------------------------------------------------------------- run and schedule
-# The options of a rebuild, shared by `run` and `schedule`.
-_SOURCE = typer.Option(
-    ..., help="coco2014, coco2017, synthetic, a COCO-layout directory, or a mirror URL."
-)
-_STORE = typer.Option(..., help="Store root: a directory or an fsspec URL (s3://...).")
-_WORK_DIR = typer.Option(
-    Path("work"), help="Local work dir: downloads, stage outputs, Prefect state."
-)
-_LIMIT = typer.Option(None, min=1, help="Use at most N images (synthetic: generate N).")
-_IMAGE_SIZE = typer.Option(224, help="Square image size S (a multiple of 32).")
-_BACKBONE = typer.Option("resnet101", help="Frozen trunk: resnet18/34/50/101/152.")
-_LAYER = typer.Option("layer2", help="Trunk stage whose output is stored: layer1..layer4.")
-_WEIGHTS = typer.Option("imagenet", help="imagenet, none (seeded random) or a state-dict FILE.")
-_DEVICE = typer.Option(Device.auto, help="Where to run the trunk.")
-_PRECISION = typer.Option(
-    Precision.auto,
-    help="Trunk compute precision; auto: bf16 on cuda, fp32 on any CPU. Part of the version id.",
-)
-_BATCH_SIZE = typer.Option(64, min=1, help="Images per forward pass.")
-_EMBEDDINGS = typer.Option("word2vec", help="word2vec (fit on train captions) or a vectors FILE.")
-_WORKERS = typer.Option(1, min=1, help="Local Dask worker processes for the CPU stages.")
-_DASK_ADDRESS = typer.Option(None, help="Run the CPU stages on this Dask scheduler instead.")
-_SEED = typer.Option(0, help="Seed of the synthetic source, word2vec and random weights.")
+# The options of a rebuild, shared by `run` and `schedule`, are PipelineConfig's fields
+# (colorfeat.config.rebuild_options); the commands run in the application layer (flows/).
+def _rebuild_parameters() -> list[inspect.Parameter]:
+    """Typer parameters of the rebuild options: names, types, defaults and help from the config."""
+    from colorfeat.config import rebuild_options
+
+    params = []
+    for opt in rebuild_options():
+        kind = opt.type if opt.type in (str, int) else (int if int in get_args(opt.type) else str)
+        default = opt.default
+        if opt.choices:
+            kind = StrEnum(opt.name.title().replace("_", ""), {c: c for c in opt.choices})
+            default = kind(opt.default)
+        elif opt.path:
+            kind, default = Path, Path(opt.default)
+        info = typer.Option(... if opt.required else default, help=opt.help, min=opt.min)
+        params.append(inspect.Parameter(opt.name, KEYWORD, default=info, annotation=kind))
+    return params
 
 
-def _rebuild_parameters(
-    source: str,
-    store: str,
-    work_dir: Path,
-    limit: int | None,
-    image_size: int,
-    backbone: str,
-    layer: str,
-    weights: str,
-    device: Device,
-    batch_size: int,
-    embeddings: str,
-    workers: int,
-    dask_address: str | None,
-    seed: int,
-    precision: Precision = Precision.auto,
-) -> dict:
-    """Validated parameters of the rebuild flow (absolute paths); raises UserError.
+KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
-    Checks everything that can be checked without doing the work, before anything starts.
-    """
-    from colorfeat.config import BackboneConfig, PipelineConfig
-    from colorfeat.errors import UserError
-    from colorfeat.store import check_store_root
-    from flows.plan import check_source, require_device
 
-    check_source(source)
-    if workers > 1 and dask_address:
-        raise UserError("give --workers or --dask-address, not both")
-    check_store_root(store)
-    if weights not in ("imagenet", "none") and not Path(weights).is_file():
-        raise UserError(f"--weights must be imagenet, none or a file; no file {weights!r}")
-    if embeddings != "word2vec" and not Path(embeddings).is_file():
-        raise UserError(f"--embeddings must be word2vec or a file; no file {embeddings!r}")
-    trunk = BackboneConfig(backbone, layer, weights, image_size, seed)
-    local = {"store": store if "://" in store else str(Path(store).resolve())}
-    PipelineConfig(source=source, limit=limit, backbone=trunk, device=device.value,
-                   batch_size=batch_size, workers=workers, dask_address=dask_address,
-                   seed=seed, precision=precision.value, **local)  # fmt: skip
-    require_device(device.value)
-    is_path = weights not in ("imagenet", "none")
+def _with_rebuild_options(*, own_first: bool) -> Callable[[Callable], Callable]:
+    """Give `command(own options, **rebuild options)` the rebuild options, around its own."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = [p.replace(kind=KEYWORD) for p in inspect.signature(command).parameters.values()]
+        rebuild = _rebuild_parameters()
+        params = own[:-1] + rebuild if own_first else rebuild + own[:-1]
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
+def _plain(options: dict) -> dict:
+    """Option values as the config takes them: enum members as their strings, paths as text."""
     return {
-        "source": _source_parameter(source),
-        "store": local["store"],
-        "work_dir": str(work_dir.resolve()),
-        "limit": limit,
-        "image_size": image_size,
-        "backbone": backbone,
-        "layer": layer,
-        "weights": str(Path(weights).resolve()) if is_path else weights,
-        "device": device.value,
-        "batch_size": batch_size,
-        "embeddings": embeddings if embeddings == "word2vec" else str(Path(embeddings).resolve()),
-        "workers": workers,
-        "dask_address": dask_address,
-        "seed": seed,
-        "precision": precision.value,
+        k: v.value if isinstance(v, StrEnum) else str(v) if isinstance(v, Path) else v
+        for k, v in options.items()
     }
 
 
-def _source_parameter(source: str) -> str:
-    """The source as the flow receives it: a directory made absolute; a URL's secrets concealed.
-
-    Flow parameters are recorded by Prefect, so credentials in a URL travel in this process's
-    environment instead (`colorfeat.redact.conceal`), which the flow run inherits.
-    """
-    from colorfeat.redact import conceal
-
-    if "://" in source:
-        return conceal(source)
-    return str(Path(source).resolve()) if Path(source).is_dir() else source
-
-
 @app.command(**COMMAND)
+@_with_rebuild_options(own_first=False)
 def run(
-    source: str = _SOURCE,
-    store: str = _STORE,
-    work_dir: Path = _WORK_DIR,
-    limit: int = _LIMIT,
-    image_size: int = _IMAGE_SIZE,
-    backbone: str = _BACKBONE,
-    layer: str = _LAYER,
-    weights: str = _WEIGHTS,
-    device: Device = _DEVICE,
-    precision: Precision = _PRECISION,
-    batch_size: int = _BATCH_SIZE,
-    embeddings: str = _EMBEDDINGS,
-    workers: int = _WORKERS,
-    dask_address: str = _DASK_ADDRESS,
-    seed: int = _SEED,
     dry_run: bool = typer.Option(
         False, help="Print each stage's plan, download size, disk and time needed; do nothing."
     ),
+    **options: object,
 ) -> None:
     """Rebuild the feature store and publish a version (or reuse the identical one).
 
@@ -294,41 +219,19 @@ def run(
     version's path is the last line on stdout.
     """
     with reported_errors("colorfeat"):
-        parameters = _rebuild_parameters(
-            source, store, work_dir, limit, image_size, backbone, layer, weights, device,
-            batch_size, embeddings, workers, dask_address, seed, precision,
-        )  # fmt: skip
-        if dry_run:
-            from flows.local import dry_run_report
+        from flows.local import run_command
 
-            typer.echo("\n".join(dry_run_report(parameters)))
-            return
-        from flows.local import run_rebuild
-
-        summary = run_rebuild(parameters)
-    typer.echo(summary["path"])
+        lines = run_command(_plain(options), dry_run=dry_run)
+    typer.echo("\n".join(lines))
 
 
 @app.command(**COMMAND)
+@_with_rebuild_options(own_first=True)
 def schedule(
     cron: str = typer.Option(..., help="When to rebuild, e.g. '0 3 * * 1' (Mondays 03:00)."),
     timezone: str = typer.Option(None, help="IANA time zone of the cron expression (UTC)."),
     name: str = typer.Option("weekly-rebuild", help="Deployment name (flow `rebuild`)."),
-    source: str = _SOURCE,
-    store: str = _STORE,
-    work_dir: Path = _WORK_DIR,
-    limit: int = _LIMIT,
-    image_size: int = _IMAGE_SIZE,
-    backbone: str = _BACKBONE,
-    layer: str = _LAYER,
-    weights: str = _WEIGHTS,
-    device: Device = _DEVICE,
-    precision: Precision = _PRECISION,
-    batch_size: int = _BATCH_SIZE,
-    embeddings: str = _EMBEDDINGS,
-    workers: int = _WORKERS,
-    dask_address: str = _DASK_ADDRESS,
-    seed: int = _SEED,
+    **options: object,
 ) -> None:
     """Serve the rebuild as a scheduled Prefect deployment until interrupted.
 
@@ -336,10 +239,6 @@ def schedule(
     deployment's default parameters.
     """
     with reported_errors("colorfeat"):
-        parameters = _rebuild_parameters(
-            source, store, work_dir, limit, image_size, backbone, layer, weights, device,
-            batch_size, embeddings, workers, dask_address, seed, precision,
-        )  # fmt: skip
-        from flows.deploy import serve_rebuild
+        from flows.deploy import schedule_command
 
-        serve_rebuild(cron, parameters, name=name, timezone=timezone)
+        schedule_command(cron, _plain(options), name=name, timezone=timezone)

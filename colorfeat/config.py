@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from colorfeat.constants import DEFAULT_IMAGE_SIZE, EMBEDDING_DIM, PRIORS_DIR, TARGET_STRIDE
 from colorfeat.errors import UserError
@@ -12,6 +12,21 @@ from colorfeat.errors import UserError
 # Compute precision of the trunk. "auto" is bf16 on CUDA and fp32 on CPU, whatever the CPU: the
 # features (and so the version id) must not change with the machine's bf16 support.
 PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+NAMED_WEIGHTS = ("imagenet", "none")
+NAMED_EMBEDDINGS = ("word2vec",)
+
+
+def option(default: Any = None, help: str = "", **cli: Any) -> Any:  # noqa: A002 (Typer's name)
+    """A config field that is also a `colorfeat run` option: its help, and CLI hints.
+
+    `cli` may say `required=True` (no default on the command line), `min=1`, `choices=(...)`,
+    `path=True` (shown as PATH, made absolute by `PipelineConfig.resolved`).
+    """
+    meta = {"help": help, **cli}
+    if callable(default):
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -39,11 +54,12 @@ class BackboneConfig:
     already built (and so already checked) does not call it.
     """
 
-    backbone: str = "resnet101"
-    layer: str = "layer2"
-    weights: str = "imagenet"  # "imagenet" (torchvision V1), "none" (seeded random) or a file
-    image_size: int = DEFAULT_IMAGE_SIZE
-    seed: int = 0
+    backbone: str = option("resnet101", "Frozen trunk: resnet18/34/50/101/152.")
+    layer: str = option("layer2", "Trunk stage whose output is stored: layer1..layer4.")
+    # "imagenet" (torchvision V1), "none" (seeded random) or a file
+    weights: str = option("imagenet", "imagenet, none (seeded random) or a state-dict FILE.")
+    image_size: int = option(DEFAULT_IMAGE_SIZE, "Square image size S (a multiple of 32).")
+    seed: int = 0  # the pipeline's seed (PipelineConfig.seed)
 
     def __post_init__(self) -> None:
         if self.image_size < 1:
@@ -67,24 +83,43 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Everything `colorfeat run` needs; what determines content is `content_dict()`."""
+    """Everything a rebuild needs: the one declaration of the `colorfeat run` options.
 
-    source: str = "synthetic"
-    store: str = "store"
-    work_dir: str = "work"
-    limit: int | None = None
+    Fields made with `option()` are the command's options (BackboneConfig's are flattened into
+    them); the others are library settings. What determines content is each stage's slice of it
+    (`colorfeat.stages`).
+    """
+
+    source: str = option(
+        "synthetic",
+        "coco2014, coco2017, synthetic, a COCO-layout directory, or a mirror URL.",
+        required=True,
+    )
+    store: str = option(
+        "store", "Store root: a directory or an fsspec URL (s3://...).", required=True
+    )
+    work_dir: str = option(
+        "work", "Local work dir: downloads, stage outputs, Prefect state.", path=True
+    )
+    limit: int | None = option(None, "Use at most N images (synthetic: generate N).", min=1)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int = 64
-    embeddings: str = "word2vec"
+    device: str = option("auto", "Where to run the trunk.", choices=DEVICES)
+    precision: str = option(
+        "auto",
+        "Trunk compute precision; auto: bf16 on cuda, fp32 on any CPU. Part of the version id.",
+        choices=PRECISIONS,
+    )
+    batch_size: int = option(64, "Images per forward pass.", min=1)
+    embeddings: str = option("word2vec", "word2vec (fit on train captions) or a vectors FILE.")
     embedding_dim: int = EMBEDDING_DIM
-    workers: int = 1
-    dask_address: str | None = None
-    seed: int = 0
+    workers: int = option(1, "Local Dask worker processes for the CPU stages.", min=1)
+    dask_address: str | None = option(None, "Run the CPU stages on this Dask scheduler instead.")
+    seed: int = option(0, "Seed of the synthetic source, word2vec and random weights.")
     min_count: int = 1
     max_len: int = 20
     lexicon: str = field(default_factory=_lexicon_default)
+    devices: tuple[str, ...] | None = None  # feature extraction over several devices (flow only)
+    compile_trunk: bool | None = None  # None: extract.features_stage decides
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -93,7 +128,9 @@ class PipelineConfig:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers < 1:
             raise UserError(f"--workers must be at least 1, got {self.workers}")
-        if self.device not in ("auto", "cpu", "cuda"):
+        if self.workers > 1 and self.dask_address:
+            raise UserError("give --workers or --dask-address, not both")
+        if self.device not in DEVICES:
             raise UserError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in PRECISIONS:
             choices = ", ".join(PRECISIONS)
@@ -102,16 +139,97 @@ class PipelineConfig:
             raise UserError("--min-count and --max-len must be at least 1")
         if self.backbone.image_size % TARGET_STRIDE:
             raise UserError(f"--image-size must be divisible by {TARGET_STRIDE}")
+        if self.devices is not None:
+            object.__setattr__(self, "devices", tuple(self.devices))
 
     @property
     def image_size(self) -> int:
         return self.backbone.image_size
 
+    def check_files(self) -> None:
+        """Raise UserError unless `--weights` and `--embeddings` are named choices or files."""
+        weights, vectors = self.backbone.weights, self.embeddings
+        if weights not in NAMED_WEIGHTS and not Path(weights).is_file():
+            raise UserError(f"--weights must be imagenet, none or a file; no file {weights!r}")
+        if vectors not in NAMED_EMBEDDINGS and not Path(vectors).is_file():
+            raise UserError(f"--embeddings must be word2vec or a file; no file {vectors!r}")
+
+    def resolved(self) -> PipelineConfig:
+        """The same config with every local path absolute (the one place paths are resolved)."""
+
+        def absolute(path: str) -> str:
+            return path if "://" in path else str(Path(path).expanduser().resolve())
+
+        weights = self.backbone.weights
+        source = self.source
+        return replace(
+            self,
+            source=absolute(source) if Path(source).expanduser().is_dir() else source,
+            store=absolute(self.store),
+            work_dir=absolute(self.work_dir),
+            backbone=replace(
+                self.backbone,
+                weights=weights if weights in NAMED_WEIGHTS else absolute(weights),
+            ),
+            embeddings=(
+                self.embeddings
+                if self.embeddings in NAMED_EMBEDDINGS
+                else absolute(self.embeddings)
+            ),
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["devices"] = list(self.devices) if self.devices is not None else None
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PipelineConfig:
         d = dict(d)
         d["backbone"] = BackboneConfig(**d.get("backbone", {}))
         return cls(**d)
+
+    def to_options(self) -> dict[str, Any]:
+        """The flat `colorfeat run` option values of this config, by option name."""
+        values = {**asdict(self), **asdict(self.backbone)}
+        return {opt.name: values[opt.name] for opt in rebuild_options()}
+
+    @classmethod
+    def from_options(cls, **values: Any) -> PipelineConfig:
+        """The config of flat option values (as `colorfeat run` takes them); validated."""
+        trunk_names = {f.name for f in fields(BackboneConfig) if f.metadata}
+        trunk = {k: values.pop(k) for k in list(values) if k in trunk_names}
+        seed = values.get("seed", 0)
+        return cls(backbone=BackboneConfig(**trunk, seed=seed), **values)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `colorfeat run` option, as declared by a config field."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    required: bool = False
+    min: int | None = None
+    choices: tuple[str, ...] | None = None
+    path: bool = False
+
+
+def rebuild_options() -> list[Option]:
+    """The rebuild's options in command-line order: PipelineConfig's, the trunk's in its place."""
+    out: list[Option] = []
+    for f in fields(PipelineConfig):
+        if f.name == "backbone":
+            out += _options_of(BackboneConfig)
+        elif f.metadata:
+            out += [o for o in _options_of(PipelineConfig) if o.name == f.name]
+    return out
+
+
+def _options_of(cls: type) -> list[Option]:
+    hints = get_type_hints(cls)
+    return [
+        Option(f.name, hints[f.name], f.default, **f.metadata) for f in fields(cls) if f.metadata
+    ]

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import zarr
 
-from colorfeat import __version__
 from colorfeat.backbone import (
     INPUT_DESCRIPTION,
     Trunk,
@@ -46,9 +45,10 @@ from colorfeat.device import resolve_device
 from colorfeat.disk import feature_bytes_needed, require_free
 from colorfeat.errors import UserError
 from colorfeat.parallel import SUCCESS, commit, fsync_dir, is_stray, write_atomic
+from colorfeat.stages import FEATURES_VERSION
 
-# 2: zstd level 1 features; 3: structured `trunk` attrs, any torchvision trunk
-CODE_VERSION = f"colorfeat-{__version__}/extract-3"
+# Declared with the stage table, so that planning a rebuild imports no PyTorch; bump it there.
+CODE_VERSION = FEATURES_VERSION
 _MARKERS = "_chunks_done"
 _PREFETCH_BLOCKS = 2
 # On CPU, torch.compile (inductor, frozen weights) costs ~30 s once; end to end it then ran at the

@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 
 from colorfeat.cli import COMMAND, Device, ReflowGroup
+from colorfeat.cli_errors import reported_errors
 from colorfeat.constants import ANNEALED_T
-from colorfeat.errors import reported_errors
 from colortrain.outputs import DEFAULT_BATCH_SIZE, MAX_PIXELS
 
 app = typer.Typer(

@@ -49,55 +49,23 @@ def build_synthetic_store(
     seed: int = 0,
     embedding_dim: int = 300,
 ) -> tuple[str, str]:
-    """Run the rebuild stages on the synthetic source -> (store version path, source root).
+    """Run the stage table on the synthetic source -> (store version path, source root).
 
-    acquire -> captions -> vocab -> embeddings -> images -> priors -> features (ResNet-101 layer2,
-    seeded random weights) -> publish, each into work_dir/stages/<name>, the store at
-    work_dir/store. Stages are idempotent: a second call reuses everything.
+    The plain local runner (colorfeat.runner) with ResNet-101 layer2, seeded random weights, the
+    store at work_dir/store. Stages are idempotent: a second call reuses everything.
     """
-    from colorfeat.captions import captions_stage
-    from colorfeat.embeddings import embeddings_stage
-    from colorfeat.extract import features_stage
-    from colorfeat.images import images_stage
-    from colorfeat.priors_stage import priors_stage
-    from colorfeat.sources import acquire
-    from colorfeat.store import publish
-    from colorfeat.vocab import vocab_stage
+    from colorfeat.runner import run_stages
 
     work = Path(work_dir)
-    stages = work / "stages"
-    backbone = BackboneConfig(weights="none", image_size=image_size, seed=seed)
+    # fp32, not "auto": the probe's trunk runs in fp32. Eager, not compiled: inductor's generated
+    # kernels differ by CPU, and at S = 96 compiling costs more than it saves.
     pipeline = PipelineConfig(
         source="synthetic", store=str(work / "store"), work_dir=str(work), limit=limit,
-        backbone=backbone, device="cpu", embedding_dim=embedding_dim, seed=seed,
+        backbone=BackboneConfig(weights="none", image_size=image_size, seed=seed), device="cpu",
+        precision="fp32", compile_trunk=False, embedding_dim=embedding_dim, seed=seed,
     )  # fmt: skip
-    source = acquire("synthetic", work / "source", limit=limit, seed=seed)
-    captions = captions_stage(source, pipeline.lexicon, stages / "captions")
-    vocab = vocab_stage(captions, stages / "vocab")
-    embeddings = embeddings_stage(
-        captions, vocab, stages / "embeddings", dim=embedding_dim, seed=seed
-    )
-    images = images_stage(source, captions, vocab, stages / "images", image_size=image_size)
-    priors = priors_stage(images, stages / "priors")
-    # fp32, not "auto": auto means bf16 on CPUs with native bf16 and fp32 elsewhere, which would
-    # give every kind of CPU its own features (and the probe's trunk runs in fp32). Eager, not
-    # compiled: inductor's generated kernels differ by CPU, and at S = 96 compiling costs more
-    # than it saves.
-    features = features_stage(
-        images, backbone, stages / "features", device="cpu", precision="fp32", compile_trunk=False
-    )
-    keys = {
-        "source": source["identity"],
-        "config": pipeline.to_dict(),
-    }
-    parts = {
-        "images": images, "vocab": vocab, "embeddings": embeddings, "priors": priors,
-        "features": [features], "keys": keys,
-    }  # fmt: skip
-    attrs = {"source": {"name": "synthetic", "identity": source["identity"]},
-             "config": pipeline.to_dict()}  # fmt: skip
-    result = publish(pipeline.store, parts, attrs=attrs)
-    return result["path"], source["root"]
+    run = run_stages(pipeline)
+    return run.version["path"], run.results["acquire"]["root"]
 
 
 def palette_ab() -> np.ndarray:

@@ -134,43 +134,44 @@ def _wrap(text: str, width: int, font) -> str:
     return "\n".join([*lines, line][:LABEL_LINES])
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo"), help="where everything goes")
     parser.add_argument("--limit", type=int, default=DEFAULTS["limit"], help="synthetic pictures")
     parser.add_argument("--image-size", type=int, default=DEFAULTS["image_size"])
     parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    args = parser.parse_args(argv)
-    out = args.out.resolve()
-    work, store = out / "work", out / "store"
-    started = time.perf_counter()
+    return parser.parse_args(argv)
 
+
+def build_store(args: argparse.Namespace, work: Path, store: Path) -> str:
+    """Step 1: `colorfeat run` on the synthetic source; the published version's path."""
     print("\n== 1. rebuild the feature store (Prefect flow, embedded API)", flush=True)
-    version = sh(
+    return sh(
         str(BIN / "colorfeat"), "run", "--source", "synthetic", "--store", str(store),
         "--work-dir", str(work), "--limit", str(args.limit), "--image-size", str(args.image_size),
         "--backbone", "resnet101", "--layer", "layer2", "--weights", "none", "--device", "cpu",
         "--seed", str(args.seed), capture=True,
     ).strip().splitlines()[-1]  # fmt: skip
 
+
+def train_and_evaluate(args: argparse.Namespace, version: str, run_dir: Path, out: Path) -> Path:
+    """Steps 2 and 3: fit the small FiLM colorizer, evaluate it; the evaluation JSON file."""
     print("\n== 2. train the small FiLM colorizer", flush=True)
-    run_dir = out / "runs" / Path(version).name / "film-small"
-    checkpoint = run_dir / "checkpoint.pt"
     sh(
         str(BIN / "colortrain"), "fit", "--store", version, "--out", str(run_dir),
         "--model", "film", "--preset", "small", "--epochs", str(args.epochs),
         "--device", "cpu", "--seed", str(args.seed), "--in-memory", "--resume",
     )  # fmt: skip
-
     print("\n== 3. evaluate on the held-out split", flush=True)
     metrics = out / "evaluation.json"
+    checkpoint = str(run_dir / "checkpoint.pt")
     metrics.write_text(
         sh(
             str(BIN / "colortrain"),
             "evaluate",
             "--checkpoint",
-            str(checkpoint),
+            checkpoint,
             "--store",
             version,
             "--split",
@@ -180,13 +181,23 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
     )
     print(metrics.read_text())
+    return metrics
 
+
+def source_root(args: argparse.Namespace, work: Path) -> Path:
+    """The generated source step 1 acquired (the acquire stage finds it done)."""
+    from colorfeat.config import PipelineConfig
+    from colorfeat.runner import run_stages
+
+    config = PipelineConfig(work_dir=str(work), limit=args.limit, seed=args.seed)
+    return Path(run_stages(config, until="acquire").results["acquire"]["root"])
+
+
+def colorize_held_out(root: Path, checkpoint: Path, out: Path) -> tuple[list, Path]:
+    """Step 4: two held-out gray pictures, two captions each -> (pictures, contact sheet)."""
     print("\n== 4. colorize two held-out gray pictures, two captions each", flush=True)
-    from colorfeat.sources import acquire
-
-    source_root = Path(acquire("synthetic", work, limit=args.limit, seed=args.seed)["root"])
     rows, pictures = [], []
-    for pick in pick_held_out(source_root):
+    for pick in pick_held_out(root):
         gray = write_gray(pick["file"], out / "inputs" / f"{pick['id']}-gray.png")
         row = [(gray, "gray input")]
         for caption, colour in zip(pick["captions"], pick["colours"], strict=True):
@@ -197,32 +208,49 @@ def main(argv: list[str] | None = None) -> None:
             row.append((dst, f'"{caption}"'))
             pictures.append((dst, caption))
         rows.append(row)
-    sheet = contact_sheet(rows, out / "colorized" / "contact-sheet.png")
+    return pictures, contact_sheet(rows, out / "colorized" / "contact-sheet.png")
 
-    from colortrain.learnability import caption_colour_accuracy
 
-    probe = caption_colour_accuracy(checkpoint, version, source_root, limit=200)
+def report(
+    version: str, run_dir: Path, metrics: Path, probe: dict, pictures: list, sheet: Path
+) -> None:
+    """Where everything is, and the headline figures."""
+    checkpoint = run_dir / "checkpoint.pt"
     sample_sheets = sorted((run_dir / "samples").glob("*.png"))
-    evaluation = json.loads(metrics.read_text())
-    print(f"\n== done in {time.perf_counter() - started:.0f} s", flush=True)
     print(f"store version        {version}")
     print(f"checkpoint           {checkpoint}")
     print(f"training metrics     {run_dir / 'metrics.json'}")
-    print(f"evaluation           {metrics}  {_headline(evaluation)}")
+    print(f"evaluation           {metrics}  {_headline(json.loads(metrics.read_text()))}")
     print(
         f"caption colour acc.  {probe['caption_accuracy']:.0%} of {probe['objects']} held-out "
         f"shapes (swap test {probe['swap_accuracy']:.0%}, chance {probe['chance']:.0%})"
     )
     if sample_sheets:
         print(f"sample sheet         {sample_sheets[-1]}")
-    print(f"gray inputs          {out / 'inputs'}")
+    print(f"gray inputs          {metrics.parent / 'inputs'}")
     for path, caption in pictures:
         print(f"colorized            {path}  <- {caption!r}")
     print(f"side by side         {sheet}")
-    report_dir = out / "report"
+    report_dir = metrics.parent / "report"
     sh(str(BIN / "colortrain"), "evaluate", "--checkpoint", str(checkpoint), "--store", version,
        "--device", "cpu", "--report", str(report_dir), capture=True)  # fmt: skip
     print(f"evaluation report    {report_dir / 'report.html'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from colortrain.learnability import caption_colour_accuracy
+
+    args = parse_args(argv)
+    out = args.out.resolve()
+    work, started = out / "work", time.perf_counter()
+    version = build_store(args, work, out / "store")
+    run_dir = out / "runs" / Path(version).name / "film-small"
+    metrics = train_and_evaluate(args, version, run_dir, out)
+    root = source_root(args, work)
+    pictures, sheet = colorize_held_out(root, run_dir / "checkpoint.pt", out)
+    probe = caption_colour_accuracy(run_dir / "checkpoint.pt", version, root, limit=200)
+    print(f"\n== done in {time.perf_counter() - started:.0f} s", flush=True)
+    report(version, run_dir, metrics, probe, pictures, sheet)
 
 
 def _headline(evaluation: dict) -> str:

@@ -33,10 +33,23 @@ def check_cron(cron: str, timezone: str | None = None) -> None:
         raise UserError(f"--cron {cron!r} is not a valid cron expression") from exc
 
 
-def serve_rebuild(
-    cron: str, parameters: dict[str, Any], name: str = DEPLOYMENT, timezone: str | None = None
+def schedule_command(
+    cron: str, options: dict[str, Any], name: str = DEPLOYMENT, timezone: str | None = None
 ) -> None:
-    """Register `rebuild/<name>` with the cron schedule and run its flow runs until interrupted."""
+    """`colorfeat schedule`: check the options and the cron expression, then serve the rebuild."""
+    from flows.local import checked_config
+
+    config = checked_config(options)
+    serve_rebuild(cron, config.to_options(), name=name, timezone=timezone)
+
+
+def serve_rebuild(
+    cron: str, options: dict[str, Any], name: str = DEPLOYMENT, timezone: str | None = None
+) -> None:
+    """Register `rebuild/<name>` with the cron schedule and run its flow runs until interrupted.
+
+    `options` (the `colorfeat run` options by name) become the deployment's `config` parameter.
+    """
     check_cron(cron, timezone)
     require_server()
     from prefect.schedules import Cron
@@ -46,7 +59,7 @@ def serve_rebuild(
     rebuild.serve(
         name=name,
         schedules=[Cron(cron, timezone=timezone)],
-        parameters=parameters,
+        parameters={"config": options},
         description="Weekly incremental rebuild of the colorfeat feature store.",
         tags=["colorfeat"],
         pause_on_shutdown=False,

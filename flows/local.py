@@ -15,15 +15,16 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from colorfeat.config import BackboneConfig, PipelineConfig
+from colorfeat.config import PipelineConfig
 from colorfeat.errors import UserError
 from flows.caching import work_dir_lock
 from flows.embedded import embedded_api, isolate
-from flows.plan import STAGES, Preflight, feature_chunks, preflight
+from flows.plan import TABLE, Preflight, feature_chunks, preflight
 
 RUNS_LOG = "runs.jsonl"  # in the work dir: one JSON line per finished run
 _WIDE = 10_000  # columns of a log console that is not a terminal: records are never wrapped
@@ -81,17 +82,36 @@ def say(message: str) -> None:
     print(f"colorfeat: {message}", file=sys.stderr, flush=True)
 
 
-def pipeline_config(parameters: dict[str, Any]) -> PipelineConfig:
-    """The PipelineConfig of validated `colorfeat run` parameters (see colorfeat.cli)."""
-    p = dict(parameters)
-    trunk = BackboneConfig(p.pop("backbone"), p.pop("layer"), p.pop("weights"),
-                           p.pop("image_size"), p["seed"])  # fmt: skip
-    return PipelineConfig(backbone=trunk, **p)
+def checked_config(options: dict[str, Any]) -> PipelineConfig:
+    """The validated, resolved config of `colorfeat run` options; raises UserError.
+
+    Checks everything that can be checked without doing the work, before anything starts. A
+    URL's credentials are concealed (`colorfeat.redact.conceal`): Prefect records the flow's
+    parameters, so they travel in this process's environment, which the flow run inherits.
+    """
+    from colorfeat.redact import conceal
+    from colorfeat.store import check_store_root
+    from flows.plan import check_source, require_device
+
+    config = PipelineConfig.from_options(**options)
+    check_source(config.source)
+    check_store_root(config.store)
+    config.check_files()
+    require_device(config.device)
+    config = config.resolved()
+    return replace(config, source=conceal(config.source)) if "://" in config.source else config
 
 
-def run_rebuild(parameters: dict[str, Any]) -> dict[str, Any]:
-    """Run `rebuild(**parameters)` with Prefect state in `<work_dir>/prefect`; its summary dict."""
-    config = pipeline_config(parameters)
+def run_command(options: dict[str, Any], *, dry_run: bool = False) -> list[str]:
+    """`colorfeat run`: the lines it prints on stdout (the version path, or the dry-run plan)."""
+    config = checked_config(options)
+    if dry_run:
+        return dry_run_report(config)
+    return [run_rebuild(config)["path"]]
+
+
+def run_rebuild(config: PipelineConfig) -> dict[str, Any]:
+    """Run the rebuild flow with Prefect state in `<work_dir>/prefect`; its summary dict."""
     work_dir = Path(config.work_dir)
     with work_dir_lock(work_dir):
         say(f"checking what {work_dir} and {config.store} already hold")
@@ -101,13 +121,13 @@ def run_rebuild(parameters: dict[str, Any]) -> dict[str, Any]:
         else:
             say(_reuse_line(check))
             config.backbone.check()  # before anything runs; imports PyTorch, so only here
-            summary = _run_flow(parameters, work_dir / "prefect")
+            summary = _run_flow(config, work_dir / "prefect")
         say(_latest_line(check.latest, summary))
-        _record_run(work_dir, parameters, summary)
+        _record_run(work_dir, config.to_options(), summary)
     return summary
 
 
-def _run_flow(parameters: dict[str, Any], home: Path) -> dict[str, Any]:
+def _run_flow(config: PipelineConfig, home: Path) -> dict[str, Any]:
     isolate(home)
     say(f"starting the embedded Prefect API (state in {home})")
     with stdout_to_stderr(), embedded_api(home, wait=False) as api:
@@ -117,7 +137,7 @@ def _run_flow(parameters: dict[str, Any], home: Path) -> dict[str, Any]:
         _quiet_user_error_tracebacks()
         api.wait()
         say("running the rebuild flow")
-        return rebuild(**parameters)
+        return rebuild(config.to_options())
 
 
 def _reuse(config: PipelineConfig, check: Preflight) -> dict[str, Any]:
@@ -135,7 +155,7 @@ def _reuse(config: PipelineConfig, check: Preflight) -> dict[str, Any]:
 def _reuse_line(check: Preflight) -> str:
     if check.source is None:
         return "the source is not ready yet: every stage will run"
-    line = f"reusing {len(check.reused)} of {len(STAGES) - 1} stages"
+    line = f"reusing {len(check.reused)} of {len(TABLE) - 1} stages"
     if "features" in check.stages and not check.stages["features"].complete:
         done, total = feature_chunks(check.stages["features"])
         line += f", {done} of {total} feature chunks" if total else ""
@@ -167,9 +187,8 @@ def _record_run(work_dir: Path, parameters: dict[str, Any], summary: dict[str, A
         log.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
-def dry_run_report(parameters: dict[str, Any]) -> list[str]:
+def dry_run_report(config: PipelineConfig) -> list[str]:
     """What `colorfeat run --dry-run` prints: read-only, nothing is created."""
     from flows.preflight import report
 
-    config = pipeline_config(parameters)
     return report(config, preflight(config))

@@ -1,112 +1,80 @@
 """The `rebuild` flow: a source in, a published feature-store version out, one task per stage.
 
-acquire -> captions -> vocab -> embeddings -> images -> priors -> features -> publish, each stage
-into `WORK/stages/<stage key>` (see flows.plan), then a summary and per-colour table as Prefect
-artifacts. With `train_dir`, the `train` flow then fits a colorizer on the published version.
+The tasks are made from the stage table (colorfeat.stages), which `colorfeat.runner.run_stages`
+walks here as everywhere: directory stages are Prefect tasks cached by their stage key (see
+flows.caching), acquire and publish plain tasks; a stage's `retries` retry transient faults. A
+summary and per-colour table are left as Prefect artifacts. With `train_dir`, the `train` flow
+then fits a colorizer on the published version.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import Task, flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
 
-from colorfeat.config import BackboneConfig, PipelineConfig
-from colorfeat.constants import EMBEDDING_DIM
-from colorfeat.redact import conceal, redact_url
-from flows.caching import Ledger, work_dir_lock
-from flows.features import count_priors, extract_features, publish_version
-from flows.ingest import (
-    acquire_source,
-    build_vocab,
-    embed_words,
-    keep_colour_captions,
-    prepare_images,
-)
-from flows.plan import features_precision, plan_rebuild, stage_configs
-from flows.report import report_rebuild, skipped_images
-from flows.training import train
+from colorfeat.config import PipelineConfig
+from colorfeat.redact import conceal
+from colorfeat.runner import Run, run_stages
+from colorfeat.stages import STAGES, Context, Stage, source_attrs
+from flows.caching import Ledger, stage_task, work_dir_lock
+from flows.plan import StagePlan
+from flows.report import report_rebuild
+from flows.retry import retry_if_transient
+
+BACKOFF_S = 10  # first retry delay of a stage; doubles with each try
 
 
-def pipeline_config(
-    source: str,
-    store: str,
-    work_dir: str,
-    *,
-    limit: int | None = None,
-    image_size: int = 224,
-    backbone: str = "resnet101",
-    layer: str = "layer2",
-    weights: str = "imagenet",
-    device: str = "auto",
-    precision: str = "auto",
-    batch_size: int = 64,
-    embeddings: str = "word2vec",
-    embedding_dim: int = EMBEDDING_DIM,
-    workers: int = 1,
-    dask_address: str | None = None,
-    seed: int = 0,
-) -> PipelineConfig:
-    """The validated PipelineConfig of the `colorfeat run` options (paths made absolute)."""
-    trunk = BackboneConfig(
-        backbone=backbone, layer=layer, weights=weights, image_size=image_size, seed=seed
-    )
-    return PipelineConfig(
-        source=source,
-        store=store if "://" in store else str(Path(store).resolve()),
-        work_dir=str(Path(work_dir).resolve()),
-        limit=limit,
-        backbone=trunk,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        embeddings=embeddings,
-        embedding_dim=embedding_dim,
-        workers=workers,
-        dask_address=dask_address,
-        seed=seed,
-    )
+def run_table_stage(
+    out_dir: Path | None, stage: str, config: PipelineConfig, inputs: dict, keys: dict
+) -> dict:
+    """The body of every stage task: run stage `stage` of the table."""
+    return STAGES[stage].run(Context(config, inputs, out_dir, keys))
+
+
+@cache
+def stage_task_of(stage: Stage) -> Task:
+    """The Prefect task of a stage: its name, its retry policy, cached by key if it has one."""
+    options: dict[str, Any] = {}
+    if stage.retries:
+        options = {
+            "retries": stage.retries,
+            "retry_delay_seconds": exponential_backoff(backoff_factor=BACKOFF_S),
+            "retry_jitter_factor": 0.5,
+            "retry_condition_fn": retry_if_transient,
+        }
+    if stage.cached:
+        return stage_task(stage.name, task_run_name="{out_dir.name}", **options)(run_table_stage)
+    return task(run_table_stage, name=stage.name, cache_policy=NO_CACHE, **options)
 
 
 @flow(name="rebuild")
 def rebuild(
-    source: str = "synthetic",
-    store: str = "store",
-    work_dir: str = "work",
-    limit: int | None = None,
-    image_size: int = 224,
-    backbone: str = "resnet101",
-    layer: str = "layer2",
-    weights: str = "imagenet",
-    device: str = "auto",
-    batch_size: int = 64,
-    embeddings: str = "word2vec",
-    workers: int = 1,
-    dask_address: str | None = None,
-    seed: int = 0,
-    precision: str = "auto",
-    devices: list[str] | None = None,
+    config: dict[str, Any],
     train_dir: str | None = None,
     train_preset: str = "small",
     train_max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Rebuild the feature store from a source and publish a version (or reuse the identical one).
 
-    `devices` spreads feature extraction over several devices (default: every GPU when cuda);
+    `config` holds the `colorfeat run` options by name (any PipelineConfig field may be given;
+    `devices` spreads feature extraction over several devices, default every GPU when cuda);
     `train_dir` also fits a colorizer on the published version. Prefect records the parameters:
     give a URL's credentials through `colorfeat run`, which conceals them (docs/security.md).
     """
-    cfg = pipeline_config(
-        conceal(source), store, work_dir, limit=limit, image_size=image_size, backbone=backbone,
-        layer=layer, weights=weights, device=device, batch_size=batch_size,
-        embeddings=embeddings, workers=workers, dask_address=dask_address, seed=seed,
-        precision=precision,
-    )  # fmt: skip
+    options = dict(config)
+    options["source"] = conceal(options.get("source", "synthetic"))
+    cfg = PipelineConfig.from_options(**options).resolved()
     with work_dir_lock(cfg.work_dir):
-        summary = build_version(cfg, devices)
+        summary = build_version(cfg)
     if train_dir is not None:
+        from flows.training import train
+
         summary["train"] = train(
             store=summary["path"], out=train_dir, preset=train_preset, max_steps=train_max_steps,
             device=cfg.device, seed=cfg.seed,
@@ -114,65 +82,33 @@ def rebuild(
     return summary
 
 
-def build_version(cfg: PipelineConfig, devices: list[str] | None = None) -> dict[str, Any]:
+def build_version(cfg: PipelineConfig) -> dict[str, Any]:
     """The stage table, run inside the rebuild flow; returns the run's summary."""
-    stages = Ledger(Path(cfg.work_dir) / "prefect" / "results")
-    acquired = stages.call("acquire", acquire_source, cfg.source, cfg.work_dir, cfg.limit, cfg.seed)
-    plan = plan_rebuild(cfg, acquired["identity"])
-    captions = stages.run(plan["captions"], keep_colour_captions, acquired, cfg.lexicon, cfg.limit)
-    vocab = stages.run(plan["vocab"], build_vocab, captions, cfg.min_count)
-    vectors = stages.run(
-        plan["embeddings"], embed_words, captions, vocab, cfg.embeddings, cfg.embedding_dim,
-        cfg.seed,
-    )  # fmt: skip
-    images = stages.run(
-        plan["images"], prepare_images, acquired, captions, vocab,
-        cfg.image_size, cfg.max_len, cfg.workers, cfg.dask_address,
-    )  # fmt: skip
-    priors = stages.run(plan["priors"], count_priors, images, cfg.workers, cfg.dask_address)
-    features = stages.run(
-        plan["features"], extract_features, images, cfg.backbone, cfg.device, cfg.batch_size,
-        devices, features_precision(cfg),
-    )  # fmt: skip
-    parts = {
-        "images": images,
-        "vocab": vocab,
-        "embeddings": vectors,
-        "priors": priors,
-        "features": [features],
-        "keys": {name: stage.key for name, stage in plan.items()},
-    }
-    attrs = version_attrs(cfg, acquired, captions, images)
-    version = stages.call("publish", publish_version, cfg.store, parts, attrs)
+    ledger = Ledger(Path(cfg.work_dir) / "prefect" / "results")
 
-    summary = {
-        "flow_run_id": str(flow_run.id),
-        "version": version["version"],
-        "path": version["path"],
-        "published": version["published"],
-        "source": attrs["source"],
-        "counts": {"captions": captions["counts"], "images": images["counts"]},
-        "skipped": images.get("skipped", 0),
-        "stages": stages.stages,
-        "executed": stages.executed,
-    }
-    report_rebuild(summary, images)
+    def call(stage: Stage, ctx: Context) -> dict:
+        args = (stage.name, ctx.config, dict(ctx.inputs), dict(ctx.keys or {}))
+        if ctx.out_dir is None:
+            return ledger.call(stage.name, stage_task_of(stage), None, *args)
+        key = ctx.out_dir.name
+        return ledger.run(StagePlan(stage.name, key, ctx.out_dir), stage_task_of(stage), *args)
+
+    run = run_stages(cfg, call)
+    summary = _summary(cfg, run, ledger)
+    report_rebuild(summary, run.results["images"])
     return summary
 
 
-def version_attrs(config: PipelineConfig, source: dict, captions: dict, images: dict) -> dict:
-    """The provenance a version's zarr.json carries: source, content config, lexicon, counts."""
-    from colorfeat.captions import load_lexicon
-    from colorfeat.hashing import file_sha256
-
+def _summary(cfg: PipelineConfig, run: Run, ledger: Ledger) -> dict[str, Any]:
+    got = run.results
     return {
-        "source": {"spec": redact_url(config.source), "identity": source["identity"]},
-        "config": stage_configs(config),
-        "lexicon": {
-            "file": Path(config.lexicon).name,
-            "sha256": file_sha256(config.lexicon),
-            "words": sorted(load_lexicon(config.lexicon)),
-        },
-        "counts": {"captions": captions["counts"], "images": images["counts"]},
-        "skipped": skipped_images(images),
+        "flow_run_id": str(flow_run.id),
+        "version": run.version["version"],
+        "path": run.version["path"],
+        "published": run.version["published"],
+        "source": source_attrs(cfg, got["acquire"]),
+        "counts": {"captions": got["captions"]["counts"], "images": got["images"]["counts"]},
+        "skipped": got["images"].get("skipped", 0),
+        "stages": ledger.stages,
+        "executed": ledger.executed,
     }

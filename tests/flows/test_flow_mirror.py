@@ -8,9 +8,9 @@ import secrets
 from pathlib import Path
 
 from colorfeat import sources
-from colorfeat.cli import Device, _rebuild_parameters
 from colorfeat.redact import SECRETS_ENV
 from flows import pipeline
+from flows.local import checked_config
 from tests.colorfeat import conftest as ingest
 from tests.colorfeat.conftest import colour_picture, jpeg_bytes, zip_bytes
 from tests.flows.conftest import PREFECT_HOME, TINY
@@ -39,11 +39,12 @@ def serve_mirror(server) -> None:
 
 def parameters(source: str, tmp_path: Path) -> dict:
     """The flow parameters `colorfeat run` makes of a tiny rebuild of `source`."""
-    return _rebuild_parameters(
-        source, str(tmp_path / "store"), tmp_path / "work", None, TINY["image_size"],
-        TINY["backbone"], TINY["layer"], TINY["weights"], Device.cpu, TINY["batch_size"],
-        "word2vec", 1, None, 0,
-    )  # fmt: skip
+    options = {
+        "source": source,
+        "store": str(tmp_path / "store"),
+        "work_dir": str(tmp_path / "work"),
+    }
+    return checked_config({**TINY, "device": "cpu", **options}).to_options()
 
 
 def files_containing(root: Path, needle: bytes) -> list[str]:
@@ -88,7 +89,7 @@ def flow_run_record(flow_run_id: str) -> str:
 
 
 def test_mirror_with_a_token_retried_through_503s_records_no_token(
-    prefect_api, file_server, tmp_path, monkeypatch, capfd, caplog
+    prefect_api, file_server, tmp_path, monkeypatch, capfd, caplog, request
 ):
     """One rebuild (the costly part) checks both: the acquire task's retries and redaction."""
     token = "tok3n-" + secrets.token_hex(8)
@@ -96,14 +97,15 @@ def test_mirror_with_a_token_retried_through_503s_records_no_token(
     file_server.login = f"reader:{token}"
     file_server.unavailable[ANNOTATIONS] = 2  # the year probe answers 503 to two runs of acquire
     monkeypatch.setenv(SECRETS_ENV, "{}")  # what `conceal` adds is undone after the test
-    quick = pipeline.acquire_source.with_options(retry_delay_seconds=0)
-    monkeypatch.setattr(pipeline, "acquire_source", quick)
+    monkeypatch.setattr(pipeline, "BACKOFF_S", 0)  # retry at once
+    pipeline.stage_task_of.cache_clear()
+    request.addfinalizer(pipeline.stage_task_of.cache_clear)
     monkeypatch.setattr(sources, "official_checksums", dict)  # tiny archives, official names
     host = file_server.url.removeprefix("http://")
 
     params = parameters(f"http://reader:{token}@{host}/", tmp_path)
     assert params["source"] == f"http://***@{host}/"
-    summary = pipeline.rebuild(**params)
+    summary = pipeline.rebuild(params)
 
     assert summary["published"] and summary["source"]["spec"] == f"http://***@{host}/"
     probes = [r for r in file_server.requests if r[:2] == ("HEAD", ANNOTATIONS)]
@@ -121,7 +123,7 @@ def test_mirror_with_a_token_retried_through_503s_records_no_token(
     # The same mirror with other credentials: the same downloads, the same store version.
     other = "tok3n-" + secrets.token_hex(8)
     file_server.login = f"other:{other}"
-    again = pipeline.rebuild(**parameters(f"http://other:{other}@{host}/", tmp_path))
+    again = pipeline.rebuild(parameters(f"http://other:{other}@{host}/", tmp_path))
     assert again["version"] == summary["version"] and not again["published"]
     fresh = sources.acquire(f"http://other:{other}@{host}", tmp_path / "fresh", progress=False)
     assert fresh["identity"] == again["source"]["identity"]

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from colorfeat import stages
 from colorfeat.config import PipelineConfig
-from flows import plan as plan_module
-from flows.pipeline import pipeline_config
 from flows.plan import plan_rebuild
 
 DIR_STAGES = ("captions", "vocab", "embeddings", "images", "priors", "features")
@@ -18,7 +17,8 @@ DIR_STAGES = ("captions", "vocab", "embeddings", "images", "priors", "features")
 def config(tmp_path: Path, **options) -> PipelineConfig:
     base = {"limit": 24, "image_size": 64, "backbone": "resnet18", "weights": "none"}
     base["device"] = "cpu"
-    return pipeline_config("synthetic", str(tmp_path / "s"), str(tmp_path / "w"), **base | options)
+    where = {"source": "synthetic", "store": str(tmp_path / "s"), "work_dir": str(tmp_path / "w")}
+    return PipelineConfig.from_options(**where, **base | options).resolved()
 
 
 def changed(a: PipelineConfig, b: PipelineConfig, identity_b: str = "src") -> set[str]:
@@ -83,13 +83,43 @@ def test_files_count_by_content_not_by_path(tmp_path):
 
 
 def test_a_stage_code_version_invalidates_it_and_what_follows(tmp_path, monkeypatch):
-    import colorfeat.images
-
     before = config(tmp_path)
     keys = plan_rebuild(before, "src")
-    monkeypatch.setattr(colorfeat.images, "STAGE_VERSION", "changed", raising=False)
-    monkeypatch.setattr(colorfeat.images, "CODE_VERSION", None, raising=False)
+    bumped = replace(stages.STAGES["images"], version="changed")
+    monkeypatch.setitem(stages.STAGES, "images", bumped)
     after = plan_rebuild(before, "src")
     moved = {s for s in DIR_STAGES if keys[s].key != after[s].key}
     assert moved == {"images", "priors", "features"}
-    assert plan_module.code_version("images").endswith("+changed")
+    assert stages.STAGES["images"].code_version.endswith("+changed")
+
+
+# Recorded before the stage table replaced the hand-wired planner: the same config and source
+# identity must keep naming the same stage directories and the same store version.
+RECORDED_KEYS = {
+    "captions": "captions-754210f894e9a451",
+    "vocab": "vocab-d3150fe7506e58dc",
+    "embeddings": "embeddings-45387bcb95ce8556",
+    "images": "images-bc46f62786a18100",
+    "priors": "priors-0a1a2507750cf453",
+    "features": "features-aa0e65771c763a62",
+}
+RECORDED_VERSIONS = {"fp32": "602b76171f500f56", "bf16": "1165bc88e42d3691"}
+
+
+def test_version_ids_of_unchanged_inputs_are_those_recorded_before(tmp_path):
+    from colorfeat.config import BackboneConfig
+    from colorfeat.store import version_id
+
+    trunk = BackboneConfig(weights="none", image_size=64)
+    base = PipelineConfig(
+        source="synthetic", store=str(tmp_path / "s"), work_dir=str(tmp_path / "w"), limit=12,
+        backbone=trunk, device="cpu",
+    )  # fmt: skip
+    other = replace(base, precision="bf16", embedding_dim=16, seed=3)
+    found = {}
+    for name, cfg in (("fp32", base), ("bf16", other)):
+        keys = {s: p.key for s, p in plan_rebuild(cfg, "synthetic-src-identity").items()}
+        found[name] = version_id({"keys": keys, "features": [{"name": cfg.backbone.name}]})
+        if name == "fp32":
+            assert keys == RECORDED_KEYS
+    assert found == RECORDED_VERSIONS

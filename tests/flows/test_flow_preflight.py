@@ -7,18 +7,18 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from colorfeat.cli import Device, Precision, _rebuild_parameters
 from colorfeat.cli import app as colorfeat_app
 from colorfeat.disk import FREE_BYTES_ENV, feature_bytes_needed, human_bytes, require_free
 from colorfeat.errors import UserError
 from colortrain.cli import app as colortrain_app
 from flows import preflight as preflight_module
-from flows.local import pipeline_config
+from flows.local import checked_config
 from flows.plan import SUCCESS, plan_rebuild, preflight
 from flows.preflight import human_duration, stage_bytes
 from tests.colorfeat.conftest_store import write_images_zarr
@@ -33,13 +33,17 @@ def _args(tmp_path: Path) -> list[str]:
     return ["--source", "synthetic", *OPTIONS, *where]
 
 
+def tiny(store: Path, work: Path, *, limit: int, image_size: int = 64) -> dict:
+    """The `colorfeat run` options of a small synthetic rebuild on the CPU."""
+    return {
+        "source": "synthetic", "store": str(store), "work_dir": str(work), "limit": limit,
+        "image_size": image_size, "backbone": "resnet18", "weights": "none", "device": "cpu",
+    }  # fmt: skip
+
+
 def _built(tmp_path: Path, latest: str | None) -> str:
     """Mark every stage of the OPTIONS rebuild complete and its version published; its id."""
-    parameters = _rebuild_parameters(
-        "synthetic", str(tmp_path / "store"), tmp_path / "work", 24, 64, "resnet18", "layer2",
-        "none", Device.cpu, 64, "word2vec", 1, None, 0, Precision.auto,
-    )  # fmt: skip
-    config = pipeline_config(parameters)
+    config = checked_config(tiny(tmp_path / "store", tmp_path / "work", limit=24))
     from colorfeat.sources import _synthetic_dir
 
     source = _synthetic_dir(tmp_path / "work", 24, 0)
@@ -120,11 +124,9 @@ def test_durations_read_in_human_units():
 
 def test_the_features_time_follows_the_trunks_multiply_adds(tmp_path, monkeypatch):
     def gmac(backbone: str, layer: str, image_size: int, n: int) -> float:
-        parameters = _rebuild_parameters(
-            "synthetic", str(tmp_path / "s"), tmp_path / "w", n, image_size, backbone, layer,
-            "none", Device.cpu, 64, "word2vec", 1, None, 0,
-        )  # fmt: skip
-        return preflight_module.features_gmac(pipeline_config(parameters), n)
+        options = tiny(tmp_path / "s", tmp_path / "w", limit=n, image_size=image_size)
+        options.update(backbone=backbone, layer=layer)
+        return preflight_module.features_gmac(checked_config(options), n)
 
     n = 55_440  # whole batches of 84 (resnet18, 21 a chunk) and 66 (resnet101, 6 a chunk)
     r18 = gmac("resnet18", "layer2", 224, n)
@@ -164,10 +166,8 @@ def test_the_features_stage_refuses_what_cannot_fit_and_runs_what_does(tmp_path,
     values = 5 * 128 * 4 * 4  # (N, C, S/8, S/8)
     needed = feature_bytes_needed(values)
     assert needed < values * 2  # compressed: less than float16 uncompressed
-    config = pipeline_config(_rebuild_parameters(
-        "synthetic", str(tmp_path / "s"), tmp_path / "w", 5, 32, "resnet18", "layer2", "none",
-        Device.cpu, 8, "word2vec", 1, None, 0,
-    ))  # fmt: skip
+    config = checked_config(tiny(tmp_path / "s", tmp_path / "w", limit=5, image_size=32))
+    config = replace(config, batch_size=8)
     assert stage_bytes(config, 5)["features"] == needed  # the dry run counts what the stage asks
 
     monkeypatch.setenv(FREE_BYTES_ENV, str(needed - 1))
@@ -208,14 +208,11 @@ def test_the_features_key_does_not_depend_on_the_cpus_bf16_support(
     tmp_path, monkeypatch, native_bf16
 ):
     torch = pytest.importorskip("torch")
-    parameters = _rebuild_parameters(
-        "synthetic", str(tmp_path / "s"), tmp_path / "w", 24, 64, "resnet18", "layer2", "none",
-        Device.cpu, 64, "word2vec", 1, None, 0, Precision.auto,
-    )  # fmt: skip
-    fp32 = plan_rebuild(pipeline_config(parameters), "src")["features"].key
+    options = tiny(tmp_path / "s", tmp_path / "w", limit=24)
+    fp32 = plan_rebuild(checked_config(options), "src")["features"].key
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native_bf16)
-    assert plan_rebuild(pipeline_config(parameters), "src")["features"].key == fp32
-    bf16 = plan_rebuild(pipeline_config({**parameters, "precision": "bf16"}), "src")
+    assert plan_rebuild(checked_config(options), "src")["features"].key == fp32
+    bf16 = plan_rebuild(checked_config({**options, "precision": "bf16"}), "src")
     assert bf16["features"].key != fp32
 
 

@@ -19,21 +19,21 @@ DIR_STAGES = [s for s in STAGES if s not in ("acquire", "publish")]
 
 
 def test_unchanged_rebuild_does_no_work_and_a_changed_layer_reruns_only_features(prefect_api, tiny):
-    first = rebuild(**tiny)
+    first = rebuild(tiny)
     assert first["executed"] == [s for s in STAGES if s != "acquire"]  # acquire: checked
     assert first["published"]
     store = open_store(tiny["store"])
     assert store.version == first["version"]
     assert store.features("train").shape[1:] == (128, 8, 8)  # resnet18.layer2 at S = 64
 
-    again = rebuild(**tiny)
+    again = rebuild(tiny)
     assert again["executed"] == []
     states = task_states(again)
     assert {states[stage] for stage in DIR_STAGES} == {"Cached"}, states
     assert again["version"] == first["version"] and not again["published"]
     assert sorted(p.name for p in (store_root(tiny) / "versions").iterdir()) == [first["version"]]
 
-    layer3 = rebuild(**{**tiny, "layer": "layer3"})
+    layer3 = rebuild({**tiny, "layer": "layer3"})
     assert layer3["executed"] == ["features", "publish"]
     assert layer3["version"] != first["version"]
     for stage in DIR_STAGES:
@@ -49,7 +49,7 @@ def test_rebuild_leaves_a_summary_and_a_colour_table(prefect_api, tiny):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    summary = rebuild(**tiny)
+    summary = rebuild(tiny)
 
     async def of_this_run(key: str):
         async with get_client() as client:
@@ -95,10 +95,10 @@ def task_states(summary: dict) -> dict[str, str]:
 
 
 def test_a_deleted_stage_output_is_rebuilt_despite_the_prefect_cache(prefect_api, tiny):
-    first = rebuild(**tiny)
+    first = rebuild(tiny)
     features = Path(tiny["work_dir"]) / "stages" / first["stages"]["features"]["key"]
     shutil.rmtree(features)
-    again = rebuild(**tiny)
+    again = rebuild(tiny)
     assert again["executed"] == ["features"]
     assert task_states(again)["features"] == "Completed"
     assert (features / "_SUCCESS").is_file()
@@ -110,16 +110,16 @@ def test_bad_options_fail_before_any_stage(prefect_api, tiny, bad):
     from colorfeat.errors import UserError
 
     with pytest.raises(UserError):
-        rebuild(**{**tiny, **bad})
+        rebuild({**tiny, **bad})
 
 
 def test_rebuild_can_train_a_colorizer_on_the_published_version(prefect_api, tiny, tmp_path):
     from colortrain.checkpoint import load_checkpoint
 
     runs = tmp_path / "runs"
-    summary = rebuild(**tiny, train_dir=str(runs), train_max_steps=2)
+    summary = rebuild(tiny, train_dir=str(runs), train_max_steps=2)
     checkpoint = Path(summary["train"]["checkpoint"])
     assert checkpoint == runs / summary["version"] / "film-small" / "checkpoint.pt"
     assert load_checkpoint(checkpoint)["store"]["version"] == summary["version"]
-    again = rebuild(**tiny, train_dir=str(runs), train_max_steps=2)  # resumes: nothing left
+    again = rebuild(tiny, train_dir=str(runs), train_max_steps=2)  # resumes: nothing left
     assert again["train"]["checkpoint"] == str(checkpoint) and again["executed"] == []

@@ -32,7 +32,7 @@ def assert_same_version(a: str, b: str) -> None:
 @pytest.fixture
 def local(prefect_api, tiny) -> dict:
     """A tiny rebuild with every stage in this process."""
-    return rebuild(**tiny)
+    return rebuild(tiny)
 
 
 def test_a_dask_cluster_of_two_processes_publishes_the_identical_version(local, tiny, tmp_path):
@@ -42,7 +42,7 @@ def test_a_dask_cluster_of_two_processes_publishes_the_identical_version(local, 
     with LocalCluster(
         n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
     ) as cluster:
-        on_dask = rebuild(**elsewhere, dask_address=cluster.scheduler_address)
+        on_dask = rebuild({**elsewhere, "dask_address": cluster.scheduler_address})
     assert on_dask["executed"] == local["executed"]
     assert on_dask["version"] == local["version"]
     assert_same_version(local["path"], on_dask["path"])
@@ -50,7 +50,7 @@ def test_a_dask_cluster_of_two_processes_publishes_the_identical_version(local, 
 
 def test_extraction_split_over_two_devices_publishes_the_identical_version(local, tiny, tmp_path):
     elsewhere = {**tiny, "store": str(tmp_path / "two-store"), "work_dir": str(tmp_path / "tw")}
-    two = rebuild(**elsewhere, devices=["cpu", "cpu"])  # one process per device, as per GPU
+    two = rebuild({**elsewhere, "devices": ["cpu", "cpu"]})  # one process per device, as per GPU
     assert two["version"] == local["version"]
     version = open_store(two["path"])
     assert version.features("train").shape == open_store(local["path"]).features("train").shape
@@ -80,8 +80,8 @@ def test_extraction_over_gpus_matches_one_gpu(prefect_api, tiny, tmp_path):
     n = torch.cuda.device_count()
     devices = [f"cuda:{i}" for i in range(n)] if n > 1 else ["cuda:0", "cuda:0"]
     gpu = {**tiny, "device": "cuda"}
-    one = rebuild(**gpu, devices=["cuda:0"])
+    one = rebuild({**gpu, "devices": ["cuda:0"]})
     spread = {**gpu, "store": str(tmp_path / "gpus-store"), "work_dir": str(tmp_path / "gw")}
-    many = rebuild(**spread, devices=devices)
+    many = rebuild({**spread, "devices": devices})
     assert many["version"] == one["version"]
     assert_same_version(one["path"], many["path"])

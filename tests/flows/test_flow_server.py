@@ -86,7 +86,7 @@ def test_prefect_yaml_registers_the_weekly_rebuild_on_a_process_pool(server, tmp
     assert weekly.work_pool_name == "colorfeat"
     [schedule] = weekly.schedules
     assert schedule.schedule.cron == "0 3 * * 1" and schedule.active
-    assert weekly.parameters["source"] == "coco2014"
+    assert weekly.parameters["config"]["source"] == "coco2014"
     assert _deployment("train/train-small").parameters["preset"] == "small"
 
 
@@ -109,7 +109,7 @@ def test_served_schedule_runs_a_triggered_rebuild_to_a_readable_version(server, 
                 time.sleep(0.5)
         [schedule] = deployment.schedules
         assert schedule.schedule.cron == "*/30 * * * *"
-        assert deployment.parameters["store"] == str(store)
+        assert deployment.parameters["config"]["store"] == str(store)
 
         run = run_deployment("rebuild/tiny", timeout=300, poll_interval=1)
         assert run.state.is_completed(), (tmp_path / "serve.log").read_text()[-3000:]
