@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from colorfeat import stages
+from colorfeat import __version__, stages
 from colorfeat.config import PipelineConfig
 from flows.plan import plan_rebuild
 
@@ -93,8 +93,10 @@ def test_a_stage_code_version_invalidates_it_and_what_follows(tmp_path, monkeypa
     assert stages.STAGES["images"].code_version.endswith("+changed")
 
 
-# Recorded before the stage table replaced the hand-wired planner: the same config and source
-# identity must keep naming the same stage directories and the same store version.
+# Recorded before the stage table replaced the hand-wired planner, when the features stage was
+# at extract-2: the same config and source identity must keep naming the same stage directories
+# and store version. extract-3 (structured `trunk` attrs) is a documented bump of the features
+# key alone; its ids are recorded too.
 RECORDED_KEYS = {
     "captions": "captions-754210f894e9a451",
     "vocab": "vocab-d3150fe7506e58dc",
@@ -104,9 +106,11 @@ RECORDED_KEYS = {
     "features": "features-aa0e65771c763a62",
 }
 RECORDED_VERSIONS = {"fp32": "602b76171f500f56", "bf16": "1165bc88e42d3691"}
+EXTRACT_3 = {"features": "features-94bc3e8bc22e8402"}
+EXTRACT_3_VERSIONS = {"fp32": "8214e88c33f81d21", "bf16": "acaea616db03c24a"}
 
 
-def test_version_ids_of_unchanged_inputs_are_those_recorded_before(tmp_path):
+def _recorded_plan(tmp_path) -> tuple[dict[str, str], dict[str, str]]:
     from colorfeat.config import BackboneConfig
     from colorfeat.store import version_id
 
@@ -116,10 +120,20 @@ def test_version_ids_of_unchanged_inputs_are_those_recorded_before(tmp_path):
         backbone=trunk, device="cpu",
     )  # fmt: skip
     other = replace(base, precision="bf16", embedding_dim=16, seed=3)
-    found = {}
+    found, fp32_keys = {}, {}
     for name, cfg in (("fp32", base), ("bf16", other)):
         keys = {s: p.key for s, p in plan_rebuild(cfg, "synthetic-src-identity").items()}
         found[name] = version_id({"keys": keys, "features": [{"name": cfg.backbone.name}]})
-        if name == "fp32":
-            assert keys == RECORDED_KEYS
+        fp32_keys = fp32_keys or keys
+    return fp32_keys, found
+
+
+def test_version_ids_of_unchanged_inputs_are_those_recorded_before(tmp_path, monkeypatch):
+    keys, found = _recorded_plan(tmp_path)
+    assert keys == {**RECORDED_KEYS, **EXTRACT_3}
+    assert found == EXTRACT_3_VERSIONS
+    extract_2 = replace(stages.STAGES["features"], version=f"colorfeat-{__version__}/extract-2")
+    monkeypatch.setitem(stages.STAGES, "features", extract_2)
+    keys, found = _recorded_plan(tmp_path)
+    assert keys == RECORDED_KEYS
     assert found == RECORDED_VERSIONS
