@@ -35,7 +35,7 @@ class PlainHelpCommand(TyperCommand):
                 param.metavar = _usual_metavar(param)
             if param.param_type_name == "argument":  # its name already says what it is
                 param.display_type_rich = _no_label
-                param._usage_display_name = lambda p=param: p.display_name_raw  # ROOT, not {ROOT}
+                param._usage_display_name = _usage_name(param)  # ROOT, not {ROOT}; IMAGE...
 
     def make_context(self, info_name, args, parent=None, **extra):  # noqa: ANN001, ANN201
         """Parse the command line; a bad option is one line on stderr and exit status 2."""
@@ -80,6 +80,11 @@ def reflow(text: str | None) -> str | None:
                 lines.append(line)
         paragraphs.append("\n".join(lines))
     return "\n\n".join(paragraphs)
+
+
+def _usage_name(param) -> Callable[[], str]:  # noqa: ANN001 (a Typer argument)
+    """How an argument reads in the usage line: its name, with `...` when it takes several."""
+    return lambda: param.display_name_raw + ("..." if param.nargs == -1 else "")
 
 
 def _no_label(ctx: typer.Context) -> None:

@@ -71,7 +71,7 @@ def fit(
         typer.echo(result["checkpoint"])
 
 
-@app.command()
+@app.command(**COMMAND)
 def evaluate(
     checkpoint: Path = typer.Option(..., help="A checkpoint written by `colortrain fit`."),
     store: str = typer.Option(..., help="Store root (follows LATEST) or one version."),
@@ -99,7 +99,7 @@ def evaluate(
             typer.echo(f"report: {report_path}", err=True)
 
 
-@app.command()
+@app.command(**COMMAND)
 def colorize(
     images: list[Path] = typer.Argument(
         ...,
@@ -142,7 +142,7 @@ def colorize(
             typer.echo(str(path))
 
 
-@app.command("app")
+@app.command("app", **COMMAND)
 def serve_app(
     checkpoint: Path = typer.Option(..., help="A checkpoint written by `colortrain fit`."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the page."),
@@ -157,7 +157,7 @@ def serve_app(
         launch(checkpoint, host, port, device=str(resolve_device(device.value)))
 
 
-@app.command()
+@app.command(**COMMAND)
 def export(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `colortrain fit`."),
     onnx: Path = typer.Option(..., help="The ONNX file to write."),

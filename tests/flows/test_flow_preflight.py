@@ -225,12 +225,16 @@ def test_the_features_key_does_not_depend_on_the_cpus_bf16_support(
         (colorfeat_app, ["store", "ls"]),
         (colorfeat_app, ["grid"]),
         (colortrain_app, ["fit"]),
+        (colortrain_app, ["colorize"]),
+        (colortrain_app, ["evaluate"]),
+        (colortrain_app, ["app"]),
+        (colortrain_app, ["export"]),
     ],
 )
 def test_help_shows_defaults_and_plain_labels(app, command):
     out = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
     assert out.exit_code == 0, out.output
-    for noise in ("<str>", "<bool>", "<int>", "<path>", "{"):
+    for noise in ("<str>", "<bool>", "<int>", "<path>", "<list", "{"):
         assert noise not in out.stdout, noise
     assert "[default: " in out.stdout or command[0] == "store"
     if command == ["fit"]:
@@ -238,6 +242,8 @@ def test_help_shows_defaults_and_plain_labels(app, command):
         assert "--out  " in out.stdout and "RUN_DIR" in out.stdout.split("--out")[1].split("\n")[0]
     if command == ["store", "ls"]:
         assert "store ls [OPTIONS] ROOT" in out.stdout
+    if command == ["colorize"]:
+        assert "colorize [OPTIONS] IMAGE..." in out.stdout
 
 
 @pytest.mark.parametrize("command", ["run", "schedule"])
