@@ -34,6 +34,7 @@ import os
 import shutil
 import stat
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -305,6 +306,40 @@ def _caption_arrays(group, images: list[dict], index: dict[str, int], max_len: i
     return {"captions": m, "captions_truncated": truncated}
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What every split of one images stage shares."""
+
+    source_root: str
+    out: zarr.Group  # the images.zarr being written
+    out_path: Path
+    staging: Path
+    size: int
+    max_len: int
+    chunks: dict[str, int]
+    vocab_index: dict[str, int]
+
+
+def _image_split(ex, job: _Job, split: str, cands: list[dict]) -> tuple[dict, list[dict]]:
+    """Both passes and the captions of one split -> (its counts, its skipped pictures)."""
+    stage_path = job.staging / split
+    status = _decode_split(ex, job.source_root, cands, stage_path, job.size)
+    kept_rows = [i for i, r in enumerate(status) if r is None]
+    g = job.out.require_group(split)
+    _write_split(ex, g, job.out_path / split, stage_path, kept_rows, cands, job.size, job.chunks)
+    kept = [cands[i] for i in kept_rows]
+    c = _caption_arrays(g, kept, job.vocab_index, job.max_len, job.chunks["captions"])
+    g.attrs.update({"images": len(kept), "captions": c["captions"]})
+    reasons = Counter(r.split(":")[0] for r in status if r)
+    counts = {
+        "candidates": len(cands),
+        "images": len(kept),
+        **c,
+        "skipped": dict(sorted(reasons.items())),
+    }
+    return counts, [{"file": cands[i]["file"], "reason": r} for i, r in enumerate(status) if r]
+
+
 def images_stage(
     source: dict,
     captions: dict,
@@ -323,49 +358,37 @@ def images_stage(
     if image_size % TARGET_STRIDE:
         raise ValueError(f"image_size must be divisible by {TARGET_STRIDE}, got {image_size}")
     doc = load_captions(captions)
-    index = {w: i for i, w in enumerate(load_vocab(vocab))}
     partial = partial_dir(out_dir)
-    staging_root = partial / "_staging"
     out_path = partial / "images.zarr"
-    chunks = layout(image_size, max_len)
-    root = zarr.open_group(out_path, mode="a")
+    job = _Job(
+        source_root=source["root"],
+        out=zarr.open_group(out_path, mode="a"),
+        out_path=out_path,
+        staging=partial / "_staging",
+        size=image_size,
+        max_len=max_len,
+        chunks=layout(image_size, max_len),
+        vocab_index={w: i for i, w in enumerate(load_vocab(vocab))},
+    )
     counts: dict = {}
     skipped: list[dict] = []
     with executor(workers, dask_address, processes=processes) as ex:
         for split in sorted(doc["splits"]):
-            cands = doc["splits"][split]
-            stage_path = staging_root / split
-            status = _decode_split(ex, source["root"], cands, stage_path, image_size)
-            kept_rows = [i for i, r in enumerate(status) if r is None]
-            g = root.require_group(split)
-            _write_split(ex, g, out_path / split, stage_path, kept_rows, cands, image_size, chunks)
-            kept = [cands[i] for i in kept_rows]
-            c = _caption_arrays(g, kept, index, max_len, chunks["captions"])
-            reasons = Counter(r.split(":")[0] for r in status if r)
-            skipped += [{"file": cands[i]["file"], "reason": r} for i, r in enumerate(status) if r]
-            counts[split] = {
-                "candidates": len(cands),
-                "images": len(kept),
-                **c,
-                "skipped": dict(sorted(reasons.items())),
-            }
-            g.attrs.update({"images": len(kept), "captions": c["captions"]})
-    root.attrs.update(
-        {
-            "counts": counts,
-            "skipped": skipped,
-            "image_size": image_size,
-            "target_stride": TARGET_STRIDE,
-            "max_len": max_len,
-        }
-    )
-    shutil.rmtree(staging_root)
-    result = {
+            counts[split], split_skipped = _image_split(ex, job, split, doc["splits"][split])
+            skipped += split_skipped
+    return commit(partial, out_dir, _finish(job, out_dir, counts, skipped))
+
+
+def _finish(job: _Job, out_dir: Path, counts: dict, skipped: list[dict]) -> dict:
+    """Record the counts and skips on the store, drop the staging arrays -> the stage result."""
+    attrs = {"image_size": job.size, "target_stride": TARGET_STRIDE, "max_len": job.max_len}
+    job.out.attrs.update({"counts": counts, "skipped": skipped, **attrs})
+    shutil.rmtree(job.staging)
+    return {
         "path": str(Path(out_dir) / "images.zarr"),
         "splits": {s: counts[s]["images"] for s in counts},
         "counts": counts,
         "skipped": len(skipped),
-        "image_size": image_size,
-        "max_len": max_len,
+        "image_size": job.size,
+        "max_len": job.max_len,
     }
-    return commit(partial, out_dir, result)

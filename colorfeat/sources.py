@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -197,6 +198,50 @@ def _expected(name: str, table: dict[str, Checksum], listed: dict[str, Checksum]
     return official or mirror or Checksum(None, None)
 
 
+@dataclass(frozen=True)
+class _Fetch:
+    """Where one remote source's archives come from and go, and what they must hash to."""
+
+    base: str  # the URL requested, credentials included
+    shown: str  # the URL recorded: no credentials
+    partial: Path
+    downloads: Path
+    table: dict[str, Checksum]  # the official checksums
+    listed: dict[str, Checksum]  # a mirror's own SHA256SUMS
+    progress: bool
+
+
+def _find_mirror(base: str) -> tuple[str, dict[str, Checksum]]:
+    """A mirror's year (which annotations archive it has) and its SHA256SUMS, if it has one."""
+    year = _mirror_year(base)
+    listing = fetch_text(mirror_url(base, "SHA256SUMS"))
+    return year, checksums_from_listing(listing) if listing else {}
+
+
+def _fetch_archive(fetch: _Fetch, rel: str, only: str | None) -> str:
+    """Download, verify and extract (members under `only`) one archive, once -> its SHA-256."""
+    name = rel.rsplit("/", 1)[1]
+    marker = fetch.partial / f".{name}.extracted"
+    if marker.is_file():  # verified and extracted by an earlier run
+        return json.loads(marker.read_text())["sha256"]
+    expected = _expected(name, fetch.table, fetch.listed)
+    archive = fetch.downloads / name
+    if expected.size:
+        require_free(fetch.downloads, expected.size, f"downloading {name}")
+    got = download(
+        mirror_url(fetch.base, rel),
+        archive,
+        size=expected.size,
+        sha256=expected.sha256,
+        progress=fetch.progress,
+    )
+    require_free(fetch.partial, unpacked_bytes(archive), f"extracting {name}")
+    safe_extract(archive, fetch.partial, prefix=only)
+    write_atomic(marker, json.dumps({"url": mirror_url(fetch.shown, rel), "sha256": got["sha256"]}))
+    archive.unlink()
+    return got["sha256"]
+
+
 def acquire_remote(
     base: str,
     year: str | None,
@@ -214,39 +259,19 @@ def acquire_remote(
     if done := completed(out):
         return done
     listed: dict[str, Checksum] = {}
-    if year is None:  # a mirror: find its year, and use its SHA256SUMS if it has one
-        year = _mirror_year(base)
-        listing = fetch_text(mirror_url(base, "SHA256SUMS"))
-        listed = checksums_from_listing(listing) if listing else {}
+    if year is None:
+        year, listed = _find_mirror(base)
     partial = partial_dir(out)
     downloads = work_dir / "downloads" / value_hash(shown, 8)
+    fetch = _Fetch(base, shown, partial, downloads, table, listed, progress)
     archives = {
         f"zips/train{year}.zip": None,
         f"zips/val{year}.zip": None,
         f"annotations/annotations_trainval{year}.zip": "annotations/captions_",
     }
-    shas: dict[str, str] = {}
-    for rel, only in archives.items():
-        name = rel.rsplit("/", 1)[1]
-        marker = partial / f".{name}.extracted"
-        if marker.is_file():  # verified and extracted by an earlier run
-            shas[name] = json.loads(marker.read_text())["sha256"]
-            continue
-        expected = _expected(name, table, listed)
-        if expected.size:
-            require_free(downloads, expected.size, f"downloading {name}")
-        got = download(
-            mirror_url(base, rel),
-            downloads / name,
-            size=expected.size,
-            sha256=expected.sha256,
-            progress=progress,
-        )
-        require_free(partial, unpacked_bytes(downloads / name), f"extracting {name}")
-        safe_extract(downloads / name, partial, prefix=only)
-        shas[name] = got["sha256"]
-        write_atomic(marker, json.dumps({"url": mirror_url(shown, rel), "sha256": got["sha256"]}))
-        (downloads / name).unlink()
+    shas = {
+        rel.rsplit("/", 1)[1]: _fetch_archive(fetch, rel, only) for rel, only in archives.items()
+    }
     splits = {f"train{year}": "train", f"val{year}": "val"}
     result = {"root": str(out), "splits": splits, "identity": f"coco{year}-" + value_hash(shas, 16)}
     return commit(partial, out, result)
