@@ -159,6 +159,21 @@ def run_evaluation(
     return out
 
 
+def _evaluate(
+    checkpoint: Path,
+    store: str,
+    split: str,
+    device: str,
+    batch_size: int,
+    max_batches: int | None = None,
+) -> tuple[EvalRun, Evaluation]:
+    """Open the checkpoint on the split and run it; the result names the checkpoint."""
+    run = open_run(checkpoint, store, split, device)
+    evaluation = run_evaluation(run, batch_size=batch_size, max_batches=max_batches)
+    evaluation.result["checkpoint"] = str(checkpoint)
+    return run, evaluation
+
+
 def evaluate_checkpoint(
     checkpoint: Path,
     store: str,
@@ -169,11 +184,7 @@ def evaluate_checkpoint(
     max_batches: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on a store split; the store's features must be the checkpoint's."""
-    run = open_run(checkpoint, store, split, device)
-    result = run_evaluation(run, batch_size=batch_size, max_batches=max_batches).result
-    result["checkpoint"] = str(checkpoint)
-    result["store"] = run.dataset.path  # the version, also when given a root
-    return result
+    return _evaluate(checkpoint, store, split, device, batch_size, max_batches)[1].result
 
 
 def evaluate_run(
@@ -188,10 +199,7 @@ def evaluate_run(
     """`colortrain evaluate`: the result, the report (with `report`), the run's model card."""
     from colortrain.modelcard import CARD_NAME, write_model_card
 
-    run = open_run(checkpoint, store, split, device)
-    evaluation = run_evaluation(run, batch_size=batch_size)
-    result = evaluation.result
-    result["checkpoint"] = str(checkpoint)
+    run, evaluation = _evaluate(checkpoint, store, split, device, batch_size)
     report_path = None
     if report is not None:
         from colortrain.report import write_report
@@ -199,8 +207,8 @@ def evaluate_run(
         report_path = write_report(run, evaluation, report)
     run_dir = checkpoint.parent
     if (run_dir / "metrics.json").is_file() or (run_dir / CARD_NAME).is_file():
-        write_model_card(checkpoint, result)
-    return result, report_path
+        write_model_card(checkpoint, evaluation.result)
+    return evaluation.result, report_path
 
 
 def render_table(result: dict[str, Any], console: Console | None = None) -> None:

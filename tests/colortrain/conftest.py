@@ -170,3 +170,19 @@ def run_copy(tiny_checkpoint: Path, tmp_path: Path) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def picture(h: int = 50, w: int = 70, seed: int = 0) -> np.ndarray:
+    """A noisy (h, w, 3) uint8 picture with a red rectangle in its upper left quarter."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(40, 200, (h, w, 3)).astype(np.uint8)
+    rgb[h // 4 : h // 2, w // 4 : w // 2] = (200, 40, 40)
+    return rgb
+
+
+def error_line(result) -> str:
+    """The one `colortrain: error:` line a failed command printed on stderr."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("colortrain: error: ")
+    return lines[0]

@@ -16,22 +16,10 @@ from colorfeat.backbone import prepare_input
 from colorfeat.lab import rgb_to_lab
 from colortrain.cli import app
 from colortrain.colorize import Colorist
+from colortrain.evaluate import evaluate_checkpoint
+from tests.colortrain.conftest import error_line, picture
 
 runner = CliRunner()
-
-
-def _picture(h: int = 50, w: int = 70) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(40, 200, (h, w, 3)).astype(np.uint8)
-    rgb[10:30, 20:45] = (200, 40, 40)
-    return rgb
-
-
-def _error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("colortrain: error: ")
-    return lines[0]
 
 
 def test_checkpoint_trunk_reproduces_the_store_features(
@@ -50,7 +38,7 @@ def test_checkpoint_trunk_reproduces_the_store_features(
 
 def test_colorize_keeps_size_and_lightness_and_ignores_input_colour(tiny_checkpoint: Path) -> None:
     colorist = Colorist.from_checkpoint(tiny_checkpoint)
-    rgb = _picture()
+    rgb = picture()
     tokens, oov = colorist.encode("A RED disc!")
     assert oov == []
     out, heat = colorist.colorize(rgb, tokens)
@@ -71,7 +59,7 @@ def test_cli_colorize_any_format_at_full_resolution(
     tiny_checkpoint: Path, tmp_path: Path, suffix: str, mode: str
 ) -> None:
     src = tmp_path / f"in{suffix}"
-    Image.fromarray(_picture(37, 61)).convert(mode).save(src)
+    Image.fromarray(picture(37, 61)).convert(mode).save(src)
     out = tmp_path / "out" / "result.png"
     result = runner.invoke(
         app,
@@ -90,7 +78,7 @@ def test_cli_colorize_out_dir_and_oov_warning_once(tiny_checkpoint: Path, tmp_pa
     paths = []
     for name in ("a", "b"):
         paths.append(tmp_path / f"{name}.png")
-        Image.fromarray(_picture()).save(paths[-1])
+        Image.fromarray(picture()).save(paths[-1])
     result = runner.invoke(
         app,
         ["colorize", *map(str, paths), "--caption", "a magenta zebra", "--checkpoint",
@@ -104,7 +92,7 @@ def test_cli_colorize_out_dir_and_oov_warning_once(tiny_checkpoint: Path, tmp_pa
 
 def test_cli_colorize_user_errors(tiny_checkpoint: Path, tmp_path: Path) -> None:
     good = tmp_path / "good.png"
-    Image.fromarray(_picture()).save(good)
+    Image.fromarray(picture()).save(good)
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     bad_ckpt = tmp_path / "bad.pt"
@@ -122,10 +110,10 @@ def test_cli_colorize_user_errors(tiny_checkpoint: Path, tmp_path: Path) -> None
     for expected, args in cases.items():
         result = runner.invoke(app, ["colorize", *args, "--out", str(tmp_path / "x.png")])
         assert result.exit_code == 1, (expected, result.output)
-        assert expected in _error_line(result)
+        assert expected in error_line(result)
     result = runner.invoke(app, ["colorize", str(good), str(good), "--caption", "red",
                                  "--checkpoint", ck, "--out", str(tmp_path / "x.png")])  # fmt: skip
-    assert result.exit_code == 1 and "--out takes one image" in _error_line(result)
+    assert result.exit_code == 1 and "--out takes one image" in error_line(result)
     assert not (tmp_path / "x.png").exists()
 
 
@@ -141,6 +129,7 @@ def test_cli_evaluate_table_and_json(run_copy: Path, tiny_store: Path) -> None:
     assert doc["split"] == "val" and doc["images"] == 8
     assert 0 <= m["acc1"] <= m["acc5"] <= 1 and 0 <= m["acc1_weighted"] <= m["acc5_weighted"] <= 1
     assert 5 < m["psnr"] < 100 and 0 <= m["ab_rmse"] < 200 and m["loss"] > 0
+    assert evaluate_checkpoint(tiny_checkpoint, str(tiny_store)) == doc  # what the command runs
     table = runner.invoke(
         app, ["evaluate", "--checkpoint", str(tiny_checkpoint), "--store", str(tiny_store)]
     )
@@ -150,18 +139,18 @@ def test_cli_evaluate_table_and_json(run_copy: Path, tiny_store: Path) -> None:
         app, ["evaluate", "--checkpoint", str(tiny_checkpoint), "--store", str(tiny_store),
               "--split", "test"]
     )  # fmt: skip
-    assert bad.exit_code == 1 and "no split 'test'" in _error_line(bad)
+    assert bad.exit_code == 1 and "no split 'test'" in error_line(bad)
 
 
 def test_cli_fit_rejects_bad_options(tiny_store: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["fit", "--store", str(tiny_store), "--out", str(tmp_path), "--epochs", "0"]
     )
-    assert result.exit_code == 1 and "--epochs" in _error_line(result)
+    assert result.exit_code == 1 and "--epochs" in error_line(result)
     result = runner.invoke(
         app, ["fit", "--store", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]
     )
-    assert result.exit_code == 1 and "no such directory" in _error_line(result)
+    assert result.exit_code == 1 and "no such directory" in error_line(result)
     result = runner.invoke(
         app, ["fit", "--store", str(tiny_store), "--out", str(tmp_path), "--preset", "huge"]
     )

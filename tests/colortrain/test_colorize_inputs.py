@@ -22,23 +22,10 @@ from colortrain.checkpoint import load_checkpoint, save_checkpoint, trunk_config
 from colortrain.cli import app
 from colortrain.colorize import Colorist, read_image
 from colortrain.outputs import MAX_PIXELS
+from tests.colortrain.conftest import error_line, picture
 
 runner = CliRunner()
 SIZES = [(37, 61), (80, 30), (32, 32), (50, 70), (9, 120)]  # (H, W), mixed on purpose
-
-
-def _picture(h: int, w: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    rgb = rng.integers(40, 200, (h, w, 3)).astype(np.uint8)
-    rgb[h // 4 : h // 2, w // 4 : w // 2] = (200, 40, 40)
-    return rgb
-
-
-def _error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("colortrain: error: ")
-    return lines[0]
 
 
 def _png_header(path: Path, width: int, height: int) -> Path:
@@ -58,7 +45,7 @@ def test_batches_of_mixed_sizes_equal_one_at_a_time(tiny_checkpoint: Path, tmp_p
     inputs = []
     for i, (h, w) in enumerate(SIZES):
         inputs.append(tmp_path / f"p{i}.png")
-        Image.fromarray(_picture(h, w, seed=i)).save(inputs[-1])
+        Image.fromarray(picture(h, w, seed=i)).save(inputs[-1])
     out_dir = tmp_path / "out"
     args = ["colorize", *map(str, inputs), "--caption", "a green disc", "--checkpoint",
             str(tiny_checkpoint), "--out-dir", str(out_dir), "--batch-size", "3",
@@ -68,7 +55,7 @@ def test_batches_of_mixed_sizes_equal_one_at_a_time(tiny_checkpoint: Path, tmp_p
     colorist = Colorist.from_checkpoint(tiny_checkpoint)
     tokens, _ = colorist.encode("a green disc")
     for i, (h, w) in enumerate(SIZES):
-        alone, _ = colorist.colorize(_picture(h, w, seed=i), tokens)
+        alone, _ = colorist.colorize(picture(h, w, seed=i), tokens)
         batched = np.asarray(Image.open(out_dir / f"p{i}.png"))
         assert batched.shape == (h, w, 3)
         assert np.abs(batched.astype(int) - alone.astype(int)).max() <= 1
@@ -78,7 +65,7 @@ def test_pictures_over_the_pixel_limit_are_refused_from_the_header(
     tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
     good = tmp_path / "good.png"
-    Image.fromarray(_picture(20, 20)).save(good)
+    Image.fromarray(picture(20, 20)).save(good)
     over_ours = _png_header(tmp_path / "big.png", 12_000, MAX_PIXELS // 12_000 + 1)
     over_pillows = _png_header(tmp_path / "huge.png", 40_000, 40_000)  # a decompression bomb
     for big in (over_ours, over_pillows):
@@ -87,7 +74,7 @@ def test_pictures_over_the_pixel_limit_are_refused_from_the_header(
                   str(tiny_checkpoint), "--out-dir", str(tmp_path / "o")]
         )  # fmt: skip
         assert result.exit_code == 1
-        assert f"{big} is too large to colorize: over 100 megapixels" in _error_line(result)
+        assert f"{big} is too large to colorize: over 100 megapixels" in error_line(result)
         assert not (tmp_path / "o").exists()  # checked before any picture is colorized
 
 
@@ -108,7 +95,7 @@ def test_outputs_next_to_inputs_by_default_and_run_directory_as_checkpoint(
     tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
     src = tmp_path / "photo.jpg"
-    Image.fromarray(_picture(30, 40)).save(src)
+    Image.fromarray(picture(30, 40)).save(src)
     result = runner.invoke(
         app, ["colorize", str(src), "--caption", "a red disc", "--checkpoint",
               str(tiny_checkpoint.parent)]
@@ -122,14 +109,14 @@ def test_outputs_next_to_inputs_by_default_and_run_directory_as_checkpoint(
 
 def test_unknown_extension_refused_before_the_model_runs(tmp_path: Path) -> None:
     src = tmp_path / "a.png"
-    Image.fromarray(_picture(10, 10)).save(src)
+    Image.fromarray(picture(10, 10)).save(src)
     missing_ckpt = tmp_path / "no-such-checkpoint.pt"  # never opened: the output is checked first
     result = runner.invoke(
         app, ["colorize", str(src), "--caption", "red", "--checkpoint", str(missing_ckpt),
               "--out", str(tmp_path / "a.gif")]
     )  # fmt: skip
     assert result.exit_code == 1
-    line = _error_line(result)
+    line = error_line(result)
     assert "unknown extension '.gif'" in line and ".png, .jpg" in line and ".webp" in line
 
 
@@ -137,12 +124,12 @@ def test_write_errors_are_one_line_and_leave_no_partial_file(
     tiny_checkpoint: Path, tmp_path: Path, monkeypatch
 ) -> None:
     src = tmp_path / "a.png"
-    Image.fromarray(_picture(20, 24)).save(src)
+    Image.fromarray(picture(20, 24)).save(src)
     base = ["colorize", str(src), "--caption", "red", "--checkpoint", str(tiny_checkpoint)]
     taken = tmp_path / "taken.png"
     taken.mkdir()  # a directory where the picture should go
     result = runner.invoke(app, [*base, "--out", str(taken)])
-    assert result.exit_code == 1 and f"cannot write {taken}: " in _error_line(result)
+    assert result.exit_code == 1 and f"cannot write {taken}: " in error_line(result)
 
     def disk_full(self, fp, *args, **kwargs):
         Path(fp).write_bytes(b"half a pic")
@@ -152,9 +139,7 @@ def test_write_errors_are_one_line_and_leave_no_partial_file(
     out_dir = tmp_path / "o"
     result = runner.invoke(app, [*base, "--out-dir", str(out_dir)])
     assert result.exit_code == 1
-    assert _error_line(result).endswith(
-        f"cannot write {out_dir / 'a.png'}: No space left on device"
-    )
+    assert error_line(result).endswith(f"cannot write {out_dir / 'a.png'}: No space left on device")
     assert list(out_dir.iterdir()) == []
 
 
@@ -163,7 +148,7 @@ def test_attention_figure_is_bounded_and_has_a_colour_bar(
     tiny_checkpoint: Path, tmp_path: Path, monkeypatch, h: int, w: int
 ) -> None:
     src = tmp_path / "thin.png"
-    Image.fromarray(_picture(h, w)).save(src)
+    Image.fromarray(picture(h, w)).save(src)
     labels = []
     colorbar = matplotlib.figure.Figure.colorbar
 
@@ -196,7 +181,7 @@ def test_store_with_other_vocabulary_words_is_refused(
         app, ["evaluate", "--checkpoint", str(swapped), "--store", str(tiny_store)]
     )
     assert result.exit_code == 1
-    line = _error_line(result)
+    line = error_line(result)
     assert "vocabulary is not the checkpoint's" in line and f"id {min(i, j)}" in line
 
 
@@ -226,10 +211,10 @@ def test_a_weights_file_trunk_is_found_again_or_the_error_says_how(
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_device_cuda_without_a_gpu_is_one_line(tiny_checkpoint: Path, tmp_path: Path) -> None:
     src = tmp_path / "a.png"
-    Image.fromarray(_picture(10, 10)).save(src)
+    Image.fromarray(picture(10, 10)).save(src)
     result = runner.invoke(
         app, ["colorize", str(src), "--caption", "red", "--checkpoint", str(tiny_checkpoint),
               "--device", "cuda"]
     )  # fmt: skip
-    assert result.exit_code == 1 and "no CUDA GPU is available" in _error_line(result)
+    assert result.exit_code == 1 and "no CUDA GPU is available" in error_line(result)
     assert not (tmp_path / "a.colorized.png").exists()
