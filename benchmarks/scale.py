@@ -1,9 +1,9 @@
 """The whole rebuild at growing sizes: per-stage time, throughput, peak memory and bytes written.
 
 Each size runs in a fresh subprocess on a COCO-like source (`colorfeat.cocolike`, generated once
-per size under --work, not timed), calling the pipeline's stage functions in the flow's order
-(captions, vocab, embeddings, images, priors, features, publish: the code Prefect tasks wrap,
-without the orchestration). Per stage: wall seconds, items/s, peak RSS of the process while the
+per size under --work, not timed), running the stage table with the library's runner
+(`colorfeat.runner.run_stages`: the stages the Prefect flow wraps, in its order, without the
+orchestration). Per stage: wall seconds, items/s, peak RSS of the process while the
 stage ran (sampled every 10 ms, children included), bytes the stage wrote per picture. Then the
 growth exponents between consecutive sizes (log ratio: 1 = linear time, 0 = flat memory) and an
 extrapolation to COCO 2014 (82,783 + 40,504 pictures). `--captions-full` also runs the caption
@@ -27,7 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-STAGES = ("captions", "vocab", "embeddings", "images", "priors", "features", "publish")
 COCO2014_PICTURES = 82_783 + 40_504
 # The 16-core, one-GPU machine of the extrapolation (assumptions, stated in the output).
 TARGET_CORES = 16
@@ -74,101 +73,56 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in files)
 
 
-def run_stages(spec: dict) -> dict:
-    """In this process: every stage on spec['source'], timed -> {stage: figures}."""
-    from colorfeat import captions, embeddings, extract, images, priors_stage, store, vocab
-    from colorfeat.config import BackboneConfig, PipelineConfig
-    from colorfeat.sources import acquire_dir
-    from flows.plan import plan_rebuild, stage_configs
+def stage_items(name: str, results: dict[str, dict]) -> int:
+    """What a stage's items/s counts, from its result and its inputs' (by stage name)."""
+    if name == "captions":
+        return sum(results["captions"]["counts"][s]["captions_seen"] for s in ("train", "val"))
+    if name in ("vocab", "embeddings"):
+        return results["captions"]["counts"]["train"]["captions_kept"]
+    if name == "priors":
+        return results["images"]["splits"]["train"]
+    return sum(results["images"]["splits"].values())  # images, features, publish: every picture
 
-    backbone = BackboneConfig(weights=spec["weights"], image_size=spec["image_size"])
+
+def run_stages(spec: dict) -> dict:
+    """In this process: the stage table on spec['source'], each stage timed -> {stage: figures}."""
+    from colorfeat.config import BackboneConfig, PipelineConfig
+    from colorfeat.runner import call_stage
+    from colorfeat.runner import run_stages as run_table
+    from colorfeat.stages import Context, Stage
+
     cfg = PipelineConfig(
         source=spec["source"],
         store=spec["store"],
         work_dir=spec["work"],
-        backbone=backbone,
+        backbone=BackboneConfig(weights=spec["weights"], image_size=spec["image_size"]),
         device=spec["device"],
         workers=spec["workers"],
         batch_size=spec["batch_size"],
     )
-    src = acquire_dir(Path(spec["source"]))
-    plan = {k: v.out_dir for k, v in plan_rebuild(cfg, src["identity"]).items()}
     out: dict[str, dict] = {}
     rss = PeakRSS()
 
-    def timed(name: str, fn, items_of) -> dict:
+    def timed(stage: Stage, context: Context) -> dict:
         rss.reset()
         t = time.perf_counter()
-        result = fn()
+        result = call_stage(stage, context)
         seconds = time.perf_counter() - t
-        path = plan.get(name)
-        out[name] = {
+        if stage.name == "acquire":  # the source's identity, like its generation, is not timed
+            return result
+        out[stage.name] = {
             "seconds": seconds,
-            "items": items_of(result),
+            "items": stage_items(stage.name, {**context.inputs, stage.name: result}),
             "peak_rss": rss.peak,
-            "bytes": du(path) if path else 0,
+            "bytes": du(context.out_dir) if context.out_dir else 0,
         }
-        print(f"# {spec['label']}: {name} {seconds:.1f} s", file=sys.stderr, flush=True)
+        print(f"# {spec['label']}: {stage.name} {seconds:.1f} s", file=sys.stderr, flush=True)
         return result
 
-    kept = timed(
-        "captions",
-        lambda: captions.captions_stage(src, cfg.lexicon, plan["captions"]),
-        lambda r: sum(r["counts"][s]["captions_seen"] for s in ("train", "val")),
-    )
-    n_train_caps = kept["counts"]["train"]["captions_kept"]
-    voc = timed("vocab", lambda: vocab.vocab_stage(kept, plan["vocab"]), lambda r: n_train_caps)
-    vec = timed(
-        "embeddings",
-        lambda: embeddings.embeddings_stage(
-            kept, voc, plan["embeddings"], spec=cfg.embeddings, dim=cfg.embedding_dim, seed=cfg.seed
-        ),
-        lambda r: n_train_caps,
-    )
-    if spec["captions_only"]:
+    try:
+        run_table(cfg, timed, until="embeddings" if spec["captions_only"] else None)
+    finally:
         rss.close()
-        return out
-    img = timed(
-        "images",
-        lambda: images.images_stage(
-            src,
-            kept,
-            voc,
-            plan["images"],
-            image_size=cfg.image_size,
-            max_len=cfg.max_len,
-            workers=cfg.workers,
-        ),
-        lambda r: sum(r["splits"].values()),
-    )
-    n_pictures = sum(img["splits"].values())
-    pri = timed(
-        "priors",
-        lambda: priors_stage.priors_stage(img, plan["priors"], workers=cfg.workers),
-        lambda r: img["splits"]["train"],
-    )
-    feat = timed(
-        "features",
-        lambda: extract.features_stage(
-            img, backbone, plan["features"], device=cfg.device, batch_size=cfg.batch_size
-        ),
-        lambda r: n_pictures,
-    )
-    parts = {
-        "images": img,
-        "vocab": voc,
-        "embeddings": vec,
-        "priors": pri,
-        "features": [feat],
-        "keys": {k: v.name for k, v in plan.items()},
-    }
-    attrs = {
-        "source": {"spec": cfg.source, "identity": src["identity"]},
-        "config": stage_configs(cfg),
-        "counts": {"images": img["counts"]},
-    }
-    timed("publish", lambda: store.publish(cfg.store, parts, attrs=attrs), lambda r: n_pictures)
-    rss.close()
     return out
 
 
