@@ -22,7 +22,6 @@ case "${1:-}" in
   --cpu-smoke) MODE=cpu ;;
   --fetch-wheels)
     mkdir -p .whl
-    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
     # shellcheck disable=SC2086
     "$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
