@@ -91,6 +91,8 @@ def publish(root: str, parts: dict, *, attrs: dict, storage_options: dict | None
         build = staging / "version"
         try:
             _assemble(build, parts, attrs, vid)
+            if local:
+                _share_unchanged(build, _latest_dir(base))
             check_version(zarr.open_group(str(build), mode="r"), _local_files(build))
             if local:
                 fsync_tree(build)
@@ -218,6 +220,40 @@ def _fill_unwritten_chunks(group: zarr.Group, files: set[str]) -> None:
                 shape = tuple(s.stop - s.start for s in region)
                 fill = "" if arr.dtype.kind in "OTU" else arr.fill_value
                 filled[region] = np.full(shape, fill, dtype=str if fill == "" else arr.dtype)
+
+
+def _latest_dir(base: str) -> Path | None:
+    """The local version LATEST names under `base`, if there is one."""
+    try:
+        vid = Path(base, LATEST).read_text().strip()
+    except OSError:
+        return None
+    found = Path(base, VERSIONS, vid)
+    return found if _VERSION_ID.fullmatch(vid) and (found / "zarr.json").is_file() else None
+
+
+def _share_unchanged(build: Path, previous: Path | None) -> None:
+    """Hardlink each file written afresh into `build` (vocab and LAB tables, filled chunks) to
+    the byte-identical file at the same path in the `previous` version, so that versions share
+    every unchanged array on disk; the version's own root zarr.json stays its own."""
+    if previous is None:
+        return
+    for path in sorted(build.rglob("*")):
+        rel = path.relative_to(build)
+        old = previous / rel
+        if rel == Path("zarr.json") or not path.is_file() or path.stat().st_nlink > 1:
+            continue
+        if old.is_file() and not old.is_symlink() and _same_bytes(path, old):
+            spare = path.with_name(path.name + ".link")
+            try:
+                os.link(old, spare)
+            except OSError:
+                continue  # another file system: keep the copy
+            os.replace(spare, path)
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
 
 
 def _rename_into_place(staging: Path, target: Path) -> bool:
