@@ -179,6 +179,8 @@ def _rebuild_parameters() -> list[inspect.Parameter]:
             default = kind(opt.default)
         elif opt.path:
             kind, default = Path, Path(opt.default)
+        if opt.multiple:
+            kind, default = list[kind], [default]
         info = typer.Option(... if opt.required else default, help=opt.help, min=opt.min)
         params.append(inspect.Parameter(opt.name, KEYWORD, default=info, annotation=kind))
     return params

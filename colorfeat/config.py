@@ -21,7 +21,8 @@ def option(default: Any = None, help: str = "", **cli: Any) -> Any:  # noqa: A00
     """A config field that is also a `colorfeat run` option: its help, and CLI hints.
 
     `cli` may say `required=True` (no default on the command line), `min=1`, `choices=(...)`,
-    `path=True` (shown as PATH, made absolute by `PipelineConfig.resolved`).
+    `path=True` (shown as PATH, made absolute by `PipelineConfig.resolved`), `multiple=True`
+    (repeatable: the command passes a list).
     """
     meta = {"help": help, **cli}
     if callable(default):
@@ -55,7 +56,12 @@ class BackboneConfig:
     """
 
     backbone: str = option("resnet101", "Frozen trunk: resnet18/34/50/101/152.")
-    layer: str = option("layer2", "Trunk stage whose output is stored: layer1..layer4.")
+    layer: str = option(
+        "layer2",
+        "Trunk stage whose output is stored: layer1..layer4. Repeat it for several feature sets "
+        "of the trunk, each its own stage and array; the first is the store's default.",
+        multiple=True,
+    )
     # "imagenet" (torchvision V1), "none" (seeded random) or a file
     weights: str = option("imagenet", "imagenet, none (seeded random) or a state-dict FILE.")
     image_size: int = option(DEFAULT_IMAGE_SIZE, "Square image size S (a multiple of 32).")
@@ -118,6 +124,8 @@ class PipelineConfig:
     min_count: int = 1
     max_len: int = 20
     lexicon: str = field(default_factory=_lexicon_default)
+    # further feature sets of the same trunk (the second `--layer` on), in the order given
+    more_layers: tuple[str, ...] = ()
     devices: tuple[str, ...] | None = None  # feature extraction over several devices (flow only)
     compile_trunk: bool | None = None  # None: extract.features_stage decides
 
@@ -141,6 +149,16 @@ class PipelineConfig:
             raise UserError(f"--image-size must be divisible by {TARGET_STRIDE}")
         if self.devices is not None:
             object.__setattr__(self, "devices", tuple(self.devices))
+        object.__setattr__(self, "more_layers", tuple(self.more_layers))
+        layers = [self.backbone.layer, *self.more_layers]
+        if len(set(layers)) != len(layers):
+            raise UserError(f"--layer names each feature set once, got {', '.join(layers)}")
+
+    @property
+    def trunks(self) -> tuple[BackboneConfig, ...]:
+        """Every feature set's trunk, in the order given: the first is `backbone`."""
+        more = (replace(self.backbone, layer=layer) for layer in self.more_layers)
+        return (self.backbone, *more)
 
     @property
     def image_size(self) -> int:
@@ -181,6 +199,7 @@ class PipelineConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["devices"] = list(self.devices) if self.devices is not None else None
+        d["more_layers"] = list(self.more_layers)
         return d
 
     @classmethod
@@ -190,8 +209,13 @@ class PipelineConfig:
         return cls(**d)
 
     def to_options(self) -> dict[str, Any]:
-        """The flat `colorfeat run` option values of this config, by option name."""
+        """The flat `colorfeat run` option values of this config, by option name.
+
+        `layer` is one name for one feature set (as it always was), a list for several.
+        """
         values = {**asdict(self), **asdict(self.backbone)}
+        if self.more_layers:
+            values["layer"] = [self.backbone.layer, *self.more_layers]
         return {opt.name: values[opt.name] for opt in rebuild_options()}
 
     @classmethod
@@ -199,6 +223,11 @@ class PipelineConfig:
         """The config of flat option values (as `colorfeat run` takes them); validated."""
         trunk_names = {f.name for f in fields(BackboneConfig) if f.metadata}
         trunk = {k: values.pop(k) for k in list(values) if k in trunk_names}
+        layers = trunk.get("layer")
+        if isinstance(layers, (list, tuple)):  # `--layer` given several times
+            if not layers:
+                raise UserError("--layer needs at least one trunk stage")
+            trunk["layer"], values["more_layers"] = layers[0], tuple(layers[1:])
         seed = values.get("seed", 0)
         return cls(backbone=BackboneConfig(**trunk, seed=seed), **values)
 
@@ -215,6 +244,7 @@ class Option:
     min: int | None = None
     choices: tuple[str, ...] | None = None
     path: bool = False
+    multiple: bool = False  # may be given several times: a list of values
 
 
 def rebuild_options() -> list[Option]:

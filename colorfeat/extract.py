@@ -136,23 +136,15 @@ def features_stage(
         return json.loads(done.read_text())
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    device = str(resolve_device(device))  # "cpu", "cuda" or "cuda:N"
-    if devices is None:
-        n_gpu = torch.cuda.device_count() if device == "cuda" else 0
-        devices = [f"cuda:{i}" for i in range(n_gpu)] if n_gpu > 1 else [device]
-    devices = [str(resolve_device(d)) for d in devices]
-    amp = "bf16" if autocast_dtype(devices[0], precision) else "fp32"
-
+    devices = _devices(device, devices)
     partial = out_dir.with_name(out_dir.name + ".partial")
     trunk = create_trunk(backbone)
     src = _open_images(images)
     splits = _split_names(images, src)
-    n_total = sum(src[f"{s}/rgb"].shape[0] for s in splits)
     c, h, w = feature_shape(backbone)
     chunk_n = chunk_images or images_per_chunk(c * h * w * 2, None)
-    if compile_trunk is None:
-        compile_trunk = devices[0] == "cpu" and n_total >= COMPILE_MIN_IMAGES
-    run = Compute(devices[0], chunk_n * math.ceil(batch_size / chunk_n), amp, compile_trunk)
+    n_total = sum(src[f"{s}/rgb"].shape[0] for s in splits)
+    run = _compute(devices[0], precision, chunk_n, batch_size, compile_trunk, n_total)
     root = zarr.open_group(str(partial / "features.zarr"), mode="a")
     blocks: list[Block] = []
     shapes: dict[str, list[int]] = {}
@@ -169,9 +161,37 @@ def features_stage(
     elif blocks:
         _configure_threads(devices[0], 1)
         extract_blocks(trunk, src, root, backbone.name, blocks, run, partial / _MARKERS)
-
     _finish(root, partial, splits)
-    result = {
+    result = _stage_result(out_dir, trunk, backbone, run, shapes)
+    return commit(partial, out_dir, result)
+
+
+def _devices(device: str, devices: Sequence[str] | None) -> list[str]:
+    """The resolved devices to run on: `devices`, else every CUDA device when `device` resolves
+    to cuda, else the one device."""
+    device = str(resolve_device(device))  # "cpu", "cuda" or "cuda:N"
+    if devices is None:
+        n_gpu = torch.cuda.device_count() if device == "cuda" else 0
+        devices = [f"cuda:{i}" for i in range(n_gpu)] if n_gpu > 1 else [device]
+    return [str(resolve_device(d)) for d in devices]
+
+
+def _compute(
+    device: str, precision: str, chunk_n: int, batch_size: int, compile_trunk: bool | None, n: int
+) -> Compute:
+    """How the trunk runs: batches rounded up to whole chunks; compiled on CPU from
+    COMPILE_MIN_IMAGES images on unless `compile_trunk` says."""
+    amp = "bf16" if autocast_dtype(device, precision) else "fp32"
+    if compile_trunk is None:
+        compile_trunk = device == "cpu" and n >= COMPILE_MIN_IMAGES
+    return Compute(device, chunk_n * math.ceil(batch_size / chunk_n), amp, compile_trunk)
+
+
+def _stage_result(
+    out_dir: Path, trunk: Trunk, backbone: BackboneConfig, run: Compute, shapes: dict
+) -> dict:
+    """The features stage's result: where the arrays are and how they were made."""
+    return {
         "path": str(out_dir.resolve() / "features.zarr"),
         "name": backbone.name,
         "backbone": backbone.to_dict(),
@@ -183,7 +203,6 @@ def features_stage(
         "compute": run.describe(),
         "code_version": CODE_VERSION,
     }
-    return commit(partial, out_dir, result)
 
 
 def extract_blocks(
@@ -206,34 +225,14 @@ def extract_blocks(
     writes: queue.Queue = queue.Queue(maxsize=_PREFETCH_BLOCKS)
     stop = threading.Event()
     errors: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            for b in blocks:
-                if stop.is_set():
-                    break
-                rgb = np.ascontiguousarray(src[f"{b.split}/rgb"][b.start : b.stop])
-                host = torch.from_numpy(rgb)  # (n, S, S, 3) uint8
-                _put(reads, (b, host.pin_memory() if cuda else host), stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            errors.append(exc)
-        _put(reads, None, stop, final=True)
-
-    def write() -> None:
-        try:
-            while (item := writes.get()) is not None:
-                b, out, finite, event = item
-                if event is not None:
-                    event.synchronize()
-                data = out.numpy()  # (n, C, H, W) float16
-                _require_finite(all_finite(data) if finite is None else bool(finite))
-                _write_block(dst[f"{b.split}/{name}"], b, data, markers / b.split)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            errors.append(exc)
-            stop.set()
-
-    reader = threading.Thread(target=read, name="features-prefetch", daemon=True)
-    writer = threading.Thread(target=write, name="features-writer", daemon=True)
+    reader = threading.Thread(
+        target=_read_blocks, args=(src, blocks, cuda, reads, stop, errors),
+        name="features-prefetch", daemon=True,
+    )  # fmt: skip
+    writer = threading.Thread(
+        target=_write_blocks, args=(dst, name, markers, writes, stop, errors),
+        name="features-writer", daemon=True,
+    )  # fmt: skip
     reader.start()
     writer.start()
     try:
@@ -255,6 +254,41 @@ def extract_blocks(
         reader.join(timeout=10)
     if errors:
         raise errors[0]
+
+
+def _read_blocks(
+    src: zarr.Group, blocks: Sequence[Block], cuda: bool, reads: queue.Queue,
+    stop: threading.Event, errors: list[BaseException],
+) -> None:  # fmt: skip
+    """The prefetch thread: each block's uint8 RGB into `reads` (pinned on CUDA), then None."""
+    try:
+        for b in blocks:
+            if stop.is_set():
+                break
+            rgb = np.ascontiguousarray(src[f"{b.split}/rgb"][b.start : b.stop])
+            host = torch.from_numpy(rgb)  # (n, S, S, 3) uint8
+            _put(reads, (b, host.pin_memory() if cuda else host), stop)
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        errors.append(exc)
+    _put(reads, None, stop, final=True)
+
+
+def _write_blocks(
+    dst: zarr.Group, name: str, markers: Path, writes: queue.Queue, stop: threading.Event,
+    errors: list[BaseException],
+) -> None:  # fmt: skip
+    """The writer thread: check, store and mark each block from `writes` until None."""
+    try:
+        while (item := writes.get()) is not None:
+            b, out, finite, event = item
+            if event is not None:
+                event.synchronize()
+            data = out.numpy()  # (n, C, H, W) float16
+            _require_finite(all_finite(data) if finite is None else bool(finite))
+            _write_block(dst[f"{b.split}/{name}"], b, data, markers / b.split)
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        errors.append(exc)
+        stop.set()
 
 
 def _compile_settings(compiled: bool) -> contextlib.AbstractContextManager:
@@ -392,29 +426,10 @@ def _feature_array(
     partial: Path,
 ) -> zarr.Array:
     """Open the split's feature array in the partial dir, or create it (again, if it differs)."""
-    n, s = rgb.shape[0], rgb.shape[1]
-    if rgb.ndim != 4 or rgb.shape[2] != s or rgb.shape[3] != 3 or rgb.dtype != np.uint8:
-        raise UserError(f"{split}/rgb must be (N, S, S, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    if s != backbone.image_size:
-        raise UserError(
-            f"images are {s}x{s} but the backbone config says --image-size {backbone.image_size}"
-        )
-    c, h, w = feature_shape(backbone)
+    _check_rgb(split, rgb, backbone)
+    n, c, h, w = rgb.shape[0], *feature_shape(backbone)
     shape, chunks = (n, c, h, w), (max(1, min(chunk_n, n)), c, h, w)
-    attrs = {
-        "backbone": backbone.backbone,
-        "layer": backbone.layer,
-        "name": backbone.name,
-        "weights": trunk.weights_id,
-        "weights_hash": trunk.weights_hash,
-        "input_size": s,
-        **INPUT_DESCRIPTION,
-        "dtype": "float16",
-        "compute": run.describe(),
-        "trunk": describe_trunk(trunk, backbone, run.amp),
-        "codec": FEATURE_CODEC,
-        "code_version": CODE_VERSION,
-    }
+    attrs = _feature_attrs(trunk, backbone, run)
     key = f"{split}/{backbone.name}"
     if key in root:
         arr = root[key]
@@ -436,6 +451,35 @@ def _feature_array(
         dimension_names=("image", "channel", "y", "x"),
         config={"write_empty_chunks": True},
     )
+
+
+def _check_rgb(split: str, rgb: zarr.Array, backbone: BackboneConfig) -> None:
+    """UserError unless `rgb` is (N, S, S, 3) uint8 at the trunk's image size."""
+    s = rgb.shape[1] if rgb.ndim > 1 else None
+    if rgb.ndim != 4 or rgb.shape[2] != s or rgb.shape[3] != 3 or rgb.dtype != np.uint8:
+        raise UserError(f"{split}/rgb must be (N, S, S, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    if s != backbone.image_size:
+        raise UserError(
+            f"images are {s}x{s} but the backbone config says --image-size {backbone.image_size}"
+        )
+
+
+def _feature_attrs(trunk: Trunk, backbone: BackboneConfig, run: Compute) -> dict[str, Any]:
+    """What a feature array says about how it was made."""
+    return {
+        "backbone": backbone.backbone,
+        "layer": backbone.layer,
+        "name": backbone.name,
+        "weights": trunk.weights_id,
+        "weights_hash": trunk.weights_hash,
+        "input_size": backbone.image_size,
+        **INPUT_DESCRIPTION,
+        "dtype": "float16",
+        "compute": run.describe(),
+        "trunk": describe_trunk(trunk, backbone, run.amp),
+        "codec": FEATURE_CODEC,
+        "code_version": CODE_VERSION,
+    }
 
 
 def _pending_blocks(split: str, arr: zarr.Array, batch_size: int, markers: Path) -> list[Block]:

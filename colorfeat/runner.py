@@ -14,7 +14,7 @@ from pathlib import Path
 
 from colorfeat.config import PipelineConfig
 from colorfeat.hashing import stage_key
-from colorfeat.stages import STAGES, Context, Stage
+from colorfeat.stages import Context, Stage, stages_for
 
 StageCall = Callable[[Stage, Context], dict]
 
@@ -40,14 +40,14 @@ def stages_dir(config: PipelineConfig) -> Path:
 def key_of(stage: Stage, config: PipelineConfig, known: Mapping[str, str]) -> str:
     """A directory stage's key, from the keys of the stages it reads (`known`, by name)."""
     inputs = [known[name] for name in stage.reads]
-    return stage_key(stage.name, inputs, stage.config(config), stage.code_version)
+    return stage_key(stage.key_name, inputs, stage.config(config), stage.code_version)
 
 
 def plan_keys(config: PipelineConfig, source_identity: str) -> dict[str, str]:
     """Every directory stage's key, from the config and the source identity alone."""
     known = {"acquire": source_identity}
     keys: dict[str, str] = {}
-    for stage in STAGES.values():
+    for stage in stages_for(config).values():
         if stage.cached:
             keys[stage.name] = known[stage.name] = key_of(stage, config, known)
     return keys
@@ -64,7 +64,7 @@ def run_stages(
     """Run the table in order (up to and including `until`); `call` runs each stage."""
     run = Run()
     known: dict[str, str] = {}
-    for stage in list(STAGES.values()):
+    for stage in stages_for(config).values():
         inputs = {name: run.results[name] for name in stage.reads}
         out_dir = None
         if stage.cached:

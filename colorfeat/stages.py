@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from colorfeat.redact import redact_url
 # never imports PyTorch; extract.py stamps it into the feature attrs.
 # 2: zstd level 1 features; 3: structured `trunk` attrs, any torchvision trunk
 FEATURES_VERSION = f"colorfeat-{__version__}/extract-3"
+FEATURES = "features"  # the features stage; `features:<set>` for each further feature set
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,11 @@ class Stage:
     config: Callable[[PipelineConfig], dict[str, Any]] | None = None
     version: object = 0  # bump when the same inputs give different output
     retries: int = 0  # Prefect retries on a transient (network, storage) fault
+    kind: str | None = None  # the name its key hashes, where several rows share one (features)
+
+    @property
+    def key_name(self) -> str:
+        return self.kind or self.name
 
     @property
     def cached(self) -> bool:
@@ -86,8 +93,8 @@ def features_precision(config: PipelineConfig) -> str:
     return resolve_precision(config.precision, planned_device(config.device))
 
 
-def _features_config(config: PipelineConfig) -> dict[str, Any]:
-    backbone = config.backbone.to_dict()
+def _features_config(config: PipelineConfig, trunk: int = 0) -> dict[str, Any]:
+    backbone = config.trunks[trunk].to_dict()
     backbone["weights"] = content_of(backbone["weights"])
     return {**backbone, "precision": features_precision(config)}
 
@@ -130,12 +137,12 @@ def _priors(ctx: Context) -> dict:
     )
 
 
-def _features(ctx: Context) -> dict:
+def _features(ctx: Context, trunk: int = 0) -> dict:
     from colorfeat.extract import features_stage  # PyTorch: only when features are extracted
 
     cfg = ctx.config
     return features_stage(
-        ctx.inputs["images"], cfg.backbone, ctx.out_dir, device=cfg.device,
+        ctx.inputs["images"], cfg.trunks[trunk], ctx.out_dir, device=cfg.device,
         batch_size=cfg.batch_size, devices=cfg.devices, precision=features_precision(cfg),
         compile_trunk=cfg.compile_trunk,
     )  # fmt: skip
@@ -150,7 +157,7 @@ def _publish(ctx: Context) -> dict:
         "vocab": got["vocab"],
         "embeddings": got["embeddings"],
         "priors": got["priors"],
-        "features": [got["features"]],
+        "features": [got[name] for name in ctx.inputs if is_features(name)],
         "keys": dict(ctx.keys or {}),
     }
     return publish(ctx.config.store, parts, attrs=version_attrs(ctx.config, got))
@@ -179,7 +186,7 @@ STAGES: dict[str, Stage] = {
             "priors", _priors, ("images",),
             lambda c: {"alpha": REBALANCE_ALPHA, "gamma": REBALANCE_GAMMA},
         ),
-        Stage("features", _features, ("images",), _features_config, version=FEATURES_VERSION),
+        Stage(FEATURES, _features, ("images",), _features_config, version=FEATURES_VERSION),
         Stage(
             "publish", _publish,
             ("acquire", "captions", "vocab", "embeddings", "images", "priors", "features"),
@@ -204,9 +211,38 @@ def registered(stage: Stage, before: str = "publish") -> Iterator[Stage]:
         STAGES.update(saved)
 
 
+def is_features(name: str) -> bool:
+    """Whether `name` is a features stage: `features`, or `features:<set>` for a further set."""
+    return name == FEATURES or name.startswith(FEATURES + ":")
+
+
+def stages_for(config: PipelineConfig) -> dict[str, Stage]:
+    """The table as `config` runs it: the features row once per trunk, in the order given.
+
+    The first trunk's row is the table's own `features`; each further one is
+    `features:<backbone>.<layer>`. All are keyed as `features` (their key depends on the images
+    key and their trunk alone), so a feature set built before is reused whatever its position.
+    """
+    rows: dict[str, Stage] = {}
+    for stage in STAGES.values():
+        rows[stage.name] = stage
+        if stage.name == FEATURES:
+            for i, trunk in enumerate(config.trunks[1:], start=1):
+                name = f"{FEATURES}:{trunk.name}"
+                rows[name] = replace(
+                    stage, name=name, kind=FEATURES, run=partial(stage.run, trunk=i),
+                    config=partial(stage.config, trunk=i),
+                )  # fmt: skip
+    more = tuple(name for name in rows if is_features(name) and name != FEATURES)
+    if more and "publish" in rows:
+        rows["publish"] = replace(rows["publish"], reads=rows["publish"].reads + more)
+    return rows
+
+
 def content_config(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     """The config slice of every directory stage: what determined a version's content."""
-    return {s.name: s.config(config) for s in STAGES.values() if s.config is not None}
+    table = stages_for(config).values()
+    return {s.name: s.config(config) for s in table if s.config is not None}
 
 
 def version_attrs(config: PipelineConfig, results: Mapping[str, dict]) -> dict:

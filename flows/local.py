@@ -24,7 +24,7 @@ from colorfeat.config import PipelineConfig
 from colorfeat.errors import UserError
 from flows.caching import work_dir_lock
 from flows.embedded import embedded_api, isolate
-from flows.plan import TABLE, Preflight, feature_chunks, preflight
+from flows.plan import Preflight, pending_feature_chunks, preflight
 
 RUNS_LOG = "runs.jsonl"  # in the work dir: one JSON line per finished run
 _WIDE = 10_000  # columns of a log console that is not a terminal: records are never wrapped
@@ -120,7 +120,8 @@ def run_rebuild(config: PipelineConfig) -> dict[str, Any]:
             summary = _reuse(config, check)
         else:
             say(_reuse_line(check))
-            config.backbone.check()  # before anything runs; imports PyTorch, so only here
+            for trunk in config.trunks:  # before anything runs; imports PyTorch, so only here
+                trunk.check()
             summary = _run_flow(config, work_dir / "prefect")
         say(_latest_line(check.latest, summary))
         _record_run(work_dir, config.to_options(), summary)
@@ -155,10 +156,9 @@ def _reuse(config: PipelineConfig, check: Preflight) -> dict[str, Any]:
 def _reuse_line(check: Preflight) -> str:
     if check.source is None:
         return "the source is not ready yet: every stage will run"
-    line = f"reusing {len(check.reused)} of {len(TABLE) - 1} stages"
-    if "features" in check.stages and not check.stages["features"].complete:
-        done, total = feature_chunks(check.stages["features"])
-        line += f", {done} of {total} feature chunks" if total else ""
+    line = f"reusing {len(check.reused)} of {len(check.stages) + 1} stages"
+    done, total = pending_feature_chunks(check)
+    line += f", {done} of {total} feature chunks" if total else ""
     return line
 
 

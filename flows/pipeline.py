@@ -21,7 +21,7 @@ from prefect.tasks import exponential_backoff
 from colorfeat.config import PipelineConfig
 from colorfeat.redact import conceal
 from colorfeat.runner import Run, run_stages
-from colorfeat.stages import STAGES, Context, Stage, source_attrs
+from colorfeat.stages import Context, Stage, source_attrs, stages_for
 from flows.caching import Ledger, stage_task, work_dir_lock
 from flows.plan import StagePlan
 from flows.report import report_rebuild
@@ -34,7 +34,7 @@ def run_table_stage(
     out_dir: Path | None, stage: str, config: PipelineConfig, inputs: dict, keys: dict
 ) -> dict:
     """The body of every stage task: run stage `stage` of the table."""
-    return STAGES[stage].run(Context(config, inputs, out_dir, keys))
+    return stages_for(config)[stage].run(Context(config, inputs, out_dir, keys))
 
 
 @cache

@@ -19,7 +19,7 @@ from colorfeat.errors import UserError
 from colorfeat.parallel import SUCCESS
 from colorfeat.runner import plan_keys, stages_dir
 from colorfeat.stages import STAGES as TABLE
-from colorfeat.stages import content_config, features_precision, planned_device
+from colorfeat.stages import content_config, features_precision, is_features, planned_device
 
 __all__ = ["features_precision", "planned_device", "stage_configs"]
 
@@ -72,7 +72,7 @@ class Preflight:
     @property
     def nothing_to_do(self) -> bool:
         """Every stage complete and the version published: only LATEST may have to move."""
-        return self.published and len(self.reused) == len(TABLE) - 1
+        return self.published and len(self.reused) == len(self.stages) + 1
 
 
 def preflight(config: PipelineConfig) -> Preflight:
@@ -87,7 +87,7 @@ def preflight(config: PipelineConfig) -> Preflight:
         return Preflight(None, {}, None, False, latest)
     stages = plan_rebuild(config, source["identity"])
     keys = {name: stage.key for name, stage in stages.items()}
-    vid = version_id({"keys": keys, "features": [{"name": config.backbone.name}]})
+    vid = version_id({"keys": keys, "features": [{"name": t.name} for t in config.trunks]})
     return Preflight(
         source, stages, vid, _exists(config.store, f"versions/{vid}/zarr.json"), latest
     )
@@ -122,6 +122,16 @@ def feature_chunks(stage: StagePlan) -> tuple[int, int]:
         marks = partial / "_chunks_done" / meta.parent.parent.name
         done += sum(1 for _ in marks.iterdir()) if marks.is_dir() else 0
     return done, total
+
+
+def pending_feature_chunks(check: Preflight) -> tuple[int, int]:
+    """(done, total) chunks over the unfinished features stages of a rebuild."""
+    counts = [
+        feature_chunks(stage)
+        for name, stage in check.stages.items()
+        if is_features(name) and not stage.complete
+    ]
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
 def check_source(source: str) -> None:

@@ -12,9 +12,10 @@ import math
 import os
 from pathlib import Path
 
-from colorfeat.config import PipelineConfig
+from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.disk import feature_bytes_needed, free_bytes, human_bytes
-from flows.plan import STAGES, Preflight, feature_chunks, planned_device
+from colorfeat.stages import is_features, stages_for
+from flows.plan import Preflight, feature_chunks, pending_feature_chunks, planned_device
 
 # Seconds per stage, each measured once on a shared 2-core x86-64 VM without a GPU, other jobs
 # running (best of the runs):
@@ -56,26 +57,30 @@ SYNTHETIC_BYTES_PER_PICTURE = 30_000  # a generated JPEG with its caption record
 
 
 def features_gmac(config: PipelineConfig, n: int) -> float:
-    """Billions of multiply-adds the trunk spends on n pictures at the run's image size.
+    """Billions of multiply-adds the trunks spend on n pictures at the run's image size.
 
-    The stage runs whole batches of whole chunks, zero-padded: n is rounded up to them.
+    Each feature set runs its own trunk, in whole batches of whole chunks, zero-padded: n is
+    rounded up to them.
     """
     from colorfeat.codecs import images_per_chunk
 
-    c, h, w = _feature_shape(config)
-    chunk = images_per_chunk(c * h * w * 2)  # as colorfeat.extract chunks float16 maps
-    batch = chunk * math.ceil(config.batch_size / chunk)
-    # Measured for torchvision's ResNets; another trunk is costed as the deepest ResNet's node.
-    macs = TRUNK_MACS.get(config.backbone.backbone, TRUNK_MACS["resnet152"])
-    per_pixel = macs.get(config.backbone.layer, max(macs.values()))
-    return math.ceil(n / batch) * batch * config.image_size**2 * per_pixel / 1e9
+    total = 0.0
+    for trunk in config.trunks:
+        c, h, w = _feature_shape(trunk)
+        chunk = images_per_chunk(c * h * w * 2)  # as colorfeat.extract chunks float16 maps
+        batch = chunk * math.ceil(config.batch_size / chunk)
+        # Measured for torchvision's ResNets; another trunk is costed as the deepest ResNet's.
+        macs = TRUNK_MACS.get(trunk.backbone, TRUNK_MACS["resnet152"])
+        per_pixel = macs.get(trunk.layer, max(macs.values()))
+        total += math.ceil(n / batch) * batch * config.image_size**2 * per_pixel / 1e9
+    return total
 
 
-def _feature_shape(config: PipelineConfig) -> tuple[int, int, int]:
+def _feature_shape(trunk: BackboneConfig) -> tuple[int, int, int]:
     """(C, H, W) of one picture's feature map, from a meta-device trace (no weights, no compute)."""
     from colorfeat.backbone import feature_shape
 
-    return feature_shape(config.backbone)
+    return feature_shape(trunk)
 
 
 def n_pictures(config: PipelineConfig, check: Preflight) -> int | None:
@@ -120,10 +125,10 @@ def stage_bytes(config: PipelineConfig, n: int) -> dict[str, int]:
     Features: compressed, as the features stage itself asks for them (`feature_bytes_needed`).
     """
     s = config.image_size
-    c, h, w = _feature_shape(config)
+    values = sum(math.prod(_feature_shape(trunk)) for trunk in config.trunks)
     return {
         "images": n * (s * s * 3 + (s // 4) ** 2 * 2),
-        "features": feature_bytes_needed(n * c * h * w),
+        "features": feature_bytes_needed(n * values),
     }
 
 
@@ -132,9 +137,9 @@ def report(config: PipelineConfig, check: Preflight) -> list[str]:
     n = n_pictures(config, check)
     done = set(check.reused)
     lines = [f"source {config.source}: {n if n is not None else 'an unknown number of'} pictures"]
-    for stage in STAGES[:-1]:
+    for stage in list(stages_for(config))[:-1]:
         fate = "reused" if stage in done else "runs"
-        if stage == "features" and stage not in done and stage in check.stages:
+        if is_features(stage) and stage not in done and stage in check.stages:
             chunks_done, total = feature_chunks(check.stages[stage])
             fate += f" ({chunks_done} of {total} chunks done)" if total else ""
         key = f" ({check.stages[stage].key})" if stage in check.stages else ""
@@ -152,11 +157,17 @@ def report(config: PipelineConfig, check: Preflight) -> list[str]:
 def _time_line(config: PipelineConfig, check: Preflight, n: int | None, down: int | None) -> str:
     if check.nothing_to_do:
         return "estimated time: 0 s (nothing to do)"
-    on_gpu = planned_device(config.device) == "cuda" and "features" not in check.reused
+    on_gpu = planned_device(config.device) == "cuda" and _features_left(check)
     took = human_duration(_estimate_s(config, check, n, down, on_gpu))
     if on_gpu:
         return f"estimated time: about {took}, plus the features stage on the GPU (not estimated)"
     return f"estimated time: about {took} with {cpu_cores()} CPU cores and no GPU"
+
+
+def _features_left(check: Preflight) -> bool:
+    """Whether a features stage is still to run (all of them, before the source is ready)."""
+    names = check.stages or {"features": None}
+    return any(is_features(name) and name not in check.reused for name in names)
 
 
 def cpu_cores() -> int:
@@ -228,11 +239,9 @@ def _estimate_s(
     seconds += 0 if "embeddings" in done else RATES["embeddings"]
     seconds += 0 if "images" in done else mpixels * RATES["images_per_mpixel"]
     seconds += 0 if "priors" in done else RATES["priors"]
-    if "features" not in done and not on_gpu:
-        left = 1.0
-        if "features" in check.stages:
-            chunks_done, total = feature_chunks(check.stages["features"])
-            left = 1 - chunks_done / total if total else 1.0
+    if _features_left(check) and not on_gpu:
+        chunks_done, total = pending_feature_chunks(check)
+        left = 1 - chunks_done / total if total else 1.0
         compute = features_gmac(config, n) / (RATES["features_gmac_per_cpu_s"] * cpu_cores())
         seconds += RATES["features_setup"] + compute * left
     return math.ceil(seconds)
