@@ -113,15 +113,18 @@ def run_command(options: dict[str, Any], *, dry_run: bool = False) -> list[str]:
 def run_rebuild(config: PipelineConfig) -> dict[str, Any]:
     """Run the rebuild flow with Prefect state in `<work_dir>/prefect`; its summary dict."""
     work_dir = Path(config.work_dir)
+    if not preflight(config).nothing_to_do:  # read-only: creates nothing
+        # Trunk names are checked against torchvision (which imports PyTorch), so only when
+        # something will run, and before anything is said or created: a bad one is one line.
+        for trunk in config.trunks:
+            trunk.check()
     with work_dir_lock(work_dir):
-        say(f"checking what {work_dir} and {config.store} already hold")
-        check = preflight(config)
+        check = preflight(config)  # again, now that no other run can change the answer
+        say(f"checked what {work_dir} and {config.store} already hold")
         if check.nothing_to_do:
             summary = _reuse(config, check)
         else:
             say(_reuse_line(check))
-            for trunk in config.trunks:  # before anything runs; imports PyTorch, so only here
-                trunk.check()
             summary = _run_flow(config, work_dir / "prefect")
         say(_latest_line(check.latest, summary))
         _record_run(work_dir, config.to_options(), summary)

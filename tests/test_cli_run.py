@@ -168,8 +168,11 @@ def test_a_failing_stage_is_one_line_and_a_nonzero_exit(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--layer", "layer9"], "--layer must be one of"),
-        (["--image-size", "100"], "--image-size must be a multiple of 32"),
+        (["--layer", "layer9"], "--layer 'layer9' is not a node of resnet101: did you mean"),
+        (
+            ["--image-size", "100"],
+            "--image-size 100 is not a multiple of the stride 8 of resnet101.layer2",
+        ),
         (["--workers", "2", "--dask-address", "tcp://127.0.0.1:1"], "not both"),
         (["--weights", "missing.pt"], "--weights must be imagenet, none or a file"),
         (["--source", "synthetc"], "--source must be synthetic, coco2014, coco2017, an http"),
