@@ -49,3 +49,8 @@ EMBEDDING_DIM = 300
 # Shipped artifacts.
 PRIORS_DIR = Path(__file__).resolve().parent.parent / "priors"
 PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "data"
+
+# On CPU, torch.compile (inductor, frozen weights) costs ~30 s once; end to end it then ran at the
+# speed of eager bf16 (benchmarks/extract.py, 2-core CPU) but no slower, and it is where further
+# kernel fusion comes from: only from a few thousand images on.
+COMPILE_MIN_IMAGES = 2000

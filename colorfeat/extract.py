@@ -41,6 +41,7 @@ from colorfeat.backbone import (
 )
 from colorfeat.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
 from colorfeat.config import BackboneConfig, resolve_precision
+from colorfeat.constants import COMPILE_MIN_IMAGES
 from colorfeat.device import resolve_device
 from colorfeat.disk import feature_bytes_needed, require_free
 from colorfeat.errors import UserError
@@ -51,10 +52,6 @@ from colorfeat.stages import FEATURES_VERSION
 CODE_VERSION = FEATURES_VERSION
 _MARKERS = "_chunks_done"
 _PREFETCH_BLOCKS = 2
-# On CPU, torch.compile (inductor, frozen weights) costs ~30 s once; end to end it then ran at the
-# speed of eager bf16 (benchmarks/extract.py, 2-core CPU) but no slower, and it is where further
-# kernel fusion comes from: only from a few thousand images on.
-COMPILE_MIN_IMAGES = 2000
 
 
 # bf16 autocast vs fp32, resnet101.layer2 on natural photos: relative L2 error of the features.

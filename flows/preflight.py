@@ -13,23 +13,26 @@ import os
 from pathlib import Path
 
 from colorfeat.config import BackboneConfig, PipelineConfig
+from colorfeat.constants import COMPILE_MIN_IMAGES
 from colorfeat.disk import feature_bytes_needed, free_bytes, human_bytes
 from colorfeat.stages import is_features, stages_for
 from flows.plan import Preflight, feature_chunks, pending_feature_chunks, planned_device
 
-# Seconds per stage, each measured once on a shared 2-core x86-64 VM without a GPU, other jobs
-# running (best of the runs):
-# - startup, acquire_per_picture, embeddings, images_per_mpixel, priors: wall time of `colorfeat
-#   run --source synthetic --limit 600 --image-size 64 --weights none --device cpu`, stage by
-#   stage; images per million pixels at the run's --image-size (generated pictures of that size:
-#   for COCO's 640 px JPEGs it gives ~33 pictures/s on 2 cores, below the 150-250 per core that
-#   benchmarks/images.py measured, so it errs slow);
-# - features_gmac_per_cpu_s: `colorfeat.extract.features_stage` (fp32, eager, batch 64) over 65
-#   natural 224 px pictures (benchmarks/compression.py's `natural_images`), resnet101.layer2:
-#   117.9 GMAC in 3.9 s of CPU time, the trunk's set-up included (15.5 s of wall time at a load
-#   of 14 on the 2 cores). The same stage did resnet18.layer2 over 768 pictures of 64 px
-#   (62.2 GMAC) in 1.9 s of CPU time: the cost follows the trunk's multiply-adds (TRUNK_MACS).
-#   A run's features take GMAC / (rate x the CPU cores this process may use): a busy machine is
+# Seconds per stage, each measured once on the 2-core x86-64 VM without a GPU:
+# - startup, acquire_per_picture, embeddings, priors: wall time of `colorfeat run --source
+#   synthetic --limit 600 --image-size 64 --weights none --device cpu`, stage by stage (a shared
+#   machine, best of the runs);
+# - images_cpu_s_per_picture and features_gmac_per_cpu_s_compiled: `benchmarks/scale.py --sizes
+#   4000,8000,16000 --workers 2 --image-size 224 --weights none` on the quiet machine
+#   (docs/performance.md): 16,000 COCO-like 640 px JPEGs through the images stage in 42.1 s on 2
+#   cores, and resnet101.layer2 over the 9,993 pictures kept (18,124 GMAC) in 188.6 s on 2 cores,
+#   fp32 under torch.compile (from COMPILE_MIN_IMAGES pictures on), the trunk's set-up included;
+# - features_gmac_per_cpu_s (eager, smaller runs): `colorfeat.extract.features_stage` (fp32,
+#   batch 64) over 65 natural 224 px pictures, resnet101.layer2: 117.9 GMAC in 3.9 s of CPU time.
+#   The same stage did resnet18.layer2 over 768 pictures of 64 px (62.2 GMAC) in 1.9 s of CPU
+#   time: the cost follows the trunk's multiply-adds (TRUNK_MACS).
+#   A run's features take GMAC / (rate x the CPU cores this process may use), counting every
+#   picture as kept (an upper bound: on COCO about 63% keep a colour caption); a busy machine is
 #   slower; on a GPU the features are not estimated (no GPU measurement yet);
 # - download_bytes_per_s: an assumed 50 MB/s link to images.cocodataset.org (not measured).
 RATES = {
@@ -37,10 +40,11 @@ RATES = {
     "acquire_per_picture": 2.5 / 600,  # synthetic generation
     "download_bytes_per_s": 50e6,
     "embeddings": 3.5,
-    "images_per_mpixel": 1.5 / (600 * 64 * 64 / 1e6),
+    "images_cpu_s_per_picture": 42.1 * 2 / 16_000,
     "priors": 2.0,
     "features_setup": 3.0,  # building the trunk (docs/performance.md)
     "features_gmac_per_cpu_s": 117.9 / 3.9,
+    "features_gmac_per_cpu_s_compiled": 18_124 / (188.6 * 2),
 }
 # Multiply-adds per input pixel of each trunk up to the end of each layer (convolutions; the same
 # for every S that is a multiple of 32), counted with forward hooks on torchvision's models at
@@ -231,17 +235,18 @@ def _estimate_s(
 ) -> float:
     """Seconds the stages left to run take, leaving out a GPU's features stage when `on_gpu`."""
     done, n = set(check.reused), n or 0
-    mpixels = n * config.image_size**2 / 1e6
     seconds = RATES["startup"]
     if "acquire" not in done:
         seconds += (down or 0) / RATES["download_bytes_per_s"]
         seconds += n * RATES["acquire_per_picture"] if config.source == "synthetic" else 0
     seconds += 0 if "embeddings" in done else RATES["embeddings"]
-    seconds += 0 if "images" in done else mpixels * RATES["images_per_mpixel"]
+    seconds += 0 if "images" in done else n * RATES["images_cpu_s_per_picture"] / cpu_cores()
     seconds += 0 if "priors" in done else RATES["priors"]
     if _features_left(check) and not on_gpu:
         chunks_done, total = pending_feature_chunks(check)
         left = 1 - chunks_done / total if total else 1.0
-        compute = features_gmac(config, n) / (RATES["features_gmac_per_cpu_s"] * cpu_cores())
+        compiled = n >= COMPILE_MIN_IMAGES  # as colorfeat.extract decides on a CPU
+        rate = RATES["features_gmac_per_cpu_s_compiled" if compiled else "features_gmac_per_cpu_s"]
+        compute = features_gmac(config, n) / (rate * cpu_cores())
         seconds += RATES["features_setup"] + compute * left
     return math.ceil(seconds)
