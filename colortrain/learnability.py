@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,19 @@ def _swap_colour(present: set[str], row: int) -> str:
     return absent[row % len(absent)]
 
 
+@dataclass(frozen=True)
+class _Probe:
+    """One held-out picture of the probe: what its caption names, and its swapped caption."""
+
+    row: int
+    single: bool  # one shape in the picture
+    named: list[tuple[str, np.ndarray]]  # (colour, mask) of each shape the caption names
+    words: list[str]
+    swap_mask: np.ndarray  # the shape whose colour word is swapped
+    new: str  # the colour it is swapped to
+    swapped: list[str]
+
+
 def caption_colour_accuracy(
     checkpoint: str | Path,
     store: str,
@@ -98,16 +112,31 @@ def caption_colour_accuracy(
     """Caption-colour and swap-test accuracies of a checkpoint on a synthetic store split."""
     colorist = Colorist.from_checkpoint(checkpoint, device)
     version = open_store(store)
-    truth = {r["id"]: r for r in load_ground_truth(source_root, split)["images"]}
     ids = version.array(split, schema.IMAGE_ID)[:]
     n = len(ids) if limit is None else min(limit, len(ids))
     rgb_all = version.array(split, schema.RGB)[:n]  # (n, S, S, 3)
+    probes = _probes(version, split, source_root, ids, n, int(rgb_all.shape[1]))
+    hits = _score(colorist, probes, rgb_all, batch_size)
+    return {
+        "caption_accuracy": _mean(hits["all"]),
+        "caption_accuracy_single": _mean(hits["single"]),
+        "swap_accuracy": _mean(hits["swap_all"]),
+        "swap_accuracy_single": _mean(hits["swap_single"]),
+        "caption_accuracy_multi": _mean(hits["multi"]),
+        "swap_accuracy_multi": _mean(hits["swap_multi"]),
+        "objects": len(hits["all"]),
+        "pictures": len(probes),
+        "single_object_pictures": len(hits["single"]),
+        "chance": 1.0 / len(PALETTE_NAMES),
+    }
+
+
+def _probes(version, split: str, source_root, ids: np.ndarray, n: int, size: int) -> list[_Probe]:
+    """One probe per picture whose first caption names a colour of one of its shapes."""
+    truth = {r["id"]: r for r in load_ground_truth(source_root, split)["images"]}
     texts = version.array(split, schema.CAPTION_TEXT)[:]
     index = CaptionIndex.build(version.array(split, schema.CAPTION_IMAGE_INDEX)[:], len(ids))
-    size = int(rgb_all.shape[1])
-
-    # One item per picture: its masks, the caption's words, and the swapped caption's words.
-    items = []
+    probes = []
     for row in range(n):
         record = truth[int(ids[row])]
         masks = [(c, m) for c, m in object_masks(record, size) if m.any()]
@@ -118,39 +147,32 @@ def caption_colour_accuracy(
         old, swap_mask = named[0]
         new = _swap_colour({c for c, _ in masks}, row)
         swapped = [new if w == old else w for w in words]
-        items.append((row, len(record["objects"]) == 1, named, words, swap_mask, new, swapped))
+        single = len(record["objects"]) == 1
+        probes.append(_Probe(row, single, named, words, swap_mask, new, swapped))
+    return probes
 
+
+def _score(colorist: Colorist, probes: list[_Probe], rgb_all: np.ndarray, batch_size: int):
+    """Per shape, whether its mean predicted ab is nearest the caption's colour (and swapped)."""
     table = palette_ab()
+    size = int(rgb_all.shape[1])
     hits: dict[str, list[bool]] = {
         k: [] for k in ("all", "single", "multi", "swap_all", "swap_single", "swap_multi")
     }
-    for lo in range(0, len(items), batch_size):
-        chunk = items[lo : lo + batch_size]
-        gray = np.stack([colorist.gray(rgb_all[it[0]]) for it in chunk])  # (B, S, S)
-        normal = _predict(colorist, gray, [it[3] for it in chunk], size)
-        swapped = _predict(colorist, gray, [it[6] for it in chunk], size)
-        for (_, single, named, _, swap_mask, new, _), ab, ab_swap in zip(
-            chunk, normal, swapped, strict=True
-        ):
-            for colour, mask in named:
+    for lo in range(0, len(probes), batch_size):
+        chunk = probes[lo : lo + batch_size]
+        gray = np.stack([colorist.gray(rgb_all[p.row]) for p in chunk])  # (B, S, S)
+        normal = _predict(colorist, gray, [p.words for p in chunk], size)
+        swapped = _predict(colorist, gray, [p.swapped for p in chunk], size)
+        for p, ab, ab_swap in zip(chunk, normal, swapped, strict=True):
+            for colour, mask in p.named:
                 ok = nearest_colour(ab[mask].mean(axis=0), table) == colour
                 hits["all"].append(ok)
-                hits["single" if single else "multi"].append(ok)
-            ok = nearest_colour(ab_swap[swap_mask].mean(axis=0), table) == new
+                hits["single" if p.single else "multi"].append(ok)
+            ok = nearest_colour(ab_swap[p.swap_mask].mean(axis=0), table) == p.new
             hits["swap_all"].append(ok)
-            hits["swap_single" if single else "swap_multi"].append(ok)
-    return {
-        "caption_accuracy": _mean(hits["all"]),
-        "caption_accuracy_single": _mean(hits["single"]),
-        "swap_accuracy": _mean(hits["swap_all"]),
-        "swap_accuracy_single": _mean(hits["swap_single"]),
-        "caption_accuracy_multi": _mean(hits["multi"]),
-        "swap_accuracy_multi": _mean(hits["swap_multi"]),
-        "objects": len(hits["all"]),
-        "pictures": len(items),
-        "single_object_pictures": len(hits["single"]),
-        "chance": 1.0 / len(PALETTE_NAMES),
-    }
+            hits["swap_single" if p.single else "swap_multi"].append(ok)
+    return hits
 
 
 def _predict(colorist: Colorist, gray: np.ndarray, captions: list[list[str]], size: int):
