@@ -162,3 +162,14 @@ def test_a_bad_layer_fails_colorfeat_run_in_one_line_before_anything_runs(tmp_pa
     assert out.exit_code != 0
     assert "did you mean layer3" in out.stderr and "Traceback" not in out.output
     assert not (tmp_path / "w").exists() and not (tmp_path / "s").exists()
+
+
+def test_residual_sums_reuse_the_conv_output_and_change_nothing() -> None:
+    trunk = create_trunk(BackboneConfig("resnet18", "layer2", "none", 64, seed=2))
+    fused = fuse_batchnorm(trunk)
+    in_place = [n for n in fused.graph.nodes if n.op == "call_method" and n.target == "add_"]
+    assert len(in_place) == 4  # one per basic block of layer1 and layer2
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want, got = trunk(x), fused(x)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
