@@ -45,7 +45,7 @@ from colorfeat.constants import COMPILE_MIN_IMAGES
 from colorfeat.device import resolve_device
 from colorfeat.disk import feature_bytes_needed, require_free
 from colorfeat.errors import UserError
-from colorfeat.parallel import SUCCESS, commit, fsync_dir, is_stray, write_atomic
+from colorfeat.parallel import SUCCESS, commit, fsync_dir, is_stray
 from colorfeat.stages import FEATURES_VERSION
 
 # Declared with the stage table, so that planning a rebuild imports no PyTorch; bump it there.
@@ -226,12 +226,17 @@ def extract_blocks(
         target=_read_blocks, args=(src, blocks, cuda, reads, stop, errors),
         name="features-prefetch", daemon=True,
     )  # fmt: skip
+    marks: queue.Queue = queue.Queue()  # unbounded: blocks stored, waiting to be made durable
     writer = threading.Thread(
-        target=_write_blocks, args=(dst, name, markers, writes, stop, errors),
+        target=_write_blocks, args=(dst, name, writes, marks, stop, errors),
         name="features-writer", daemon=True,
     )  # fmt: skip
-    reader.start()
-    writer.start()
+    marker = threading.Thread(
+        target=_mark_blocks, args=(dst, name, markers, marks, errors),
+        name="features-marker", daemon=True,
+    )  # fmt: skip
+    for thread in (reader, writer, marker):
+        thread.start()
     try:
         with torch.inference_mode(), _compile_settings(run.compiled):
             while not errors and (item := reads.get()) is not None:
@@ -248,6 +253,8 @@ def extract_blocks(
         if writer.is_alive():
             _put(writes, None, stop, final=True)
             writer.join()
+        marks.put(None)  # after the writer: every block it stored is marked before we return
+        marker.join()
         reader.join(timeout=10)
     if errors:
         raise errors[0]
@@ -271,10 +278,11 @@ def _read_blocks(
 
 
 def _write_blocks(
-    dst: zarr.Group, name: str, markers: Path, writes: queue.Queue, stop: threading.Event,
+    dst: zarr.Group, name: str, writes: queue.Queue, marks: queue.Queue, stop: threading.Event,
     errors: list[BaseException],
 ) -> None:  # fmt: skip
-    """The writer thread: check, store and mark each block from `writes` until None."""
+    """The writer thread: check and store each block from `writes` until None; hand it on to be
+    marked (the marker thread's fsyncs would otherwise hold up the trunk: about 15% on a CPU)."""
     try:
         while (item := writes.get()) is not None:
             b, out, finite, event = item
@@ -282,10 +290,25 @@ def _write_blocks(
                 event.synchronize()
             data = out.numpy()  # (n, C, H, W) float16
             _require_finite(all_finite(data) if finite is None else bool(finite))
-            _write_block(dst[f"{b.split}/{name}"], b, data, markers / b.split)
+            dst[f"{b.split}/{name}"][b.start : b.stop] = data  # whole chunks, encoded concurrently
+            marks.put(b)
     except BaseException as exc:  # noqa: BLE001 - handed to the main thread
         errors.append(exc)
         stop.set()
+
+
+def _mark_blocks(
+    dst: zarr.Group, name: str, markers: Path, marks: queue.Queue, errors: list[BaseException]
+) -> None:
+    """The marker thread: make each stored block's chunks durable, then mark them done, until
+    None. A marker never outlives the chunk it vouches for; after a kill, chunks stored but not
+    yet marked are simply computed again."""
+    try:
+        while (b := marks.get()) is not None:
+            if not errors:
+                _mark_block(dst[f"{b.split}/{name}"], b, markers / b.split)
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        errors.append(exc)
 
 
 def _compile_settings(compiled: bool) -> contextlib.AbstractContextManager:
@@ -298,13 +321,13 @@ def _compile_settings(compiled: bool) -> contextlib.AbstractContextManager:
     return torch._inductor.config.patch(freezing=True)
 
 
-def _write_block(arr: zarr.Array, b: Block, data: np.ndarray, markers: Path) -> None:
-    """Store a block's chunks (each chunk write is atomic), flush them, then mark each done."""
-    arr[b.start : b.stop] = data  # (n, C, H, W), whole chunks: zarr encodes them concurrently
+def _mark_block(arr: zarr.Array, b: Block, markers: Path) -> None:
+    """Flush a stored block's chunks, then mark each done (an empty file appears whole or not at
+    all; one directory fsync makes the block's markers durable)."""
     _fsync_chunks(arr, b.chunks)  # a marker must never outlive the chunk it vouches for
     markers.mkdir(parents=True, exist_ok=True)
     for c in b.chunks:
-        write_atomic(markers / str(c), b"")
+        (markers / str(c)).touch()
     fsync_dir(markers)
 
 

@@ -114,13 +114,13 @@ from pathlib import Path
 from colorfeat import extract
 from colorfeat.config import BackboneConfig
 
-write = extract._write_block
-def slow_write(arr, block, data, markers):
-    write(arr, block, data, markers)
+mark = extract._mark_block
+def slow_mark(arr, block, markers):
+    mark(arr, block, markers)
     print("WROTE", block.split, *block.chunks, flush=True)
     time.sleep(0.5)
 
-extract._write_block = slow_write
+extract._mark_block = slow_mark
 cfg = BackboneConfig(backbone="resnet18", layer="layer2", weights="none", image_size=32)
 extract.features_stage(json.loads(sys.argv[1]), cfg, Path(sys.argv[2]), device="cpu",
                        batch_size=2, chunk_images=2)
