@@ -116,6 +116,11 @@ class StoreVersion:
         return self.array(split, schema.feature_name_path(self.feature_set(name)))
 
     @property
+    def lexicon(self) -> list[str]:
+        """The colour words the version was built with (a kept caption names one of them)."""
+        return list((self.attrs.get("lexicon") or {}).get("words") or [])
+
+    @property
     def vocab_tokens(self) -> list[str]:
         return [str(t) for t in self.table(schema.VOCAB_TOKENS)[:]]
 

@@ -59,6 +59,7 @@ class EvalRun:
     texts: np.ndarray  # (M,) caption texts of the split
     weights: torch.Tensor  # (K,) rebalancing weights
     device: torch.device
+    lexicon: list[str]  # the colour words the store was built with
 
 
 @dataclass
@@ -84,7 +85,7 @@ def open_run(checkpoint: Path, store: str, split: str = "val", device: str = "au
     dataset = StoreDataset(version, split, name, with_rgb=True)
     texts = version.array(split, schema.CAPTION_TEXT)[:]
     weights = ckpt["lab"]["weights"].to(dev, torch.float32)
-    return EvalRun(ckpt, model, dataset, texts, weights, dev)
+    return EvalRun(ckpt, model, dataset, texts, weights, dev, version.lexicon)
 
 
 def colorize_batch(logits: torch.Tensor, rgb: np.ndarray, temperature: float) -> np.ndarray:

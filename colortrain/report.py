@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from colorfeat.captions import load_lexicon, tokenize
-from colorfeat.config import _lexicon_default
+from colorfeat.captions import tokenize
 from colorfeat.constants import ANNEALED_T, LUMA_601, UNK_ID
 from colortrain.evaluate import LABELS, EvalRun, Evaluation, colorize_batch, format_metric
 from colortrain.hues import HUE_NAMES, confusion
@@ -116,7 +115,7 @@ def example_rows(run: EvalRun, count: int, temperature: float) -> dict[str, Any]
     # Swap among the named hues (not to gray or white); other colour words if none is known.
     colours = [w for w in HUE_NAMES[:-1] if w in vocab]
     if len(colours) < 2:
-        colours = sorted(w for w in load_lexicon(_lexicon_default()) if w in vocab)
+        colours = sorted(w for w in run.lexicon if w in vocab)
     captions = [str(run.texts[c]) for c in batch["caption"].numpy()]
     swapped = [swap_caption(c, colours) or c for c in captions]
     ids = [[vocab.get(w, UNK_ID) for w in tokenize(c)] or [UNK_ID] for c in swapped]
@@ -153,9 +152,7 @@ def write_report(
     result = evaluation.result
     history = [r for r in run.checkpoint.get("train", {}).get("metrics", []) if "epoch" in r]
     ex = example_rows(run, EXAMPLES, temperature)
-    words, counts = confusion(
-        evaluation.captions, evaluation.hues, load_lexicon(_lexicon_default())
-    )
+    words, counts = confusion(evaluation.captions, evaluation.hues, frozenset(run.lexicon))
     examples = picture_grid(
         [list(r) for r in zip(ex["gray"], ex["pred"], ex["true"], strict=True)],
         ["gray", "prediction", "truth"], ex["captions"],

@@ -17,7 +17,8 @@ import torch
 import zarr
 
 from colorfeat.backbone import create_trunk, describe_trunk, describe_weights, prepare_input
-from colorfeat.config import BackboneConfig
+from colorfeat.captions import load_lexicon
+from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.constants import PAD_TOKEN, UNK_TOKEN
 from colorfeat.lab import ab_grid, ab_targets
 from colorfeat.priors import bin_counts, prior_from_counts, rebalance_weights
@@ -71,6 +72,7 @@ def write_store(root: Path, n_train: int = 24, n_val: int = 8, chunk: int = 8) -
             "counts": {},
             "splits": ["train", "val"],
             "features": [BACKBONE.name],
+            "lexicon": {"words": sorted(load_lexicon(PipelineConfig().lexicon))},
         }
     )
     _strings(g, "vocab/tokens", vocab)
