@@ -78,12 +78,12 @@ __all__ = [
     "describe_version",
     "list_versions",
     "open_store",
+    "point_latest",
     "publish",
     "render_info",
     "render_versions",
     "version_id",
 ]
-_new_staging = new_staging  # the name it had here
 
 
 # ----------------------------------------------------------------------------- publishing
@@ -290,6 +290,12 @@ def _upload(fs: fsspec.AbstractFileSystem, staging: Path, target: str) -> None:
     if missing := set(rest) - listed:
         raise RuntimeError(f"upload to {target} lost {len(missing)} files, e.g. {min(missing)}")
     fs.pipe_file(f"{target}/zarr.json", (staging / "zarr.json").read_bytes())
+
+
+def point_latest(root: str, vid: str, storage_options: dict | None = None) -> None:
+    """Replace ROOT/LATEST with `vid` atomically (a published version of that root)."""
+    fs, base = _filesystem(root, storage_options)
+    _write_latest(fs, base, vid)
 
 
 def _write_latest(fs: fsspec.AbstractFileSystem, base: str, vid: str) -> None:

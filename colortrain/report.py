@@ -21,7 +21,7 @@ from colorfeat.captions import tokenize
 from colorfeat.constants import ANNEALED_T, LUMA_601, UNK_ID
 from colortrain.evaluate import LABELS, EvalRun, Evaluation, colorize_batch, format_metric
 from colortrain.hues import HUE_NAMES, confusion
-from colortrain.sheets import _pyplot
+from colortrain.sheets import pyplot
 
 REPORT_NAME = "report.html"
 SECTIONS = ("metrics", "curves", "examples", "swapped", "confusion")
@@ -34,13 +34,13 @@ def figure_png(fig: Any) -> str:
     """A matplotlib figure as a base64 PNG data URI (the figure is closed)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def curves_figure(history: list[dict[str, Any]]) -> Any:
     """Training and validation curves against the epoch, from the run's metrics records."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3), squeeze=False)
     for ax, (title, keys) in zip(axes[0], CURVES, strict=True):
         for key in keys:
@@ -58,7 +58,7 @@ def curves_figure(history: list[dict[str, Any]]) -> Any:
 
 def picture_grid(rows: list[list[np.ndarray]], titles: list[str], captions: list[str]) -> Any:
     """One row per picture, one column per title; the row's caption to the left."""
-    plt = _pyplot()
+    plt = pyplot()
     n, m = max(1, len(rows)), len(titles)
     fig, axes = plt.subplots(n, m, figsize=(2.4 * m + 1.5, 2.4 * n), squeeze=False)
     for r, row in enumerate(rows):
@@ -76,7 +76,7 @@ def picture_grid(rows: list[list[np.ndarray]], titles: list[str], captions: list
 
 def confusion_figure(words: list[str], counts: np.ndarray) -> Any:
     """Caption colour word (rows) against predicted dominant hue (columns), with counts."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1 + 0.55 * len(HUE_NAMES), 1 + 0.45 * max(1, len(words))))
     ax.imshow(counts if len(words) else np.zeros((1, len(HUE_NAMES))), cmap="Blues")
     ax.set_xticks(range(len(HUE_NAMES)), HUE_NAMES, rotation=45, ha="right", fontsize=8)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,7 +25,7 @@ def sample_sheet(
     Each row is (gray (S, S) uint8, prediction (S, S, 3) uint8, truth (S, S, 3) uint8, caption).
     Returns the sheet as an (H, W, 3) uint8 array (for TensorBoard).
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = max(1, len(rows))
     fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.7 * n), squeeze=False)
     for r, (gray, pred, truth, caption) in enumerate(rows):

@@ -146,12 +146,11 @@ def _run_flow(config: PipelineConfig, home: Path) -> dict[str, Any]:
 
 def _reuse(config: PipelineConfig, check: Preflight) -> dict[str, Any]:
     """Everything is built: point LATEST at the version (if it is not already) and say so."""
-    from colorfeat.store import _filesystem, _write_latest  # the store's one atomic writer
+    from colorfeat.store import point_latest
 
     say(f"nothing to do: every stage is built and version {check.version} is published")
     if check.latest != check.version:
-        fs, base = _filesystem(config.store, None)
-        _write_latest(fs, base, check.version)
+        point_latest(config.store, check.version)
     path = f"{config.store.rstrip('/')}/versions/{check.version}"
     return {"version": check.version, "path": path, "published": False, "executed": []}
 

@@ -65,7 +65,7 @@ def test_only_provably_dead_staging_folders_are_removed(tmp_path) -> None:
 
 
 def test_a_new_staging_folder_records_its_owner(tmp_path) -> None:
-    folder = store._new_staging(tmp_path, VID)
+    folder = store.new_staging(tmp_path, VID)
     owner = json.loads((folder / OWNER).read_text())
     assert owner["pid"] == os.getpid() and owner["host"] == store._host_id()
     assert owner["started"] == pytest.approx(store._process_start(os.getpid()), abs=1e-3)
