@@ -19,13 +19,10 @@ from colorfeat.errors import UserError
 from colorfeat.parallel import SUCCESS
 from colorfeat.runner import plan_keys, stages_dir
 from colorfeat.stages import STAGES as TABLE
-from colorfeat.stages import content_config, features_precision, is_features, planned_device
-
-__all__ = ["features_precision", "planned_device", "stage_configs"]
+from colorfeat.stages import is_features, planned_device
 
 # In the order the flow runs them; `acquire` and `publish` have no stage directory.
 STAGES = tuple(TABLE)
-stage_configs = content_config  # the part of the config each directory stage reads
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.constants import COMPILE_MIN_IMAGES
 from colorfeat.disk import feature_bytes_needed, free_bytes, human_bytes
-from colorfeat.stages import is_features, stages_for
-from flows.plan import Preflight, feature_chunks, pending_feature_chunks, planned_device
+from colorfeat.stages import is_features, planned_device, stages_for
+from flows.plan import Preflight, feature_chunks, pending_feature_chunks
 
 # Seconds per stage, each measured once on the 2-core x86-64 VM without a GPU:
 # - startup, acquire_per_picture, embeddings, priors: wall time of `colorfeat run --source
