@@ -7,20 +7,21 @@ bf16 autocast where native, prefetch and writer threads, float16 compressed Zarr
 same uint8 images from a Zarr array and are timed end to end, model construction included.
 
     .venv/bin/python benchmarks/extract.py [--n 96] [--size 224] [--batch-size 16] [--device cpu]
-        [--overlap-only] [--skip-original]
+        [--rounds 6] [--overlap-only] [--skip-original]
 
-First, the model alone (the stage's Engine on in-memory batches) against the whole stage on N and
-2N images, run back to back in each round, and their ratio (`overlap`). Then the comparison with
-the original approach: images/s of each (wall clock, and per CPU-second of this process, which a
-busy machine distorts less), the ratios to the original, and stored bytes per image. Rounds
-interleave the engines and the best round of each is kept; a warm-up run of each (untimed) pays
-one-off costs such as the first torch.compile, whose duration is printed.
+First, the model alone (the stage's Engine on in-memory batches) against the stage's own loop
+on the same images, paired round by round, and their ratio (`overlap`, see there). Then the
+comparison with the original approach: images/s of each (wall clock, and per CPU-second of
+this process, which a busy machine distorts less), the ratios to the original, and stored bytes
+per image. Rounds interleave the engines and the best round of each is kept; a warm-up run of
+each (untimed) pays one-off costs such as the first torch.compile, whose duration is printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -32,11 +33,19 @@ import torch
 import zarr
 
 from colorfeat import schema
-from colorfeat.backbone import create_trunk, feature_shape, fuse_batchnorm
-from colorfeat.codecs import images_per_chunk
+from colorfeat.backbone import Trunk, create_trunk, feature_shape, fuse_batchnorm
+from colorfeat.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
 from colorfeat.config import BackboneConfig
 from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
-from colorfeat.extract import Engine, autocast_dtype, features_stage
+from colorfeat.device import keep_freed_memory
+from colorfeat.extract import (
+    Compute,
+    Engine,
+    _pending_blocks,
+    autocast_dtype,
+    extract_blocks,
+    features_stage,
+)
 from colorfeat.images import layout
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -82,50 +91,114 @@ def padded_batch(cfg: BackboneConfig, batch_size: int) -> int:
 def model_only(cfg: BackboneConfig, rgb: np.ndarray, device: str, batch: int) -> float:
     """Seconds of the stage's Engine alone (uint8 batches already in memory, the features left
     on the device), auto precision, eager: the model's own speed, set-up not counted."""
-    dev = torch.device(device)
-    fused = fuse_batchnorm(create_trunk(cfg)).to(dev, memory_format=torch.channels_last)
-    engine = Engine(fused, autocast_dtype(device, "auto"))
+    engine = Engine(fused_trunk(create_trunk(cfg), device), autocast_dtype(device, "auto"))
+    return time_engine(engine, in_memory_batches(rgb, device, batch), device)
+
+
+def fused_trunk(trunk: torch.nn.Module, device: str) -> torch.nn.Module:
+    return fuse_batchnorm(trunk).to(torch.device(device), memory_format=torch.channels_last)
+
+
+def in_memory_batches(rgb: np.ndarray, device: str, batch: int) -> list[torch.Tensor]:
+    """uint8 batches of exactly `batch` images on the device, the last one zero-padded."""
     padded = np.concatenate([rgb, np.zeros((-len(rgb) % batch, *rgb.shape[1:]), rgb.dtype)])
-    batches = [torch.from_numpy(padded[i : i + batch]).to(dev) for i in range(0, len(rgb), batch)]
+    return [torch.from_numpy(padded[i : i + batch]).to(device) for i in range(0, len(rgb), batch)]
+
+
+def time_engine(engine: Engine, batches: list[torch.Tensor], device: str) -> float:
+    """Seconds to run `engine` over `batches` (after one untimed warm-up batch), with the
+    allocator set as the stage sets it (`keep_freed_memory`), so that both compare alike."""
+    keep_freed_memory()
     with torch.inference_mode():
-        engine(batches[0])  # warm-up
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        engine(batches[0])
+        _sync(device)
         t = time.perf_counter()
         for b in batches:
             engine(b)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        _sync(device)
+    return time.perf_counter() - t
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_stage_loop(
+    trunk: Trunk, images: dict, cfg: BackboneConfig, out: Path, run: Compute, codec: str
+) -> float:
+    """Seconds of the features stage once set up: `extract_blocks` (prefetch thread, trunk,
+    writer and marker threads, durable chunks and markers) over every image into a fresh array
+    compressed with `codec`; trunk construction and array creation are not timed."""
+    src = zarr.open_group(images["path"], mode="r")
+    c, h, w = feature_shape(cfg)
+    n = src[schema.split_path("train", schema.RGB)].shape[0]
+    chunk = images_per_chunk(c * h * w * 2)
+    dst = zarr.open_group(str(out / "features.zarr"), mode="w")
+    dst.require_group("train").create_array(
+        cfg.name, shape=(n, c, h, w), chunks=(chunk, c, h, w), dtype="float16",
+        compressors=feature_compressors(codec), fill_value=0.0,
+        config={"write_empty_chunks": True},
+    )  # fmt: skip
+    arr = dst[f"train/{cfg.name}"]
+    blocks = _pending_blocks("train", arr, run.batch, out / "markers" / "train")
+    t = time.perf_counter()
+    extract_blocks(trunk, src, dst, cfg.name, blocks, run, out / "markers")
     return time.perf_counter() - t
 
 
 def overlap(args: argparse.Namespace, cfg: BackboneConfig, work: Path) -> None:
-    """Model alone against the whole stage on N and 2N images, back to back in each round; the
-    stage's marginal rate (2N - N images over the time difference) excludes its one-off set-up
-    (trunk construction, array creation), which the whole-run rate includes."""
-    rgb = natural_images(2 * args.n, args.size)
-    small, large = write_images(work / "n.zarr", rgb[: args.n]), write_images(work / "2n.zarr", rgb)
+    """Model alone against the stage's own loop on the same N images, paired.
+
+    The speed of this kind of machine drifts by tens of percent within seconds (a shared host),
+    so timings taken minutes apart do not compare. Each round times the Engine alone on N
+    in-memory images and the stage's loop on the same N images (Zarr uint8 in, float16 Zarr out,
+    chunks and markers made durable) back to back, in alternating order; the figure is the median
+    of the per-round ratios, with its range. A second loop writes uncompressed chunks, to show
+    what compression costs, and one whole `features_stage` run (set-up included) follows.
+    """
+    rgb = natural_images(args.n, args.size)
+    images = write_images(work / "overlap-images.zarr", rgb)
     batch = padded_batch(cfg, args.batch_size)
-    best = {"model": math.inf, "n": math.inf, "2n": math.inf}
+    trunk = create_trunk(cfg)
+    amp = autocast_dtype(args.device, "auto")
+    engine = Engine(fused_trunk(trunk, args.device), amp)
+    batches = in_memory_batches(rgb, args.device, batch)
+    run = Compute(args.device, batch, "bf16" if amp else "fp32", compiled=False)
+    kinds = {"stage loop": FEATURE_CODEC, "stage loop, uncompressed": "none"}
+    seconds: dict[str, list[float]] = {"model alone": [], **{k: [] for k in kinds}}
+    ratios: dict[str, list[float]] = {k: [] for k in kinds}
+    time_stage_loop(trunk, images, cfg, work / "overlap-warm", run, FEATURE_CODEC)  # warm-up
     for r in range(args.rounds):
-        best["model"] = min(best["model"], model_only(cfg, rgb, args.device, batch))
-        for key, images in (("n", small), ("2n", large)):
-            t = time.perf_counter()
-            out = work / f"overlap-{r}-{key}"
-            features_stage(images, cfg, out, device=args.device, batch_size=args.batch_size,
-                           precision="auto", compile_trunk=False)  # fmt: skip
-            best[key] = min(best[key], time.perf_counter() - t)
-    model = 2 * args.n / best["model"]
-    gap = best["2n"] - best["n"]
-    marginal = args.n / gap if gap > 0 else math.nan  # nan: N too small to tell (one batch)
-    whole = 2 * args.n / best["2n"]
-    print(f"# model alone vs the whole features stage, auto precision, eager, batch {batch}, "
-          f"best of {args.rounds} rounds")  # fmt: skip
-    print(f"model alone (Engine on in-memory batches) {model:>9.1f} images/s")
-    print(f"end to end, marginal ({args.n} -> {2 * args.n} images) {marginal:>9.1f} images/s   "
-          f"ratio to the model alone {marginal / model:.2f}")  # fmt: skip
-    print(f"end to end, whole run of {2 * args.n} (set-up included) {whole:>9.1f} images/s   "
-          f"ratio to the model alone {whole / model:.2f}")  # fmt: skip
+        for i, (kind, codec) in enumerate(kinds.items()):
+            out = work / f"overlap-{r}-{codec}"
+            if (r * len(kinds) + i) % 2:  # model first in every other pair
+                model = time_engine(engine, batches, args.device)
+                stage = time_stage_loop(trunk, images, cfg, out, run, codec)
+            else:
+                stage = time_stage_loop(trunk, images, cfg, out, run, codec)
+                model = time_engine(engine, batches, args.device)
+            seconds["model alone"].append(model)
+            seconds[kind].append(stage)
+            ratios[kind].append(model / stage)
+            shutil.rmtree(out)
+    t = time.perf_counter()
+    features_stage(images, cfg, work / "overlap-whole", device=args.device,
+                   batch_size=args.batch_size, precision="auto", compile_trunk=False)  # fmt: skip
+    whole = time.perf_counter() - t
+    print(f"# model alone vs the features stage, {args.n} images, auto precision, eager, batch "
+          f"{batch}, {args.rounds} paired rounds, median [range]")  # fmt: skip
+    print(f"{'':<48} {'images/s':>22} {'ratio to the model alone':>28}")
+    for kind, times in seconds.items():
+        rates = [args.n / t for t in times]
+        rate = f"{statistics.median(rates):7.1f} [{min(rates):.0f}-{max(rates):.0f}]"
+        label = f"{kind} ({kinds[kind]})" if kind in kinds else "model alone (Engine, in memory)"
+        ratio = ""
+        if kind in ratios:
+            rs = ratios[kind]
+            ratio = f"{statistics.median(rs):.2f} [{min(rs):.2f}-{max(rs):.2f}]"
+        print(f"{label:<48} {rate:>22} {ratio:>28}")
+    print(f"{'whole features_stage run (set-up included)':<48} {args.n / whole:>14.1f}")
 
 
 def stored_bytes(path: Path) -> int:
@@ -143,7 +216,13 @@ def main() -> None:
     p.add_argument("--layer", default="layer2")
     p.add_argument("--weights", default="none")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds; best kept")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=6,
+        help="paired rounds of the model alone vs the stage (median kept); then "
+        "interleaved rounds of the comparison with the original (best kept)",
+    )
     p.add_argument("--skip-original", action="store_true", help="only time our engine")
     p.add_argument("--overlap-only", action="store_true", help="only model alone vs end to end")
     args = p.parse_args()

@@ -1,6 +1,12 @@
-"""Which torch device a `--device` option means, for the extractor and the trainer alike."""
+"""Which torch device a `--device` option means, for the extractor and the trainer alike, and
+how the CPU's memory allocator is set while a model runs there."""
 
 from __future__ import annotations
+
+import ctypes
+import platform
+import sys
+import threading
 
 import torch
 
@@ -19,3 +25,44 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as exc:  # e.g. cuda:x
         raise UserError(f"--device {name!r} is not a device: {exc}") from exc
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_kept = [False]
+_lock = threading.Lock()
+
+
+def keep_freed_memory() -> bool:
+    """From now on, glibc keeps freed memory for the next allocation; returns whether it does.
+
+    A CPU forward pass allocates its large activations afresh on every batch. glibc serves each
+    one over its mmap threshold (at most 32 MB; 58 MB for resnet101's first layer at batch 18
+    and 224 px) with a new mmap and unmaps it when freed, so every batch pays the kernel to
+    fault in and zero all its pages again: about a quarter of the CPU time of resnet101.layer2
+    on the 2-core machine went to the kernel (docs/performance.md). Afterwards, allocations come
+    from the heap and freed memory stays mapped for reuse, as with the GLIBC_TUNABLES
+    `glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=...` often advised for PyTorch on a
+    CPU. It lasts for the process: the heap keeps its peak size (setting glibc's values back
+    would not restore its adaptive thresholds, and left later batches slower than before).
+    Elsewhere than glibc (macOS, musl) nothing changes.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    with _lock:
+        if not _kept[0]:
+            _kept[0] = (
+                libc.mallopt(_M_MMAP_MAX, 0) == 1
+                and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+            )
+    return _kept[0]
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None

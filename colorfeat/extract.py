@@ -42,7 +42,7 @@ from colorfeat.backbone import (
 from colorfeat.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
 from colorfeat.config import BackboneConfig, resolve_precision
 from colorfeat.constants import COMPILE_MIN_IMAGES
-from colorfeat.device import resolve_device
+from colorfeat.device import keep_freed_memory, resolve_device
 from colorfeat.disk import feature_bytes_needed, require_free
 from colorfeat.errors import UserError
 from colorfeat.parallel import SUCCESS, commit, fsync_dir, is_stray
@@ -235,6 +235,7 @@ def extract_blocks(
         target=_mark_blocks, args=(dst, name, markers, marks, errors),
         name="features-marker", daemon=True,
     )  # fmt: skip
+    keep_freed_memory()  # every batch's buffers reused, not faulted in again
     for thread in (reader, writer, marker):
         thread.start()
     try:
@@ -266,15 +267,47 @@ def _read_blocks(
 ) -> None:  # fmt: skip
     """The prefetch thread: each block's uint8 RGB into `reads` (pinned on CUDA), then None."""
     try:
+        rows: dict[str, ChunkReader] = {}
         for b in blocks:
             if stop.is_set():
                 break
-            rgb = np.ascontiguousarray(src[f"{b.split}/rgb"][b.start : b.stop])
-            host = torch.from_numpy(rgb)  # (n, S, S, 3) uint8
+            if b.split not in rows:
+                rows[b.split] = ChunkReader(src[f"{b.split}/rgb"])
+            host = torch.from_numpy(rows[b.split].read(b.start, b.stop))  # (n, S, S, 3) uint8
             _put(reads, (b, host.pin_memory() if cuda else host), stop)
     except BaseException as exc:  # noqa: BLE001 - handed to the main thread
         errors.append(exc)
     _put(reads, None, stop, final=True)
+
+
+class ChunkReader:
+    """Rows of an (N, ...) Zarr array read in increasing order, each chunk decoded only once.
+
+    Feature blocks are whole feature chunks (a few images), image chunks are larger (~8 MB: 56
+    pictures at 224 px): slicing the array block by block would decode every image chunk about
+    three times. This keeps the chunks the current read touches and drops those behind it.
+    """
+
+    def __init__(self, arr: zarr.Array) -> None:
+        self.arr = arr
+        self.rows = arr.chunks[0]
+        self.cache: dict[int, np.ndarray] = {}
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) as one C-contiguous array."""
+        n = self.rows
+        first, last = start // n, (stop - 1) // n
+        self.cache = {c: v for c, v in self.cache.items() if c >= first}
+        missing = [c for c in range(first, last + 1) if c not in self.cache]
+        if missing:  # one read, so that zarr decodes the chunks concurrently
+            lo, hi = missing[0], missing[-1]
+            data = self.arr[lo * n : min((hi + 1) * n, self.arr.shape[0])]
+            for c in range(lo, hi + 1):
+                self.cache[c] = data[(c - lo) * n : (c - lo + 1) * n]
+        parts = [
+            self.cache[c][max(start - c * n, 0) : stop - c * n] for c in range(first, last + 1)
+        ]
+        return np.ascontiguousarray(parts[0]) if len(parts) == 1 else np.concatenate(parts)
 
 
 def _write_blocks(

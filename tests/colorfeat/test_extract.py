@@ -108,6 +108,32 @@ def test_split_chunk_ranges_cover_everything_contiguously(n: int, k: int) -> Non
         split_chunk_ranges(3, 0)
 
 
+class _CountingArray:
+    """A Zarr array that records the rows of every read."""
+
+    def __init__(self, arr: zarr.Array) -> None:
+        self.arr, self.chunks, self.shape, self.reads = arr, arr.chunks, arr.shape, []
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        self.reads.append((key.start, key.stop))
+        return self.arr[key]
+
+
+@pytest.mark.parametrize("block", [1, 3, 5, 7, 16])
+def test_images_are_read_block_by_block_decoding_each_chunk_once(tmp_path, block: int) -> None:
+    rgb = np.random.default_rng(block).integers(0, 256, (23, 4, 4, 3), dtype=np.uint8)
+    arr = zarr.create_array(str(tmp_path / "rgb.zarr"), data=rgb, chunks=(5, 4, 4, 3))
+    counted = _CountingArray(arr)
+    reader = extract.ChunkReader(counted)
+    got = [reader.read(i, min(i + block, 23)) for i in range(0, 23, block)]
+    assert np.array_equal(np.concatenate(got), rgb)
+    assert all(g.flags.c_contiguous for g in got)
+    decoded = [c for start, stop in counted.reads for c in range(start // 5, -(-stop // 5))]
+    assert sorted(decoded) == list(range(5))  # each of the 5 chunks once, none twice
+    # a read behind the ones kept is still right (decoded again)
+    assert np.array_equal(reader.read(0, 2), rgb[:2])
+
+
 _KILLED_RUN = """
 import json, sys, time
 from pathlib import Path
