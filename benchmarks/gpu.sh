@@ -45,7 +45,7 @@ mkdir -p "$LOGS"
 
 if [ "$MODE" = gpu ]; then
   DEVICE=cuda
-  EXTRACT=(--n 4096 --size 224 --batch-size 256 --rounds 1)
+  EXTRACT=(--n 4096 --size 224 --batch-size 256 --rounds 3)
   LOADER=(--images 4096 --batch-size 24 --batches 100 --steps 200 --workers 0,8 --train paper)
   COLORIZE=(256 64 224)  # pictures, batch, side
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOGS/gpu.txt"
