@@ -88,13 +88,6 @@ def padded_batch(cfg: BackboneConfig, batch_size: int) -> int:
     return chunk * -(-batch_size // chunk)
 
 
-def model_only(cfg: BackboneConfig, rgb: np.ndarray, device: str, batch: int) -> float:
-    """Seconds of the stage's Engine alone (uint8 batches already in memory, the features left
-    on the device), auto precision, eager: the model's own speed, set-up not counted."""
-    engine = Engine(fused_trunk(create_trunk(cfg), device), autocast_dtype(device, "auto"))
-    return time_engine(engine, in_memory_batches(rgb, device, batch), device)
-
-
 def fused_trunk(trunk: torch.nn.Module, device: str) -> torch.nn.Module:
     return fuse_batchnorm(trunk).to(torch.device(device), memory_format=torch.channels_last)
 
