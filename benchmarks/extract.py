@@ -20,11 +20,13 @@ each (untimed) pays one-off costs such as the first torch.compile, whose duratio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 import zarr
 
-from colorfeat import schema
+from colorfeat import extract, schema
 from colorfeat.backbone import Trunk, create_trunk, feature_shape, fuse_batchnorm
 from colorfeat.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
 from colorfeat.config import BackboneConfig
@@ -130,7 +132,7 @@ def time_stage_loop(
     dst = zarr.open_group(str(out / "features.zarr"), mode="w")
     dst.require_group("train").create_array(
         cfg.name, shape=(n, c, h, w), chunks=(chunk, c, h, w), dtype="float16",
-        compressors=feature_compressors(codec), fill_value=0.0,
+        compressors=feature_compressors(FEATURE_CODEC if codec == "-" else codec), fill_value=0.0,
         config={"write_empty_chunks": True},
     )  # fmt: skip
     arr = dst[f"train/{cfg.name}"]
@@ -138,6 +140,39 @@ def time_stage_loop(
     t = time.perf_counter()
     extract_blocks(trunk, src, dst, cfg.name, blocks, run, out / "markers")
     return time.perf_counter() - t
+
+
+@contextlib.contextmanager
+def ablated(kind: str) -> Iterator[None]:
+    """The stage loop with a part taken out, to show what that part costs (`--ablate`): "no
+    fsync" flushes neither chunks nor markers; "nothing stored" computes and checks each block's
+    features, then drops them (nothing compressed, written or marked)."""
+    saved = {}
+    if kind.endswith(("no fsync", "nothing stored")):
+        saved = {"_fsync_chunks": extract._fsync_chunks, "fsync_dir": extract.fsync_dir}
+        extract._fsync_chunks = lambda arr, chunks: None
+        extract.fsync_dir = lambda path: None
+    if kind.endswith("nothing stored"):
+        saved["_write_blocks"] = extract._write_blocks
+        extract._write_blocks = _check_and_drop
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(extract, name, value)
+
+
+def _check_and_drop(dst, name, writes, marks, stop, errors) -> None:  # noqa: ANN001
+    """extract._write_blocks without the store: wait for each block, check it, drop it."""
+    try:
+        while (item := writes.get()) is not None:
+            _, out, finite, event = item
+            if event is not None:
+                event.synchronize()
+            extract._require_finite(extract.all_finite(out.numpy()) if finite is None else finite)
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        errors.append(exc)
+        stop.set()
 
 
 def overlap(args: argparse.Namespace, cfg: BackboneConfig, work: Path) -> None:
@@ -159,22 +194,25 @@ def overlap(args: argparse.Namespace, cfg: BackboneConfig, work: Path) -> None:
     batches = in_memory_batches(rgb, args.device, batch)
     run = Compute(args.device, batch, "bf16" if amp else "fp32", compiled=False)
     kinds = {"stage loop": FEATURE_CODEC, "stage loop, uncompressed": "none"}
+    if args.ablate:
+        kinds |= {"stage loop, no fsync": FEATURE_CODEC, "stage loop, nothing stored": "-"}
     seconds: dict[str, list[float]] = {"model alone": [], **{k: [] for k in kinds}}
     ratios: dict[str, list[float]] = {k: [] for k in kinds}
     time_stage_loop(trunk, images, cfg, work / "overlap-warm", run, FEATURE_CODEC)  # warm-up
     for r in range(args.rounds):
         for i, (kind, codec) in enumerate(kinds.items()):
-            out = work / f"overlap-{r}-{codec}"
-            if (r * len(kinds) + i) % 2:  # model first in every other pair
-                model = time_engine(engine, batches, args.device)
-                stage = time_stage_loop(trunk, images, cfg, out, run, codec)
-            else:
-                stage = time_stage_loop(trunk, images, cfg, out, run, codec)
-                model = time_engine(engine, batches, args.device)
+            out = work / f"overlap-{r}-{i}"
+            with ablated(kind):
+                if (r * len(kinds) + i) % 2:  # model first in every other pair
+                    model = time_engine(engine, batches, args.device)
+                    stage = time_stage_loop(trunk, images, cfg, out, run, codec)
+                else:
+                    stage = time_stage_loop(trunk, images, cfg, out, run, codec)
+                    model = time_engine(engine, batches, args.device)
             seconds["model alone"].append(model)
             seconds[kind].append(stage)
             ratios[kind].append(model / stage)
-            shutil.rmtree(out)
+            shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
     features_stage(images, cfg, work / "overlap-whole", device=args.device,
                    batch_size=args.batch_size, precision="auto", compile_trunk=False)  # fmt: skip
@@ -185,7 +223,9 @@ def overlap(args: argparse.Namespace, cfg: BackboneConfig, work: Path) -> None:
     for kind, times in seconds.items():
         rates = [args.n / t for t in times]
         rate = f"{statistics.median(rates):7.1f} [{min(rates):.0f}-{max(rates):.0f}]"
-        label = f"{kind} ({kinds[kind]})" if kind in kinds else "model alone (Engine, in memory)"
+        label = "model alone (Engine, in memory)"
+        if kind in kinds:
+            label = kind if kinds[kind] == "-" else f"{kind} ({kinds[kind]})"
         ratio = ""
         if kind in ratios:
             rs = ratios[kind]
@@ -218,6 +258,11 @@ def main() -> None:
     )
     p.add_argument("--skip-original", action="store_true", help="only time our engine")
     p.add_argument("--overlap-only", action="store_true", help="only model alone vs end to end")
+    p.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also the stage loop without fsyncs and without storing anything",
+    )
     args = p.parse_args()
     cfg = BackboneConfig(args.backbone, args.layer, args.weights, args.size)
     rgb = natural_images(args.n, args.size)
