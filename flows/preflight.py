@@ -24,8 +24,8 @@ from flows.plan import Preflight, feature_chunks, pending_feature_chunks
 #   machine, best of the runs);
 # - images_cpu_s_per_picture and features_gmac_per_cpu_s_compiled: `benchmarks/scale.py --sizes
 #   4000,8000,16000 --workers 2 --image-size 224 --weights none` on the quiet machine
-#   (docs/performance.md): 16,000 COCO-like 640 px JPEGs through the images stage in 42.1 s on 2
-#   cores, and resnet101.layer2 over the 9,993 pictures kept (18,124 GMAC) in 188.6 s on 2 cores,
+#   (docs/performance.md): 16,000 COCO-like 640 px JPEGs through the images stage in 47.5 s on 2
+#   cores, and resnet101.layer2 over the 10,009 pictures kept (18,194 GMAC) in 143.4 s on 2 cores,
 #   fp32 under torch.compile (from COMPILE_MIN_IMAGES pictures on), the trunk's set-up included;
 # - features_gmac_per_cpu_s (eager, smaller runs): `colorfeat.extract.features_stage` (fp32,
 #   batch 64) over 65 natural 224 px pictures, resnet101.layer2: 117.9 GMAC in 3.9 s of CPU time.
@@ -40,11 +40,11 @@ RATES = {
     "acquire_per_picture": 2.5 / 600,  # synthetic generation
     "download_bytes_per_s": 50e6,
     "embeddings": 3.5,
-    "images_cpu_s_per_picture": 42.1 * 2 / 16_000,
+    "images_cpu_s_per_picture": 47.5 * 2 / 16_000,
     "priors": 2.0,
     "features_setup": 3.0,  # building the trunk (docs/performance.md)
     "features_gmac_per_cpu_s": 117.9 / 3.9,
-    "features_gmac_per_cpu_s_compiled": 18_124 / (188.6 * 2),
+    "features_gmac_per_cpu_s_compiled": 18_194 / (143.4 * 2),
 }
 # Multiply-adds per input pixel of each trunk up to the end of each layer (convolutions; the same
 # for every S that is a multiple of 32), counted with forward hooks on torchvision's models at

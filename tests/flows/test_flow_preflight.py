@@ -110,10 +110,10 @@ def test_the_dry_run_of_official_coco_counts_the_official_archives(tmp_path, mon
     assert "source coco2014: 123287 pictures" in out.stdout
     # train2014 + val2014 + annotations_trainval2014 of the shipped checksum table
     assert "download: 19.0 GiB" in out.stdout
-    # 123,287 pictures: resnet101.layer2 at 224 px is 223,600 GMAC, at 48.1 GMAC per CPU-second
-    # (compiled) on 2 cores 39 min; the images stage 5 min 24 s; the download 6 min 48 s
+    # 123,287 pictures: resnet101.layer2 at 224 px is 223,600 GMAC, at 63.4 GMAC per CPU-second
+    # (compiled) on 2 cores 29 min; the images stage 6 min 6 s; the download 6 min 48 s
     (estimate,) = [line for line in out.stdout.splitlines() if line.startswith("estimated time")]
-    assert estimate == "estimated time: about 51 min with 2 CPU cores and no GPU"
+    assert estimate == "estimated time: about 43 min with 2 CPU cores and no GPU"
 
 
 def test_durations_read_in_human_units():
