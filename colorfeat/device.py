@@ -4,9 +4,9 @@ how the CPU's memory allocator is set while a model runs there."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import platform
 import sys
-import threading
 
 import torch
 
@@ -29,10 +29,9 @@ def resolve_device(name: str) -> torch.device:
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_kept = [False]
-_lock = threading.Lock()
 
 
+@functools.cache  # once per process (a second mallopt would change nothing)
 def keep_freed_memory() -> bool:
     """From now on, glibc keeps freed memory for the next allocation; returns whether it does.
 
@@ -50,13 +49,7 @@ def keep_freed_memory() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    with _lock:
-        if not _kept[0]:
-            _kept[0] = (
-                libc.mallopt(_M_MMAP_MAX, 0) == 1
-                and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
-            )
-    return _kept[0]
+    return libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
 
 
 def _glibc() -> ctypes.CDLL | None:
