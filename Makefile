@@ -24,7 +24,7 @@ test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 demo: $(STAMP)
-	$(BIN)/python -m flows.demo --out $(DEMO_DIR)
+	$(BIN)/python -m flows.cli.demo --out $(DEMO_DIR)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -4,8 +4,9 @@ Both compute resnet101.layer2 (seeded random weights) on the same (B, 3, S, S) c
 input under inference_mode, fp32 and bf16 autocast:
 - `resnet`: the children of torchvision's ResNet up to layer2 in an `nn.Sequential`, each
   conv's BatchNorm folded by hand (the path colorfeat used before any torchvision trunk);
-- `generic`: `colorfeat.backbone.create_trunk` (torchvision's `create_feature_extractor` graph)
-  with `fuse_batchnorm` (BatchNorm folding on the traced graph), as the features stage runs it.
+- `generic`: `colorfeat.trunk.backbone.create_trunk` (torchvision's
+  `create_feature_extractor` graph) with `fuse_batchnorm` (BatchNorm folding on the traced
+  graph), as the features stage runs it.
 Prints pictures/s of each (best of the rounds, interleaved in alternating order) and
 generic / resnet.
 
@@ -24,9 +25,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from colorfeat.backbone import create_trunk, fuse_batchnorm
 from colorfeat.config import BackboneConfig
 from colorfeat.device import resolve_device
+from colorfeat.trunk.backbone import create_trunk, fuse_batchnorm
 
 RESNET_STEM = ("conv1", "bn1", "relu", "maxpool")
 

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from colorfeat.backbone import create_trunk, feature_shape
 from colorfeat.config import BackboneConfig
 from colorfeat.constants import PAD_TOKEN, UNK_TOKEN
 from colorfeat.lab import ab_grid
+from colorfeat.trunk.backbone import create_trunk, feature_shape
 from colortrain.checkpoint import FORMAT, save_checkpoint
 from colortrain.colorize import colorize_files
 from colortrain.config import _PRESET_WIDTHS, ModelConfig

@@ -2,11 +2,12 @@
 
 Extracts features of natural photographs (random crops of scikit-image's bundled photos, squashed to
 S x S like the images stage does) with the store's own engine settings, then writes them once per
-candidate in colorfeat.codecs.CANDIDATES, chunked as the store chunks them, and reads them back.
+candidate in colorfeat.store.codecs.CANDIDATES,
+chunked as the store chunks them, and reads them back.
 
     .venv/bin/python benchmarks/compression.py [--n 60] [--weights none] [--layer layer2]
 
-Prints one row per candidate; the store uses colorfeat.codecs.FEATURE_CODEC.
+Prints one row per candidate; the store uses colorfeat.store.codecs.FEATURE_CODEC.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import numpy as np
 import torch
 import zarr
 
-from colorfeat.backbone import create_trunk, prepare_input
-from colorfeat.codecs import CANDIDATES, FEATURE_CODEC, images_per_chunk
 from colorfeat.config import BackboneConfig
+from colorfeat.store.codecs import CANDIDATES, FEATURE_CODEC, images_per_chunk
+from colorfeat.trunk.backbone import create_trunk, prepare_input
 
 PHOTOS = (
     "astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field", "camera",

@@ -2,7 +2,8 @@
 
 The original approach (as in the earlier colourisation code): the trunk in float64, each batch
 converted to grayscale and normalised in numpy on the host, float32 features written uncompressed
-to HDF5 with h5py. Ours: `colorfeat.extract.features_stage` (grayscale on the device, channels_last,
+to HDF5 with h5py. Ours:
+`colorfeat.trunk.extract.features_stage` (grayscale on the device, channels_last,
 bf16 autocast where native, prefetch and writer threads, float16 compressed Zarr). Both read the
 same uint8 images from a Zarr array and are timed end to end, model construction included.
 
@@ -34,13 +35,15 @@ import numpy as np
 import torch
 import zarr
 
-from colorfeat import extract, schema
-from colorfeat.backbone import Trunk, create_trunk, feature_shape, fuse_batchnorm
-from colorfeat.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
 from colorfeat.config import BackboneConfig
 from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
 from colorfeat.device import keep_freed_memory
-from colorfeat.extract import (
+from colorfeat.stages.images import layout
+from colorfeat.store import schema
+from colorfeat.store.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
+from colorfeat.trunk import extract
+from colorfeat.trunk.backbone import Trunk, create_trunk, feature_shape, fuse_batchnorm
+from colorfeat.trunk.extract import (
     Compute,
     Engine,
     _pending_blocks,
@@ -48,7 +51,6 @@ from colorfeat.extract import (
     extract_blocks,
     features_stage,
 )
-from colorfeat.images import layout
 
 sys.path.insert(0, str(Path(__file__).parent))
 from compression import natural_images  # noqa: E402

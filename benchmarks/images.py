@@ -17,12 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from colorfeat.captions import captions_stage
 from colorfeat.constants import PRIORS_DIR
-from colorfeat.images import images_stage
 from colorfeat.parallel import executor
 from colorfeat.sources import acquire
-from colorfeat.vocab import vocab_stage
+from colorfeat.stages.captions import captions_stage
+from colorfeat.stages.images import images_stage
+from colorfeat.stages.vocab import vocab_stage
 
 RUNS = ((1, True, "1 worker (inline)"), (2, True, "2 worker processes"), (2, False, "2 threads"))
 

@@ -29,8 +29,7 @@ import torch
 import zarr
 from torch.utils.data import DataLoader, Dataset
 
-from colorfeat import schema
-from colorfeat.store import open_store
+from colorfeat.store import open_store, schema
 from colortrain.data import StoreDataset, make_loader, store_shapes
 
 FEATURES = "resnet101.layer2"
@@ -38,9 +37,9 @@ FEATURES = "resnet101.layer2"
 
 def write_standin(root: Path, n: int, size: int, seed: int = 0) -> str:
     """A store version with the published layout at image size `size`; returns its path."""
-    from colorfeat.codecs import feature_compressors, images_per_chunk
     from colorfeat.lab import ab_grid
     from colorfeat.store import STORE_SCHEMA
+    from colorfeat.store.codecs import feature_compressors, images_per_chunk
 
     version = root / "versions" / "standin"
     if (version / "zarr.json").exists():

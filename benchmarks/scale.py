@@ -1,8 +1,8 @@
 """The whole rebuild at growing sizes: per-stage time, throughput, peak memory and bytes written.
 
-Each size runs in a fresh subprocess on a COCO-like source (`colorfeat.cocolike`, generated once
+Each size runs in a fresh subprocess on a COCO-like source (`benchmarks.cocolike`, generated once
 per size under --work, not timed), running the stage table with the library's runner
-(`colorfeat.runner.run_stages`: the stages the Prefect flow wraps, in its order, without the
+(`colorfeat.stages.runner.run_stages`: the stages the Prefect flow wraps, in its order, without the
 orchestration). Per stage: wall seconds, items/s, peak RSS of the process while the
 stage ran (sampled every 10 ms, children included), bytes the stage wrote per picture. Then the
 growth exponents between consecutive sizes (log ratio: 1 = linear time, 0 = flat memory) and an
@@ -87,9 +87,9 @@ def stage_items(name: str, results: dict[str, dict]) -> int:
 def run_stages(spec: dict) -> dict:
     """In this process: the stage table on spec['source'], each stage timed -> {stage: figures}."""
     from colorfeat.config import BackboneConfig, PipelineConfig
-    from colorfeat.runner import call_stage
-    from colorfeat.runner import run_stages as run_table
     from colorfeat.stages import Context, Stage
+    from colorfeat.stages.runner import call_stage
+    from colorfeat.stages.runner import run_stages as run_table
 
     cfg = PipelineConfig(
         source=spec["source"],
@@ -128,7 +128,7 @@ def run_stages(spec: dict) -> dict:
 
 def measure(args: argparse.Namespace, n: int, captions_only: bool) -> dict:
     """Generate (once) a source of n pictures, then run the stages on it in a fresh process."""
-    from colorfeat import cocolike
+    import cocolike  # beside this script
 
     label = f"{n}-captions-only" if captions_only else str(n)
     base = Path(args.work) / label

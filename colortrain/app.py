@@ -113,7 +113,7 @@ def example_pictures(directory: Path, count: int = EXAMPLE_COUNT, seed: int = 0)
     each with a caption naming its colours and the same caption with one colour changed."""
     from PIL import Image
 
-    from colorfeat.synthetic import PALETTE, draw_image, make_captions
+    from colorfeat.sources.synthetic import PALETTE, draw_image, make_captions
     from colortrain.report import swap_caption
 
     rng = np.random.default_rng(seed)

@@ -23,17 +23,17 @@ from typing import Any
 
 import torch
 
-from colorfeat.backbone import (
+from colorfeat.config import BackboneConfig
+from colorfeat.errors import UserError
+from colorfeat.hashing import file_sha256
+from colorfeat.store import StoreVersion
+from colorfeat.trunk.backbone import (
     config_from_description,
     create_trunk,
     imagenet_weights,
     state_dict_hash,
     trunk_from_state,
 )
-from colorfeat.config import BackboneConfig
-from colorfeat.errors import UserError
-from colorfeat.hashing import file_sha256
-from colorfeat.store import StoreVersion
 
 FORMAT = "colortrain/1"
 CHECKPOINT_NAME = "checkpoint.pt"  # what `fit` writes in its run directory

@@ -25,12 +25,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from colorfeat.backbone import prepare_input
-from colorfeat.captions import tokenize
 from colorfeat.constants import ANNEALED_T, LUMA_601, UNK_ID
 from colorfeat.device import resolve_device
 from colorfeat.errors import UserError
 from colorfeat.lab import rgb_to_lab
+from colorfeat.stages.captions import tokenize
+from colorfeat.trunk.backbone import prepare_input
 from colortrain.attention import attention_figure
 from colortrain.checkpoint import load_checkpoint, load_trunk
 from colortrain.config import ModelConfig

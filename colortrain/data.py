@@ -19,9 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from colorfeat import schema
 from colorfeat.errors import UserError
-from colorfeat.store import StoreVersion, open_store
+from colorfeat.store import StoreVersion, open_store, schema
 
 
 def store_shapes(version: StoreVersion, features: str, split: str = "train") -> dict[str, int]:

@@ -19,12 +19,11 @@ from rich.table import Table
 from skimage.color import deltaE_ciede2000
 from skimage.metrics import structural_similarity
 
-from colorfeat import schema
 from colorfeat.constants import ANNEALED_T
 from colorfeat.device import resolve_device
 from colorfeat.errors import UserError
 from colorfeat.lab import rgb_to_lab
-from colorfeat.store import open_store
+from colorfeat.store import open_store, schema
 from colortrain.checkpoint import check_store_fit, load_checkpoint
 from colortrain.config import ModelConfig
 from colortrain.data import StoreDataset, make_loader

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from colorfeat.backbone import prepare_input
 from colorfeat.constants import ANNEALED_T, LUMA_601
 from colorfeat.errors import UserError
 from colorfeat.lab import ab_grid
+from colorfeat.trunk.backbone import prepare_input
 from colortrain.colorize import Colorist
 from colortrain.model import CaptionEncoder
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from colorfeat.captions import colour_words
-from colorfeat.synthetic import PALETTE_AB
+from colorfeat.sources.synthetic import PALETTE_AB
+from colorfeat.stages.captions import colour_words
 
 HUE_NAMES: tuple[str, ...] = (*PALETTE_AB, "gray")
 MIN_CHROMA = 12.0  # ab distance from gray under which a pixel counts as achromatic

@@ -25,12 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from colorfeat import schema
-from colorfeat.captions import tokenize
 from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.lab import rgb_to_lab
-from colorfeat.store import open_store
-from colorfeat.synthetic import PALETTE, load_ground_truth, object_masks
+from colorfeat.sources.synthetic import PALETTE, load_ground_truth, object_masks
+from colorfeat.stages.captions import tokenize
+from colorfeat.store import open_store, schema
 from colortrain.colorize import Colorist
 from colortrain.config import EMBEDDING_INITS
 from colortrain.data import CaptionIndex
@@ -52,10 +51,10 @@ def build_synthetic_store(
 ) -> tuple[str, str]:
     """Run the stage table on the synthetic source -> (store version path, source root).
 
-    The plain local runner (colorfeat.runner) with ResNet-101 layer2, seeded random weights, the
-    store at work_dir/store. Stages are idempotent: a second call reuses everything.
+    The plain local runner (colorfeat.stages.runner) with ResNet-101 layer2, seeded random
+    weights, the store at work_dir/store. Stages are idempotent: a second call reuses everything.
     """
-    from colorfeat.runner import run_stages
+    from colorfeat.stages.runner import run_stages
 
     work = Path(work_dir)
     # fp32, not "auto": the probe's trunk runs in fp32. Eager, not compiled: inductor's generated

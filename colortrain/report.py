@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from colorfeat.captions import tokenize
 from colorfeat.constants import ANNEALED_T, LUMA_601, UNK_ID
+from colorfeat.stages.captions import tokenize
 from colortrain.evaluate import LABELS, EvalRun, Evaluation, colorize_batch, format_metric
 from colortrain.hues import HUE_NAMES, confusion
 from colortrain.sheets import pyplot

@@ -27,10 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader
 
-from colorfeat import schema
 from colorfeat.errors import UserError
 from colorfeat.lab import rgb_to_lab
-from colorfeat.store import StoreVersion, open_store
+from colorfeat.store import StoreVersion, open_store, schema
 from colortrain.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT,

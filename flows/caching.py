@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from colorfeat.errors import UserError
-from flows.plan import StagePlan
+from colorfeat.stages.plan import StagePlan
 
 if TYPE_CHECKING:  # Prefect is imported where a flow runs, not where the work dir is locked
     from prefect import Task
@@ -63,7 +63,7 @@ def work_dir_lock(work_dir: Path) -> Iterator[None]:
 
 
 def _stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    return Path(parameters["out_dir"]).name  # the stage key, see flows.plan
+    return Path(parameters["out_dir"]).name  # the stage key, see colorfeat.stages.plan
 
 
 def stage_task(name: str, **options: Any) -> Callable[[Callable[..., dict]], Task]:

@@ -1,7 +1,8 @@
 """Run the rebuild flow in this process against an embedded Prefect API under the work dir.
 
 What `colorfeat run` calls. It takes the work-dir lock first, then reads what is already built
-(flows.plan.preflight): when every stage is complete and the version published, it only moves
+(colorfeat.stages.plan.preflight):
+when every stage is complete and the version published, it only moves
 LATEST and records the run, without starting Prefect or PyTorch. Otherwise it starts the
 embedded API and runs the flow. Everything the run prints goes to stderr (the file descriptor
 itself is redirected, so child processes follow); the caller prints the version path to stdout.
@@ -22,9 +23,9 @@ from typing import Any
 
 from colorfeat.config import PipelineConfig
 from colorfeat.errors import UserError
+from colorfeat.stages.plan import Preflight, pending_feature_chunks, preflight
 from flows.caching import work_dir_lock
 from flows.embedded import embedded_api, isolate
-from flows.plan import Preflight, pending_feature_chunks, preflight
 
 RUNS_LOG = "runs.jsonl"  # in the work dir: one JSON line per finished run
 _WIDE = 10_000  # columns of a log console that is not a terminal: records are never wrapped
@@ -90,8 +91,8 @@ def checked_config(options: dict[str, Any]) -> PipelineConfig:
     parameters, so they travel in this process's environment, which the flow run inherits.
     """
     from colorfeat.redact import conceal
+    from colorfeat.stages.plan import check_source, require_device
     from colorfeat.store import check_store_root
-    from flows.plan import check_source, require_device
 
     config = PipelineConfig.from_options(**options)
     check_source(config.source)
@@ -191,6 +192,6 @@ def _record_run(work_dir: Path, parameters: dict[str, Any], summary: dict[str, A
 
 def dry_run_report(config: PipelineConfig) -> list[str]:
     """What `colorfeat run --dry-run` prints: read-only, nothing is created."""
-    from flows.preflight import report
+    from colorfeat.stages.dryrun import report
 
     return report(config, preflight(config))

@@ -1,10 +1,10 @@
 """The `rebuild` flow: a source in, a published feature-store version out, one task per stage.
 
-The tasks are made from the stage table (colorfeat.stages), which `colorfeat.runner.run_stages`
-walks here as everywhere: directory stages are Prefect tasks cached by their stage key (see
-flows.caching), acquire and publish plain tasks; a stage's `retries` retry transient faults. A
-summary and per-colour table are left as Prefect artifacts. With `train_dir`, the `train` flow
-then fits a colorizer on the published version.
+The tasks are made from the stage table (colorfeat.stages), which
+`colorfeat.stages.runner.run_stages` walks here as everywhere: directory stages are Prefect tasks
+cached by their stage key (see flows.caching), acquire and publish plain tasks; a stage's `retries`
+retry transient faults. A summary and per-colour table are left as Prefect artifacts. With
+`train_dir`, the `train` flow then fits a colorizer on the published version.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from prefect.tasks import exponential_backoff
 
 from colorfeat.config import PipelineConfig
 from colorfeat.redact import conceal
-from colorfeat.runner import Run, run_stages
+from colorfeat.retry import retry_if_transient
 from colorfeat.stages import Context, Stage, source_attrs, stages_for
+from colorfeat.stages.plan import StagePlan
+from colorfeat.stages.runner import Run, run_stages
 from flows.caching import Ledger, stage_task, work_dir_lock
-from flows.plan import StagePlan
 from flows.report import report_rebuild
-from flows.retry import retry_if_transient
 
 BACKOFF_S = 10  # first retry delay of a stage; doubles with each try
 

@@ -45,16 +45,15 @@ class Blocked(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, Blocked())
 import colorfeat, colortrain
-CLI = {"colorfeat.cli", "colorfeat.cli_errors", "colortrain.cli"}
+CLI = {"flows.cli.colorfeat", "flows.cli.errors", "flows.cli.colortrain"}
 imported = []
 for package in (colorfeat, colortrain):
-    for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
-        if info.name not in CLI:
-            importlib.import_module(info.name)
-            imported.append(info.name)
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(info.name)
+        imported.append(info.name)
 
 from colorfeat.config import BackboneConfig, PipelineConfig
-from colorfeat.runner import plan_keys, run_stages
+from colorfeat.stages.runner import plan_keys, run_stages
 from colorfeat.stages import registered
 from tests.test_architecture import COLOUR_WORDS
 
@@ -81,7 +80,9 @@ def test_the_library_imports_and_runs_the_stage_table_without_prefect_or_typer(t
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.splitlines()[-1])
-    assert {"colorfeat.stages", "colorfeat.runner", "colortrain.train"} <= set(out["imported"])
+    assert {"colorfeat.stages", "colorfeat.stages.runner", "colortrain.train"} <= set(
+        out["imported"]
+    )
     assert out["loaded"] == []
     # The test-only stage ran through the real runner, has a key in the plan and a directory.
     assert out["planned"] == out["keys"] and "colour_words" in out["keys"]
@@ -95,7 +96,7 @@ def test_the_library_imports_and_runs_the_stage_table_without_prefect_or_typer(t
 
 def test_a_registered_stage_is_planned_and_leaves_the_table_after():
     from colorfeat import stages
-    from flows.plan import plan_rebuild
+    from colorfeat.stages.plan import plan_rebuild
 
     config = PipelineConfig(device="cpu")
     with registered(COLOUR_WORDS):
@@ -109,7 +110,7 @@ def test_a_registered_stage_is_planned_and_leaves_the_table_after():
 def test_run_and_schedule_offer_exactly_the_config_options():
     import typer.main
 
-    from colorfeat.cli import app
+    from flows.cli.colorfeat import app
 
     names = [o.name for o in rebuild_options()]
     commands = typer.main.get_command(app).commands

@@ -23,7 +23,7 @@ _RUN_TOGETHER = """
 import os, sys, time
 from pathlib import Path
 from colorfeat import store
-from colorfeat.cli import app
+from flows.cli.colorfeat import app
 
 rendezvous = Path(sys.argv[1])
 assemble = store._assemble

@@ -12,9 +12,9 @@ import pytest
 
 from colorfeat.config import PipelineConfig
 from colorfeat.errors import UserError
-from colorfeat.runner import plan_keys, run_stages
 from colorfeat.stages import stages_for
-from flows.plan import preflight
+from colorfeat.stages.plan import preflight
+from colorfeat.stages.runner import plan_keys, run_stages
 
 COLORFEAT = str(Path(sys.executable).with_name("colorfeat"))
 TINY = ["--source", "synthetic", "--limit", "24", "--image-size", "64", "--weights", "none"]

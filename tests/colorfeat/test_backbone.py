@@ -12,18 +12,18 @@ import pytest
 import torch
 import torchvision
 
-from colorfeat import backbone
-from colorfeat.backbone import (
+from colorfeat.config import BackboneConfig
+from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
+from colorfeat.errors import UserError
+from colorfeat.hashing import file_sha256
+from colorfeat.trunk import backbone
+from colorfeat.trunk.backbone import (
     create_trunk,
     feature_shape,
     fuse_batchnorm,
     prepare_input,
     state_dict_hash,
 )
-from colorfeat.config import BackboneConfig
-from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
-from colorfeat.errors import UserError
-from colorfeat.hashing import file_sha256
 
 # (channels, stride) after each layer: basic-block and bottleneck ResNets.
 EXPECTED = {
@@ -67,7 +67,7 @@ def test_paper_default_is_resnet101_layer2_imagenet_v1() -> None:
 
 
 _HASH_SCRIPT = """
-from colorfeat.backbone import create_trunk
+from colorfeat.trunk.backbone import create_trunk
 from colorfeat.config import BackboneConfig
 cfg = BackboneConfig(backbone="resnet18", layer="layer3", weights="none", seed=7)
 print(create_trunk(cfg).weights_hash)

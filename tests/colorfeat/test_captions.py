@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from colorfeat.captions import (
+from colorfeat.constants import PRIORS_DIR
+from colorfeat.errors import UserError
+from colorfeat.stages.captions import (
     captions_stage,
     colour_words,
     load_captions,
@@ -15,8 +17,6 @@ from colorfeat.captions import (
     select,
     tokenize,
 )
-from colorfeat.constants import PRIORS_DIR
-from colorfeat.errors import UserError
 
 LEXICON_FILE = PRIORS_DIR / "color_words.txt"
 

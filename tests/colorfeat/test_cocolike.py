@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorfeat import cocolike
-from colorfeat.captions import captions_stage, colour_words, load_lexicon, tokenize
-from colorfeat.coco import find_splits, read_split
+from benchmarks import cocolike
 from colorfeat.constants import PRIORS_DIR
 from colorfeat.sources import acquire_dir
+from colorfeat.sources.coco import find_splits, read_split
+from colorfeat.stages.captions import captions_stage, colour_words, load_lexicon, tokenize
 
 N_TRAIN, N_VAL = 4, 2
 

@@ -10,7 +10,9 @@ import zipfile
 
 import pytest
 
-from colorfeat.download import (
+from colorfeat.errors import UserError
+from colorfeat.retry import is_transient as flow_is_transient
+from colorfeat.sources.download import (
     NetworkError,
     checksums_from_listing,
     download,
@@ -20,8 +22,6 @@ from colorfeat.download import (
     probe,
     safe_extract,
 )
-from colorfeat.errors import UserError
-from flows.retry import is_transient as flow_is_transient
 
 FAST = {"backoff": (0.01, 0.05), "progress": False}
 

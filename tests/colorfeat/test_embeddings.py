@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colorfeat.embeddings import embedding_matrix, embeddings_stage, load_word_vectors
 from colorfeat.errors import UserError
+from colorfeat.stages.embeddings import embedding_matrix, embeddings_stage, load_word_vectors
 
 CAPTIONS = [
     "a red bus parked by a white house",
@@ -36,7 +36,7 @@ def stage_inputs(tmp_path):
 _CHILD = """
 import json, sys
 from pathlib import Path
-from colorfeat.embeddings import embeddings_stage
+from colorfeat.stages.embeddings import embeddings_stage
 caps, voc, out = sys.argv[1:4]
 print(embeddings_stage({"path": caps}, {"path": voc}, Path(out), dim=32, seed=7)["path"])
 """

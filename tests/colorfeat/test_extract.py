@@ -15,13 +15,13 @@ import pytest
 import torch
 import zarr
 
-from colorfeat import extract
-from colorfeat.backbone import create_trunk, prepare_input
-from colorfeat.codecs import FEATURE_CODEC
 from colorfeat.config import BackboneConfig
 from colorfeat.errors import UserError
-from colorfeat.extract import BF16_TOLERANCE, features_stage, split_chunk_ranges
 from colorfeat.store import FEATURE_ATTRS
+from colorfeat.store.codecs import FEATURE_CODEC
+from colorfeat.trunk import extract
+from colorfeat.trunk.backbone import create_trunk, prepare_input
+from colorfeat.trunk.extract import BF16_TOLERANCE, features_stage, split_chunk_ranges
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest_store import write_images_zarr  # noqa: E402
@@ -137,7 +137,7 @@ def test_images_are_read_block_by_block_decoding_each_chunk_once(tmp_path, block
 _KILLED_RUN = """
 import json, sys, time
 from pathlib import Path
-from colorfeat import extract
+from colorfeat.trunk import extract
 from colorfeat.config import BackboneConfig
 
 mark = extract._mark_block

@@ -11,13 +11,13 @@ import pytest
 import zarr
 from PIL import Image
 
-from colorfeat import images as images_mod
-from colorfeat.captions import captions_stage, load_captions
 from colorfeat.constants import PRIORS_DIR
-from colorfeat.images import decode_image, images_stage, layout, process_image
 from colorfeat.lab import ab_targets
 from colorfeat.sources import acquire
-from colorfeat.vocab import load_vocab, vocab_stage
+from colorfeat.stages import images as images_mod
+from colorfeat.stages.captions import captions_stage, load_captions
+from colorfeat.stages.images import decode_image, images_stage, layout, process_image
+from colorfeat.stages.vocab import load_vocab, vocab_stage
 
 LEXICON = PRIORS_DIR / "color_words.txt"
 

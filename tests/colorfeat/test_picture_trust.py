@@ -15,13 +15,13 @@ import pytest
 import zarr
 from PIL import Image, ImageFile
 
-from colorfeat import images as images_mod
-from colorfeat.captions import captions_stage
-from colorfeat.coco import picture_path
 from colorfeat.constants import MAX_PICTURE_PIXELS, PRIORS_DIR
-from colorfeat.images import decode_picture, images_stage, read_picture
 from colorfeat.sources import acquire
-from colorfeat.vocab import vocab_stage
+from colorfeat.sources.coco import picture_path
+from colorfeat.stages import images as images_mod
+from colorfeat.stages.captions import captions_stage
+from colorfeat.stages.images import decode_picture, images_stage, read_picture
+from colorfeat.stages.vocab import vocab_stage
 
 LEXICON = PRIORS_DIR / "color_words.txt"
 

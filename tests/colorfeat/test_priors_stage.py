@@ -7,7 +7,7 @@ import zarr
 from PIL import Image
 
 from colorfeat.priors import bin_counts, prior_from_counts, rebalance_weights
-from colorfeat.priors_stage import priors_stage, split_bin_counts
+from colorfeat.stages.priors import priors_stage, split_bin_counts
 
 
 def write_bins(path, bins: np.ndarray, chunk: int) -> None:

@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from colorfeat import store
-from colorfeat.cli import app
 from colorfeat.config import BackboneConfig
-from colorfeat.extract import features_stage
 from colorfeat.store import list_versions, open_store, publish
+from colorfeat.trunk.extract import features_stage
+from flows.cli.colorfeat import app
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest_store import make_stage_parts, version_attrs  # noqa: E402

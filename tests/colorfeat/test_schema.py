@@ -1,4 +1,5 @@
-"""Schema paths are named once: only colorfeat.schema and the stages that write them spell them."""
+"""Schema paths are named once: only colorfeat.store.schema and the stages that write them
+spell them."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from colorfeat import schema
+from colorfeat.store import schema
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("colorfeat", "colortrain", "flows", "benchmarks")
 # The schema module, and the stages that write (or validate) what they name.
 WRITERS = {
-    "colorfeat/schema.py",
-    "colorfeat/store.py",  # publish assembles and validates a version
-    "colorfeat/images.py",  # the images stage writes the per-split arrays
-    "colorfeat/extract.py",  # the features stage reads the images stage's rgb
-    "colorfeat/priors_stage.py",  # the priors stage reads the images stage's ab_bins
+    "colorfeat/store/schema.py",
+    "colorfeat/store/__init__.py",  # publish assembles and validates a version
+    "colorfeat/stages/images.py",  # the images stage writes the per-split arrays
+    "colorfeat/trunk/extract.py",  # the features stage reads the images stage's rgb
+    "colorfeat/stages/priors.py",  # the priors stage reads the images stage's ab_bins
 }
 # A schema path inside a string: a table, a caption array, or a per-split array after a split.
 SCHEMA_PATH = re.compile(

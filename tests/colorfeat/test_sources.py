@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from colorfeat.captions import captions_stage
 from colorfeat.constants import PRIORS_DIR
 from colorfeat.disk import FREE_BYTES_ENV
 from colorfeat.errors import UserError
 from colorfeat.sources import acquire
+from colorfeat.stages.captions import captions_stage
 
 LEXICON = PRIORS_DIR / "color_words.txt"
 
@@ -192,7 +192,7 @@ def test_synthetic_is_generated_once(tmp_path):
 @pytest.mark.usefixtures("any_free_disk")
 def test_official_source_is_verified_against_the_table(file_server, kit, tmp_path, monkeypatch):
     from colorfeat import sources
-    from colorfeat.download import Checksum
+    from colorfeat.sources.download import Checksum
 
     archives = _mirror(file_server, kit, "2017")
     monkeypatch.setattr(sources, "OFFICIAL_BASE", file_server.url)

@@ -18,11 +18,9 @@ import zarr
 from typer.testing import CliRunner
 
 from colorfeat import store
-from colorfeat.cli import app
 from colorfeat.config import BackboneConfig
 from colorfeat.constants import STORE_SCHEMA
 from colorfeat.errors import UserError
-from colorfeat.extract import features_stage
 from colorfeat.lab import ab_grid
 from colorfeat.store import (
     FEATURE_ATTRS,
@@ -34,6 +32,8 @@ from colorfeat.store import (
     render_info,
     render_versions,
 )
+from colorfeat.trunk.extract import features_stage
+from flows.cli.colorfeat import app
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest_store import TOKENS, make_stage_parts, version_attrs  # noqa: E402
@@ -294,13 +294,13 @@ def test_docs_reading_example_runs_against_a_store(store_parts, tmp_path) -> Non
 
 
 def test_the_real_stages_publish_a_valid_version(tmp_path) -> None:
-    from colorfeat.captions import captions_stage
     from colorfeat.config import PipelineConfig
-    from colorfeat.embeddings import embeddings_stage
-    from colorfeat.images import images_stage
-    from colorfeat.priors_stage import priors_stage
     from colorfeat.sources import acquire
-    from colorfeat.vocab import vocab_stage
+    from colorfeat.stages.captions import captions_stage
+    from colorfeat.stages.embeddings import embeddings_stage
+    from colorfeat.stages.images import images_stage
+    from colorfeat.stages.priors import priors_stage
+    from colorfeat.stages.vocab import vocab_stage
 
     work = tmp_path / "work"
     src = acquire("synthetic", work, limit=16, seed=0, progress=False)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorfeat import synthetic
-from colorfeat.captions import colour_words, load_lexicon
 from colorfeat.constants import AB_BINS_PER_AXIS, LUMA_601, PRIORS_DIR
 from colorfeat.lab import ab_targets, quantize_ab, rgb_to_lab
+from colorfeat.sources import synthetic
+from colorfeat.stages.captions import colour_words, load_lexicon
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ import torchvision
 import zarr
 from torch import nn
 
-from colorfeat.backbone import (
+from colorfeat.config import BackboneConfig
+from colorfeat.errors import UserError
+from colorfeat.trunk.backbone import (
     backbone_names,
     create_trunk,
     feature_shape,
@@ -21,9 +23,7 @@ from colorfeat.backbone import (
     state_dict_hash,
     trunk_from_state,
 )
-from colorfeat.config import BackboneConfig
-from colorfeat.errors import UserError
-from colorfeat.extract import features_stage
+from colorfeat.trunk.extract import features_stage
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest_store import write_images_zarr  # noqa: E402
@@ -154,7 +154,7 @@ def test_torchvision_classifiers_are_backbones_and_their_nodes_are_layers() -> N
 def test_a_bad_layer_fails_colorfeat_run_in_one_line_before_anything_runs(tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from colorfeat.cli import app
+    from flows.cli.colorfeat import app
 
     where = ["--store", str(tmp_path / "s"), "--work-dir", str(tmp_path / "w")]
     args = ["run", "--source", "synthetic", *where, "--layer", "layr3", "--dry-run"]

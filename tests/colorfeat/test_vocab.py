@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from colorfeat.captions import tokenize
 from colorfeat.constants import PAD_TOKEN, UNK_TOKEN
-from colorfeat.vocab import build_vocab, encode, load_vocab, vocab_stage
+from colorfeat.stages.captions import tokenize
+from colorfeat.stages.vocab import build_vocab, encode, load_vocab, vocab_stage
 
 
 def test_order_specials_and_ties():

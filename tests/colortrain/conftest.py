@@ -16,12 +16,12 @@ import pytest
 import torch
 import zarr
 
-from colorfeat.backbone import create_trunk, describe_trunk, describe_weights, prepare_input
-from colorfeat.captions import load_lexicon
 from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.constants import PAD_TOKEN, UNK_TOKEN
 from colorfeat.lab import ab_grid, ab_targets
 from colorfeat.priors import bin_counts, prior_from_counts, rebalance_weights
+from colorfeat.stages.captions import load_lexicon
+from colorfeat.trunk.backbone import create_trunk, describe_trunk, describe_weights, prepare_input
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 200)}
 TEMPLATES = ("a {c} disc", "the {c} ball on a gray floor", "a small {c} circle")

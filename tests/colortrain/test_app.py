@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from colorfeat.errors import UserError
 from colortrain.app import MAX_CAPTION_CHARS, MAX_SIDE, Demo
-from colortrain.cli import app
 from colortrain.colorize import Colorist
+from flows.cli.colortrain import app
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 

@@ -12,11 +12,11 @@ import zarr
 from PIL import Image
 from typer.testing import CliRunner
 
-from colorfeat.backbone import prepare_input
 from colorfeat.lab import rgb_to_lab
-from colortrain.cli import app
+from colorfeat.trunk.backbone import prepare_input
 from colortrain.colorize import Colorist
 from colortrain.evaluate import evaluate_checkpoint
+from flows.cli.colortrain import app
 from tests.colortrain.conftest import error_line, picture
 
 runner = CliRunner()

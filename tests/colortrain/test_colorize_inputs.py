@@ -19,9 +19,9 @@ from colorfeat.errors import UserError
 from colortrain import checkpoint as ckpt_module
 from colortrain.attention import FIGURE_DPI, FIGURE_INCHES
 from colortrain.checkpoint import load_checkpoint, save_checkpoint, trunk_config, trunk_entry
-from colortrain.cli import app
 from colortrain.colorize import Colorist, read_image
 from colortrain.outputs import MAX_PIXELS
+from flows.cli.colortrain import app
 from tests.colortrain.conftest import error_line, picture
 
 runner = CliRunner()
@@ -188,8 +188,8 @@ def test_store_with_other_vocabulary_words_is_refused(
 def test_a_weights_file_trunk_is_found_again_or_the_error_says_how(
     tmp_path: Path, monkeypatch
 ) -> None:
-    from colorfeat.backbone import create_trunk
     from colorfeat.config import BackboneConfig
+    from colorfeat.trunk.backbone import create_trunk
 
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from colortrain.cli import app
 from colortrain.colorize import Colorist
 from colortrain.export import TOLERANCE, MaskedCaptionEncoder, example_inputs, export_onnx
 from colortrain.model import CaptionEncoder
+from flows.cli.colortrain import app
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "export.md"
 

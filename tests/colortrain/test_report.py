@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from colorfeat.synthetic import PALETTE_AB
-from colortrain.cli import app
+from colorfeat.sources.synthetic import PALETTE_AB
 from colortrain.evaluate import colorfulness
 from colortrain.hues import confusion, dominant_hue
 from colortrain.modelcard import read_card_metadata
 from colortrain.report import SECTIONS, swap_caption
+from flows.cli.colortrain import app
 
 NEW_METRICS = ("ssim", "ciede2000", "colorfulness_pred", "colorfulness_true")
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 import zarr
 
-from colorfeat.backbone import create_trunk, prepare_input
 from colorfeat.config import BackboneConfig
 from colorfeat.errors import UserError
-from colorfeat.extract import features_stage
+from colorfeat.trunk.backbone import create_trunk, prepare_input
+from colorfeat.trunk.extract import features_stage
 from colortrain.checkpoint import load_checkpoint, load_trunk, trunk_config, trunk_entry
 from colortrain.config import TrainConfig
 from colortrain.train import fit
@@ -111,6 +111,6 @@ def test_stores_with_only_the_flat_attrs_still_reload(tmp_path) -> None:
 
 
 def _trunk_attrs(trunk, cfg: BackboneConfig) -> dict:
-    from colorfeat.backbone import describe_trunk
+    from colorfeat.trunk.backbone import describe_trunk
 
     return describe_trunk(trunk, cfg, "fp32")

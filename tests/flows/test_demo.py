@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from colorfeat import synthetic
-from flows.demo import _recolour, pick_held_out
+from colorfeat.sources import synthetic
+from flows.cli.demo import _recolour, pick_held_out
 
 
 def test_recolour_replaces_colour_words_and_fixes_articles() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from colorfeat import __version__, stages
 from colorfeat.config import PipelineConfig
-from flows.plan import plan_rebuild
+from colorfeat.stages.plan import plan_rebuild
 
 DIR_STAGES = ("captions", "vocab", "embeddings", "images", "priors", "features")
 

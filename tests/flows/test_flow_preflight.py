@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from colorfeat.cli import app as colorfeat_app
 from colorfeat.disk import FREE_BYTES_ENV, feature_bytes_needed, human_bytes, require_free
 from colorfeat.errors import UserError
-from colortrain.cli import app as colortrain_app
-from flows import preflight as preflight_module
+from colorfeat.stages import dryrun as preflight_module
+from colorfeat.stages.dryrun import human_duration, stage_bytes
+from colorfeat.stages.plan import SUCCESS, plan_rebuild, preflight
+from flows.cli.colorfeat import app as colorfeat_app
+from flows.cli.colortrain import app as colortrain_app
 from flows.local import checked_config
-from flows.plan import SUCCESS, plan_rebuild, preflight
-from flows.preflight import human_duration, stage_bytes
 from tests.colorfeat.conftest_store import write_images_zarr
 
 COLORFEAT = str(Path(sys.executable).with_name("colorfeat"))
@@ -159,7 +159,7 @@ def test_a_write_that_cannot_fit_is_refused_naming_both_numbers(tmp_path, monkey
 
 def test_the_features_stage_refuses_what_cannot_fit_and_runs_what_does(tmp_path, monkeypatch):
     from colorfeat.config import BackboneConfig
-    from colorfeat.extract import features_stage
+    from colorfeat.trunk.extract import features_stage
 
     images = write_images_zarr(tmp_path / "images.zarr", {"train": 3, "val": 2}, size=32)
     trunk = BackboneConfig("resnet18", "layer2", "none", 32, 0)  # chunks of 8: small batches
@@ -264,7 +264,7 @@ def test_help_paragraphs_flow_across_the_docstrings_line_breaks(command):
 def test_help_of_both_commands_keeps_paragraphs_and_list_items():
     import typer.main
 
-    from colorfeat.cli import ReflowGroup, reflow
+    from flows.cli.colorfeat import ReflowGroup, reflow
 
     assert reflow("One.\n\n    Two\n    lines.\n    - a\n    - b") == "One.\n\nTwo lines.\n- a\n- b"
     for app in (colorfeat_app, colortrain_app):

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from colorfeat.stages.plan import STAGES
 from colorfeat.store import open_store
 from flows.pipeline import rebuild
-from flows.plan import STAGES
 
 DIR_STAGES = [s for s in STAGES if s not in ("acquire", "publish")]
 

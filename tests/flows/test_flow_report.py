@@ -7,8 +7,8 @@ import errno
 import httpx
 
 from colorfeat.errors import UserError
+from colorfeat.retry import is_transient
 from flows.report import colour_rows, summary_markdown
-from flows.retry import is_transient
 
 CAPTION_COUNTS = {
     "train": {"colour_words": {"red": 5, "blue": 2}},

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from colorfeat.extract import split_chunk_ranges
 from colorfeat.store import open_store
+from colorfeat.trunk.extract import split_chunk_ranges
 from flows.pipeline import rebuild
 
 

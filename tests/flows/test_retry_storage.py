@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 
+from colorfeat.retry import is_transient
 from flows.caching import StageFailed
-from flows.retry import is_transient
 
 
 def test_brief_storage_faults_are_transient():

@@ -1,7 +1,7 @@
 """The features stage: frozen-trunk feature maps of every stored image, as float16 Zarr arrays.
 
 Writes `out_dir/features.zarr/<split>/<name>` (N, C, H, W) float16, chunked along N only and
-compressed (colorfeat.codecs), with attrs that say exactly how the features were made.
+compressed (colorfeat.store.codecs), with attrs that say exactly how the features were made.
 
 The engine overlaps its work: a prefetch thread reads uint8 RGB blocks from the images Zarr (into
 pinned memory on CUDA), the main thread turns them into normalised grayscale on the device and runs
@@ -30,7 +30,15 @@ import numpy as np
 import torch
 import zarr
 
-from colorfeat.backbone import (
+from colorfeat.config import BackboneConfig, resolve_precision
+from colorfeat.constants import COMPILE_MIN_IMAGES
+from colorfeat.device import keep_freed_memory, resolve_device
+from colorfeat.disk import feature_bytes_needed, require_free
+from colorfeat.errors import UserError
+from colorfeat.parallel import SUCCESS, commit, fsync_dir, is_stray
+from colorfeat.stages import FEATURES_VERSION
+from colorfeat.store.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
+from colorfeat.trunk.backbone import (
     INPUT_DESCRIPTION,
     Trunk,
     create_trunk,
@@ -39,14 +47,6 @@ from colorfeat.backbone import (
     fuse_batchnorm,
     prepare_input,
 )
-from colorfeat.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
-from colorfeat.config import BackboneConfig, resolve_precision
-from colorfeat.constants import COMPILE_MIN_IMAGES
-from colorfeat.device import keep_freed_memory, resolve_device
-from colorfeat.disk import feature_bytes_needed, require_free
-from colorfeat.errors import UserError
-from colorfeat.parallel import SUCCESS, commit, fsync_dir, is_stray
-from colorfeat.stages import FEATURES_VERSION
 
 # Declared with the stage table, so that planning a rebuild imports no PyTorch; bump it there.
 CODE_VERSION = FEATURES_VERSION
@@ -125,7 +125,7 @@ def features_stage(
     batch has one static shape). `devices` forces an explicit
     device list (one process per entry when several); by default it is every CUDA device when
     `device` resolves to cuda, else the one device. `chunk_images` overrides the chunk length along
-    N (default: about colorfeat.codecs.TARGET_CHUNK_BYTES per chunk).
+    N (default: about colorfeat.store.codecs.TARGET_CHUNK_BYTES per chunk).
     """
     out_dir = Path(out_dir)
     done = out_dir / SUCCESS

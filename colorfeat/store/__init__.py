@@ -11,7 +11,7 @@ disk, renames it into place, validates what is now in place, then replaces LATES
 have no rename: there the version is assembled and validated locally, uploaded with its root
 zarr.json last (a prefix without a root zarr.json is not a version), validated again remotely, and
 only then is LATEST written. `open_store` returns a `StoreVersion` for a root (following LATEST)
-or for one version. Staging folders, their owners and store-root checks: colorfeat.staging.
+or for one version. Staging folders, their owners and store-root checks: colorfeat.store.staging.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ import fsspec
 import numpy as np
 import zarr
 
-from colorfeat import schema
 from colorfeat.constants import NUM_AB_BINS, PAD_TOKEN, STORE_SCHEMA, UNK_TOKEN
 from colorfeat.errors import UserError
 from colorfeat.hashing import canonical_json, value_hash
 from colorfeat.lab import ab_grid
 from colorfeat.parallel import fsync_dir, fsync_tree, is_stray, write_atomic
-from colorfeat.reader import (
+from colorfeat.store import schema
+from colorfeat.store.reader import (
     FEATURE_ATTRS,
     StoreVersion,
     _arrays,
@@ -50,7 +50,7 @@ from colorfeat.reader import (
     render_info,
     render_versions,
 )
-from colorfeat.staging import (
+from colorfeat.store.staging import (
     _VERSION_ID,
     LATEST,
     OWNER,

@@ -19,10 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from colorfeat import synthetic
-from colorfeat.coco import find_splits
 from colorfeat.disk import require_free, unpacked_bytes
-from colorfeat.download import (
+from colorfeat.errors import UserError
+from colorfeat.hashing import file_sha256, value_hash
+from colorfeat.parallel import commit, completed, partial_dir, write_atomic
+from colorfeat.redact import MASK, redact_text, redact_url, reveal
+from colorfeat.sources import synthetic
+from colorfeat.sources.coco import find_splits
+from colorfeat.sources.download import (
     Checksum,
     checksums_from_listing,
     download,
@@ -31,10 +35,6 @@ from colorfeat.download import (
     probe,
     safe_extract,
 )
-from colorfeat.errors import UserError
-from colorfeat.hashing import file_sha256, value_hash
-from colorfeat.parallel import commit, completed, partial_dir, write_atomic
-from colorfeat.redact import MASK, redact_text, redact_url, reveal
 
 OFFICIAL_BASE = "http://images.cocodataset.org"
 OFFICIAL = {"coco2014": "2014", "coco2017": "2017"}

@@ -1,6 +1,6 @@
 """The caching scheme of a rebuild: every stage's key and output directory, before anything runs.
 
-The keys follow from the stage table (colorfeat.stages) through `colorfeat.runner.plan_keys`:
+The keys follow from the stage table (colorfeat.stages) through `colorfeat.stages.runner.plan_keys`:
 outputs are deterministic functions of inputs, so the whole chain of keys follows from the
 pipeline config and the source identity alone. An unchanged rebuild finds every stage complete,
 and a changed option changes exactly the keys downstream of the stages that read it. No Prefect.
@@ -17,9 +17,9 @@ from pathlib import Path
 from colorfeat.config import PipelineConfig
 from colorfeat.errors import UserError
 from colorfeat.parallel import SUCCESS
-from colorfeat.runner import plan_keys, stages_dir
 from colorfeat.stages import STAGES as TABLE
 from colorfeat.stages import is_features, planned_device
+from colorfeat.stages.runner import plan_keys, stages_dir
 
 # In the order the flow runs them; `acquire` and `publish` have no stage directory.
 STAGES = tuple(TABLE)
@@ -133,8 +133,8 @@ def pending_feature_chunks(check: Preflight) -> tuple[int, int]:
 
 def check_source(source: str) -> None:
     """Raise UserError unless `source` names a known source, a URL or a COCO-layout directory."""
-    from colorfeat.coco import find_splits
     from colorfeat.sources import OFFICIAL
+    from colorfeat.sources.coco import find_splits
 
     if source == "synthetic" or source in OFFICIAL or source.startswith(("http://", "https://")):
         return

@@ -1,8 +1,9 @@
 """The stages of a rebuild, declared once: name, function, inputs, config slice, code version.
 
-Every runner iterates `STAGES` in order: the plain local runner (`colorfeat.runner`), the cache-key
-planner and the Prefect flow (`flows.plan`, `flows.pipeline`). A stage with a `config` slice is a
-directory stage: its output goes to `WORK/stages/<key>`, where the key hashes its name, its inputs'
+Every runner iterates `STAGES` in order: the plain local runner (`colorfeat.stages.runner`), the
+cache-key planner and the Prefect flow (`colorfeat.stages.plan`, `flows.pipeline`). A stage with a
+`config` slice is a directory stage: its output goes to `WORK/stages/<key>`, where the key hashes
+its name, its inputs'
 keys, its config slice and its code version (`colorfeat.hashing.stage_key`); options that only
 change how fast a stage runs (workers, Dask address, batch size) are in no slice. A stage without
 one (acquire, publish) is keyed by what it returns (source identity, version id).
@@ -17,14 +18,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from colorfeat import __version__, captions, embeddings, images, priors_stage, sources, vocab
+from colorfeat import __version__, sources
 from colorfeat.config import PipelineConfig, resolve_precision
 from colorfeat.constants import REBALANCE_ALPHA, REBALANCE_GAMMA, STORE_SCHEMA
 from colorfeat.hashing import file_sha256
 from colorfeat.redact import redact_url
+from colorfeat.stages import captions, embeddings, images, vocab
+from colorfeat.stages import priors as priors_stage
 
-# The features stage's version lives here, not in colorfeat.extract, so that planning a rebuild
-# never imports PyTorch; extract.py stamps it into the feature attrs.
+# The features stage's version lives here, not in colorfeat.trunk.extract, so that planning a
+# rebuild never imports PyTorch; extract.py stamps it into the feature attrs.
 # 2: zstd level 1 features; 3: structured `trunk` attrs, any torchvision trunk
 FEATURES_VERSION = f"colorfeat-{__version__}/extract-3"
 FEATURES = "features"  # the features stage; `features:<set>` for each further feature set
@@ -138,7 +141,7 @@ def _priors(ctx: Context) -> dict:
 
 
 def _features(ctx: Context, trunk: int = 0) -> dict:
-    from colorfeat.extract import features_stage  # PyTorch: only when features are extracted
+    from colorfeat.trunk.extract import features_stage  # PyTorch: only when features are extracted
 
     cfg = ctx.config
     return features_stage(

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from colorfeat.captions import load_captions, tokenize
 from colorfeat.constants import PAD_ID, PAD_TOKEN, UNK_ID, UNK_TOKEN
 from colorfeat.parallel import commit, completed, partial_dir
+from colorfeat.stages.captions import load_captions, tokenize
 
 
 def build_vocab(sentences: Iterable[list[str]], min_count: int = 1) -> tuple[list[str], Counter]:

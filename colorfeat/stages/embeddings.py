@@ -17,7 +17,7 @@ import numpy as np
 from colorfeat.constants import EMBEDDING_DIM, PAD_ID
 from colorfeat.errors import UserError
 from colorfeat.parallel import commit, completed, partial_dir
-from colorfeat.vocab import load_vocab, train_sentences
+from colorfeat.stages.vocab import load_vocab, train_sentences
 
 W2V_WINDOW = 5
 W2V_EPOCHS = 5

@@ -16,7 +16,7 @@ from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.constants import COMPILE_MIN_IMAGES
 from colorfeat.disk import feature_bytes_needed, free_bytes, human_bytes
 from colorfeat.stages import is_features, planned_device, stages_for
-from flows.plan import Preflight, feature_chunks, pending_feature_chunks
+from colorfeat.stages.plan import Preflight, feature_chunks, pending_feature_chunks
 
 # Seconds per stage, each measured once on the 2-core x86-64 VM without a GPU:
 # - startup, acquire_per_picture, embeddings, priors: wall time of `colorfeat run --source
@@ -27,7 +27,7 @@ from flows.plan import Preflight, feature_chunks, pending_feature_chunks
 #   (docs/performance.md): 16,000 COCO-like 640 px JPEGs through the images stage in 47.5 s on 2
 #   cores, and resnet101.layer2 over the 10,009 pictures kept (18,194 GMAC) in 143.4 s on 2 cores,
 #   fp32 under torch.compile (from COMPILE_MIN_IMAGES pictures on), the trunk's set-up included;
-# - features_gmac_per_cpu_s (eager, smaller runs): `colorfeat.extract.features_stage` (fp32,
+# - features_gmac_per_cpu_s (eager, smaller runs): `colorfeat.trunk.extract.features_stage` (fp32,
 #   batch 64) over 65 natural 224 px pictures, resnet101.layer2: 117.9 GMAC in 3.9 s of CPU time.
 #   The same stage did resnet18.layer2 over 768 pictures of 64 px (62.2 GMAC) in 1.9 s of CPU
 #   time: the cost follows the trunk's multiply-adds (TRUNK_MACS).
@@ -66,12 +66,12 @@ def features_gmac(config: PipelineConfig, n: int) -> float:
     Each feature set runs its own trunk, in whole batches of whole chunks, zero-padded: n is
     rounded up to them.
     """
-    from colorfeat.codecs import images_per_chunk
+    from colorfeat.store.codecs import images_per_chunk
 
     total = 0.0
     for trunk in config.trunks:
         c, h, w = _feature_shape(trunk)
-        chunk = images_per_chunk(c * h * w * 2)  # as colorfeat.extract chunks float16 maps
+        chunk = images_per_chunk(c * h * w * 2)  # as colorfeat.trunk.extract chunks float16 maps
         batch = chunk * math.ceil(config.batch_size / chunk)
         # Measured for torchvision's ResNets; another trunk is costed as the deepest ResNet's.
         macs = TRUNK_MACS.get(trunk.backbone, TRUNK_MACS["resnet152"])
@@ -82,14 +82,14 @@ def features_gmac(config: PipelineConfig, n: int) -> float:
 
 def _feature_shape(trunk: BackboneConfig) -> tuple[int, int, int]:
     """(C, H, W) of one picture's feature map, from a meta-device trace (no weights, no compute)."""
-    from colorfeat.backbone import feature_shape
+    from colorfeat.trunk.backbone import feature_shape
 
     return feature_shape(trunk)
 
 
 def n_pictures(config: PipelineConfig, check: Preflight) -> int | None:
     """How many pictures the run reads (None: unknown before the source is downloaded)."""
-    from colorfeat.synthetic import DEFAULT_LIMIT
+    from colorfeat.sources.synthetic import DEFAULT_LIMIT
 
     if config.source == "synthetic":
         return config.limit or DEFAULT_LIMIT
@@ -109,8 +109,8 @@ def _count_files(path: Path) -> int:
 
 def download_bytes(config: PipelineConfig, check: Preflight) -> int | None:
     """Bytes to download (0 when the source is local or ready; None for an unprobed mirror)."""
-    from colorfeat.download import official_checksums
     from colorfeat.sources import OFFICIAL
+    from colorfeat.sources.download import official_checksums
 
     if check.source is not None or config.source == "synthetic":
         return 0
@@ -245,7 +245,7 @@ def _estimate_s(
     if _features_left(check) and not on_gpu:
         chunks_done, total = pending_feature_chunks(check)
         left = 1 - chunks_done / total if total else 1.0
-        compiled = n >= COMPILE_MIN_IMAGES  # as colorfeat.extract decides on a CPU
+        compiled = n >= COMPILE_MIN_IMAGES  # as colorfeat.trunk.extract decides on a CPU
         rate = RATES["features_gmac_per_cpu_s_compiled" if compiled else "features_gmac_per_cpu_s"]
         compute = features_gmac(config, n) / (rate * cpu_cores())
         seconds += RATES["features_setup"] + compute * left

@@ -14,7 +14,7 @@ import typer
 from typer._click.exceptions import UsageError
 from typer.core import TyperCommand, TyperGroup
 
-from colorfeat.cli_errors import reported_errors
+from flows.cli.errors import reported_errors
 
 # Every command shows its defaults.
 CONTEXT = {"show_default": True}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from colorfeat.download import is_transient as is_network_failure
 from colorfeat.errors import UserError
+from colorfeat.sources.download import is_transient as is_network_failure
 
 # Network errnos: an interrupted or refused connection may work on a later try.
 _TRANSIENT_ERRNOS = {

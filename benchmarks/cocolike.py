@@ -13,7 +13,7 @@ so that `colorfeat run --source root` reads it. What matches COCO, and where the
   rotated, re-saturated and with sensor-like noise, so that decoding, resizing and compression
   cost what they cost on photographs, not on flat shapes;
 - five captions per picture whose token counts follow `CAPTION_LENGTHS` (measured with
-  `colorfeat.captions.tokenize` on 1,000 real val2014 captions, clipped to 8..20; mean 10.4);
+  `colorfeat.stages.captions.tokenize` on 1,000 real val2014 captions, clipped to 8..20; mean 10.4);
 - `COLOUR_SHARE` of the captions name a colour of the project's lexicon, with the colour words in
   `COLOUR_WORDS` proportions (both measured on the same 1,000 captions: 17.9%), independently per
   caption; every other word comes from a Zipf distribution (`ZIPF_EXPONENT`) over `VOCAB_SIZE`
@@ -24,7 +24,7 @@ are byte-identical for a seed, whatever the size or the number of worker process
 pictures of a split are the same whatever its size. `pictures=False` writes the annotations only
 (the caption stages at full COCO size do not need the pictures).
 
-    python -m colorfeat.cocolike ROOT --train 82783 --val 40504 [--seed 0] [--workers 8]
+    python -m benchmarks.cocolike ROOT --train 82783 --val 40504 [--seed 0] [--workers 8]
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def picture_rng(seed: int, split: str, index: int, stream: int) -> np.random.Gen
 @cache
 def word_list() -> tuple[str, ...]:
     """VOCAB_SIZE distinct words by rank, none of them in the colour lexicon."""
-    from colorfeat.captions import load_lexicon
     from colorfeat.config import PipelineConfig
+    from colorfeat.stages.captions import load_lexicon
 
     lexicon = load_lexicon(PipelineConfig.__dataclass_fields__["lexicon"].default_factory())
     words = list(dict.fromkeys(w for w in COMMON_WORDS if w not in lexicon))

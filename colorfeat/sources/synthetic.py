@@ -42,8 +42,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from colorfeat.coco import split_limits
 from colorfeat.lab import lab_to_rgb, rgb_to_lab
+from colorfeat.sources.coco import split_limits
 
 GENERATOR_VERSION = 4
 DEFAULT_LIMIT = 1000

@@ -14,10 +14,10 @@ import fsspec
 import numpy as np
 import zarr
 
-from colorfeat import schema
 from colorfeat.constants import STORE_SCHEMA
 from colorfeat.errors import UserError
-from colorfeat.staging import LATEST, TMP_PREFIX, VERSIONS
+from colorfeat.store import schema
+from colorfeat.store.staging import LATEST, TMP_PREFIX, VERSIONS
 
 FEATURE_ATTRS = (
     "backbone", "layer", "weights", "weights_hash", "input_size", "grayscale", "normalisation",
@@ -58,7 +58,7 @@ def _local_files(path: Path) -> set[str]:
 class StoreVersion:
     """One published version: attrs, splits, arrays (zarr or lazy dask), vocab and LAB tables.
 
-    Array names come from colorfeat.schema: tables such as schema.LAB_WEIGHTS, and per-split
+    Array names come from colorfeat.store.schema: tables such as schema.LAB_WEIGHTS, and per-split
     arrays such as schema.RGB or schema.CAPTION_TOKENS, read with `array(split, name)`.
     """
 

@@ -17,9 +17,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from colorfeat.coco import read_split, split_limits
 from colorfeat.errors import UserError
 from colorfeat.parallel import commit, completed, partial_dir
+from colorfeat.sources.coco import read_split, split_limits
 
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 

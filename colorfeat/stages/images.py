@@ -43,9 +43,6 @@ import zarr
 from PIL import Image, ImageOps, UnidentifiedImageError
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from colorfeat.captions import load_captions, tokenize
-from colorfeat.coco import picture_path
-from colorfeat.codecs import TARGET_CHUNK_BYTES  # also the size of ab_bins, caption chunks
 from colorfeat.constants import (
     DEFAULT_IMAGE_SIZE,
     MAX_PICTURE_BYTES,
@@ -54,7 +51,10 @@ from colorfeat.constants import (
 )
 from colorfeat.lab import ab_targets
 from colorfeat.parallel import commit, completed, executor, partial_dir, write_atomic
-from colorfeat.vocab import encode, load_vocab
+from colorfeat.sources.coco import picture_path
+from colorfeat.stages.captions import load_captions, tokenize
+from colorfeat.stages.vocab import encode, load_vocab
+from colorfeat.store.codecs import TARGET_CHUNK_BYTES  # also the size of ab_bins, caption chunks
 
 RGB_CHUNK_BYTES = 8 << 20  # target uncompressed bytes of an rgb chunk
 STAGING_BLOCK = 32  # pictures per decoding task

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import typer
 
-from colorfeat.cli import COMMAND, Device, ReflowGroup
-from colorfeat.cli_errors import reported_errors
 from colorfeat.constants import ANNEALED_T
 from colortrain.outputs import DEFAULT_BATCH_SIZE, MAX_PIXELS
+from flows.cli.colorfeat import COMMAND, Device, ReflowGroup
+from flows.cli.errors import reported_errors
 
 app = typer.Typer(
     help="Train and use the language-conditioned colorizer (Manjunatha et al., NAACL 2018).",

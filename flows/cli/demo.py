@@ -42,8 +42,8 @@ def pick_held_out(source_root: Path) -> list[dict]:
     """A validation picture with one shape and one with two, each with a caption naming every
     colour and a second caption that changes them: another colour for the single shape, the two
     colours swapped between the two shapes (which only a model that binds colours can follow)."""
-    from colorfeat.captions import tokenize
-    from colorfeat.synthetic import PALETTE, load_ground_truth
+    from colorfeat.sources.synthetic import PALETTE, load_ground_truth
+    from colorfeat.stages.captions import tokenize
 
     truth = load_ground_truth(source_root, "val")
     pictures = next(p for p in sorted(source_root.glob("val*")) if p.is_dir())
@@ -187,7 +187,7 @@ def train_and_evaluate(args: argparse.Namespace, version: str, run_dir: Path, ou
 def source_root(args: argparse.Namespace, work: Path) -> Path:
     """The generated source step 1 acquired (the acquire stage finds it done)."""
     from colorfeat.config import PipelineConfig
-    from colorfeat.runner import run_stages
+    from colorfeat.stages.runner import run_stages
 
     config = PipelineConfig(work_dir=str(work), limit=args.limit, seed=args.seed)
     return Path(run_stages(config, until="acquire").results["acquire"]["root"])

@@ -1,0 +1,1 @@
+"""The command-line programs `colorfeat` and `colortrain`, above the library and the flows."""
