@@ -93,14 +93,16 @@ def _handler(server: FileServer):
             if path in server.drop_once or path in server.drop_after:
                 server.drop_once.discard(path)
                 half = chunk[: server.drop_after.get(path, len(chunk) // 2)]
+                # counted before writing: the client may read the last byte and the test check
+                # the count before this thread runs again
+                server.sent[path] = server.sent.get(path, 0) + len(half)
                 self.wfile.write(half)
                 self.wfile.flush()
-                server.sent[path] = server.sent.get(path, 0) + len(half)
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
-            self.wfile.write(chunk)
             server.sent[path] = server.sent.get(path, 0) + len(chunk)
+            self.wfile.write(chunk)
 
         def _authorized(self) -> bool:
             if server.login is None:
