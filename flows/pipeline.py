@@ -24,7 +24,8 @@ from colorfeat.retry import retry_if_transient
 from colorfeat.stages import Context, Stage, source_attrs, stages_for
 from colorfeat.stages.plan import StagePlan
 from colorfeat.stages.runner import Run, run_stages
-from flows.caching import Ledger, stage_task, work_dir_lock
+from flows.caching import Ledger, stage_task
+from flows.lock import work_dir_lock
 from flows.report import report_rebuild
 
 BACKOFF_S = 10  # first retry delay of a stage; doubles with each try
