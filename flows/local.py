@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.errors import UserError
 from flows.lock import work_dir_lock
+from flows.summary import pictures_line, skip_reasons
 
 if TYPE_CHECKING:  # imported where used: they bring Zarr and OpenCV
     from colorfeat.stages.plan import Preflight
@@ -157,6 +158,7 @@ def run_rebuild(config: PipelineConfig) -> dict[str, Any]:
         else:
             say(_reuse_line(check))
             summary = _run_flow(config, work_dir / "prefect")
+        say(pictures_line(summary["counts"]["images"]))
         say(_latest_line(check.latest, summary))
         _record_run(work_dir, config.to_options(), summary)
     return summary
@@ -217,7 +219,20 @@ def _reuse(config: PipelineConfig, check: Preflight) -> dict[str, Any]:
     if check.latest != check.version:
         point_latest(config.store, check.version)
     path = f"{config.store.rstrip('/')}/versions/{check.version}"
-    return {"version": check.version, "path": path, "published": False, "executed": []}
+    counts = _published_counts(path)
+    return {
+        "version": check.version, "path": path, "published": False, "executed": [],
+        "counts": counts, "skip_reasons": skip_reasons(counts["images"]),
+    }  # fmt: skip
+
+
+def _published_counts(version: str) -> dict[str, Any]:
+    """The `counts` attrs of a published version (captions and images, per split)."""
+    import fsspec
+
+    fs, base = fsspec.core.url_to_fs(version)
+    attrs = json.loads(fs.cat_file(f"{base}/zarr.json"))["attributes"]
+    return {"captions": {}, "images": {}, **attrs.get("counts", {})}
 
 
 def _reuse_line(check: Preflight) -> str:
@@ -243,7 +258,8 @@ def _latest_line(before: str | None, summary: dict[str, Any]) -> str:
 
 
 def _record_run(work_dir: Path, parameters: dict[str, Any], summary: dict[str, Any]) -> None:
-    """Append the run to WORK_DIR/runs.jsonl: when, with what, which version, what it executed."""
+    """Append the run to WORK_DIR/runs.jsonl: when, with what, which version, what it executed,
+    how many pictures it kept and how many it skipped for each reason."""
     entry = {
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "parameters": parameters,
@@ -251,6 +267,8 @@ def _record_run(work_dir: Path, parameters: dict[str, Any], summary: dict[str, A
         "path": summary["path"],
         "executed": summary.get("executed", []),
         "flow_run_id": summary.get("flow_run_id"),
+        "kept": sum(c.get("images", 0) for c in summary["counts"]["images"].values()),
+        "skipped": skip_reasons(summary["counts"]["images"]),
     }
     with open(work_dir / RUNS_LOG, "a") as log:
         log.write(json.dumps(entry, sort_keys=True) + "\n")

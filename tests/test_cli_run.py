@@ -289,3 +289,31 @@ def test_weights_that_cannot_be_had_stop_the_run_before_its_first_stage(tmp_path
         "colorfeat: error: ImageNet weights for resnet18 are not cached: copy them\n"
     )
     assert asked == ["resnet18.layer1"] and not work.exists()
+
+
+@pytest.mark.slow
+def test_each_skip_reason_is_counted_on_stderr_and_in_runs_jsonl(tmp_path):
+    import json
+
+    import numpy as np
+
+    from tests.colorfeat.conftest import colour_picture, jpeg_bytes, write_coco
+
+    gray = np.repeat(colour_picture(9)[..., :1], 3, axis=-1)
+    for split, n in (("train2014", 3), ("val2014", 2)):
+        pictures = {f"{i}.jpg": jpeg_bytes(colour_picture(i)) for i in range(n)}
+        pictures["gray.jpg"] = jpeg_bytes(gray)
+        write_coco(tmp_path / "coco", split, pictures, {p: ["a red bus"] for p in pictures})
+    work = tmp_path / "w"
+    args = ["run", "--source", str(tmp_path / "coco"), "--store", str(tmp_path / "s")]
+    args += ["--work-dir", str(work), "--image-size", "32", "--backbone", "resnet18"]
+    args += ["--weights", "none", "--device", "cpu"]
+    line = "colorfeat: kept 5 of 7 pictures with a colour caption; skipped 2: grayscale 2\n"
+    first = colorfeat(tmp_path, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = colorfeat(tmp_path, *args)  # nothing to do: the counts come from the version
+    assert "colorfeat: nothing to do: " in again.stderr
+    for out in (first, again):
+        assert line in out.stderr, out.stderr[-3000:]
+    runs = [json.loads(r) for r in (work / "runs.jsonl").read_text().splitlines()]
+    assert [(r["kept"], r["skipped"]) for r in runs] == [(5, {"grayscale": 2})] * 2
