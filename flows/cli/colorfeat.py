@@ -215,7 +215,9 @@ def _plain(options: dict) -> dict:
 @_with_rebuild_options(own_first=False)
 def run(
     dry_run: bool = typer.Option(
-        False, help="Print each stage's plan, download size, disk and time needed; do nothing."
+        False,
+        "--dry-run",
+        help="Print each stage's plan, download size, disk and time needed; do nothing.",
     ),
     **options: object,
 ) -> None:
