@@ -68,3 +68,15 @@ def test_the_image_size_rule_in_the_help_is_the_one_checked():
         PipelineConfig.from_options(image_size=size).backbone.check()
     with pytest.raises(UserError, match=f"--image-size must be divisible by {TARGET_STRIDE}"):
         PipelineConfig.from_options(image_size=TARGET_STRIDE * stride + 1)
+
+
+def test_colorfeat_offers_shell_completion(tmp_path):
+    shown = help_text()
+    assert "--install-completion" in shown and "--show-completion" in shown
+    assert "<bool>" not in shown
+    env = {**os.environ, "HOME": str(tmp_path), "SHELL": "/bin/bash"}
+    script = subprocess.run(
+        [COLORFEAT, "--show-completion", "bash"], env=env, capture_output=True, text=True
+    )
+    assert script.returncode == 0 and "_colorfeat_completion()" in script.stdout
+    assert list(tmp_path.iterdir()) == []  # shown, not installed
