@@ -231,8 +231,8 @@ def _published_counts(version: str) -> dict[str, Any]:
     import fsspec
 
     fs, base = fsspec.core.url_to_fs(version)
-    attrs = json.loads(fs.cat_file(f"{base}/zarr.json"))["attributes"]
-    return {"captions": {}, "images": {}, **attrs.get("counts", {})}
+    attrs = json.loads(fs.cat_file(f"{base}/zarr.json")).get("attributes", {})
+    return {"captions": {}, "images": {}, **attrs.get("counts", {})}  # none: an empty summary
 
 
 def _reuse_line(check: Preflight) -> str:
