@@ -44,6 +44,28 @@ def _lexicon_default() -> str:
     return str(packaged if packaged.exists() else PRIORS_DIR / "color_words.txt")
 
 
+# The help of the trunk options says what `BackboneConfig.check` (colorfeat.trunk.backbone.
+# check_trunk) and `PipelineConfig` accept; every example in it is checked by the tests.
+TRUNK_EXAMPLES = {"resnet101": "layer2", "resnet18": "layer3", "convnext_tiny": "features.3"}
+IMAGE_SIZE_EXAMPLES = (64, 72, 224)  # each a multiple of the default trunk's stride, 8
+BACKBONE_HELP = (
+    "Frozen trunk: any torchvision classification model, e.g. " + ", ".join(TRUNK_EXAMPLES) + "."
+)
+LAYER_HELP = (
+    "Node of the trunk whose output is stored: any node of its traced graph; a module name "
+    "stands for the last node inside it, e.g. "
+    + ", ".join(f"{layer} of {backbone}" for backbone, layer in TRUNK_EXAMPLES.items())
+    + ". Repeat it for several feature sets of the trunk, each its own stage and array; the "
+    "first is the store's default."
+)
+IMAGE_SIZE_HELP = (
+    f"Square image size S: a multiple of {TARGET_STRIDE} (the ab targets are S/{TARGET_STRIDE} "
+    "a side) and of the stride of each --layer node (8 for layer2 of a ResNet), e.g. "
+    + ", ".join(map(str, IMAGE_SIZE_EXAMPLES))
+    + "."
+)
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     """Which frozen trunk produces a feature set, and how it is fed.
@@ -55,16 +77,11 @@ class BackboneConfig:
     already built (and so already checked) does not call it.
     """
 
-    backbone: str = option("resnet101", "Frozen trunk: resnet18/34/50/101/152.")
-    layer: str = option(
-        "layer2",
-        "Trunk stage whose output is stored: layer1..layer4. Repeat it for several feature sets "
-        "of the trunk, each its own stage and array; the first is the store's default.",
-        multiple=True,
-    )
+    backbone: str = option("resnet101", BACKBONE_HELP)
+    layer: str = option("layer2", LAYER_HELP, multiple=True)
     # "imagenet" (torchvision V1), "none" (seeded random) or a file
     weights: str = option("imagenet", "imagenet, none (seeded random) or a state-dict FILE.")
-    image_size: int = option(DEFAULT_IMAGE_SIZE, "Square image size S (a multiple of 32).")
+    image_size: int = option(DEFAULT_IMAGE_SIZE, IMAGE_SIZE_HELP)
     seed: int = 0  # the pipeline's seed (PipelineConfig.seed)
 
     def __post_init__(self) -> None:

@@ -9,21 +9,18 @@ is not (deleted, or never finished), the task runs with `refresh_cache` and over
 
 from __future__ import annotations
 
-import fcntl
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from prefect import Task, task
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.logging import get_run_logger
 
 from colorfeat.errors import UserError
 from colorfeat.stages.plan import StagePlan
-
-if TYPE_CHECKING:  # Prefect is imported where a flow runs, not where the work dir is locked
-    from prefect import Task
-    from prefect.context import TaskRunContext
-
-_HELD: set[Path] = set()  # work dirs this process has locked
 
 
 class StageFailed(UserError):
@@ -38,39 +35,12 @@ class StageFailed(UserError):
         self.user_caused = isinstance(exc, UserError)
 
 
-@contextmanager
-def work_dir_lock(work_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the work dir: two runs must not build the same stages at once.
-
-    The kernel drops the lock when the process dies, however it dies, so a killed run never
-    blocks the next one. Within one process the lock nests (the command takes it before the flow).
-    """
-    path = Path(work_dir).resolve() / ".lock"
-    if path in _HELD:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another colorfeat run is using the work dir {work_dir}") from None
-        _HELD.add(path)
-        try:
-            yield
-        finally:
-            _HELD.discard(path)
-
-
 def _stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return Path(parameters["out_dir"]).name  # the stage key, see colorfeat.stages.plan
 
 
 def stage_task(name: str, **options: Any) -> Callable[[Callable[..., dict]], Task]:
     """A Prefect task wrapping a stage, `out_dir` first: cached by stage key, JSON results."""
-    from prefect import task
-    from prefect.cache_policies import CachePolicy
-
     return task(
         name=name,
         cache_policy=CachePolicy.from_cache_key_fn(_stage_cache_key),
@@ -114,8 +84,6 @@ class Ledger:
 
     def record(self, name: str, key: str | None, executed: bool | None, start: float) -> None:
         """Note a finished stage; `executed` None: the stage does not say (acquire, checked)."""
-        from prefect.logging import get_run_logger
-
         seconds = round(time.perf_counter() - start, 3)
         self.stages[name] = {"key": key, "executed": executed, "seconds": seconds}
         what = {True: "did its work", False: "reused its output", None: "done"}[executed]

@@ -24,8 +24,10 @@ from colorfeat.retry import retry_if_transient
 from colorfeat.stages import Context, Stage, source_attrs, stages_for
 from colorfeat.stages.plan import StagePlan
 from colorfeat.stages.runner import Run, run_stages
-from flows.caching import Ledger, stage_task, work_dir_lock
+from flows.caching import Ledger, stage_task
+from flows.lock import work_dir_lock
 from flows.report import report_rebuild
+from flows.summary import skip_reasons
 
 BACKOFF_S = 10  # first retry delay of a stage; doubles with each try
 
@@ -109,6 +111,7 @@ def _summary(cfg: PipelineConfig, run: Run, ledger: Ledger) -> dict[str, Any]:
         "source": source_attrs(cfg, got["acquire"]),
         "counts": {"captions": got["captions"]["counts"], "images": got["images"]["counts"]},
         "skipped": got["images"].get("skipped", 0),
+        "skip_reasons": skip_reasons(got["images"]["counts"]),
         "stages": ledger.stages,
         "executed": ledger.executed,
     }

@@ -8,6 +8,8 @@ import zarr
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.summary import skip_reasons
+
 _MAX_SKIPPED_LISTED = 50
 _DID_WORK = {True: "yes", False: "no (reused)", None: "checked"}
 
@@ -56,6 +58,8 @@ def summary_markdown(summary: dict[str, Any], skipped: list[dict[str, str]]) -> 
         "",
     ]
     if skipped:
+        reasons = skip_reasons(summary["counts"]["images"])
+        lines += ["By reason: " + ", ".join(f"{r} {n}" for r, n in reasons.items()) + ".", ""]
         lines += ["| file | reason |", "|---|---|"]
         lines += [f"| `{s['file']}` | {s['reason']} |" for s in skipped[:_MAX_SKIPPED_LISTED]]
         if len(skipped) > _MAX_SKIPPED_LISTED:

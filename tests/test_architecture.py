@@ -1,13 +1,16 @@
-"""The architecture holds: one stage table, options declared once, a library without Prefect."""
+"""The architecture holds: one stage table, options declared once, imports that run one way."""
 
 from __future__ import annotations
 
+import ast
+import functools
 import inspect
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from colorfeat.config import PipelineConfig, rebuild_options
@@ -45,7 +48,6 @@ class Blocked(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, Blocked())
 import colorfeat, colortrain
-CLI = {"flows.cli.colorfeat", "flows.cli.errors", "flows.cli.colortrain"}
 imported = []
 for package in (colorfeat, colortrain):
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
@@ -134,3 +136,193 @@ def test_the_flow_and_the_deployment_take_the_config_as_one_parameter():
     assert set(options) <= {o.name for o in rebuild_options()}
     config = PipelineConfig.from_options(**options)  # validates
     assert config.to_options() == {**PipelineConfig.from_options().to_options(), **options}
+
+
+# --------------------------------------------------------------------------- the import graph
+PACKAGES = ("colorfeat", "colortrain", "flows")
+# What each package may not import, lazily or not: the layers are, top down, the command-line
+# programs (flows.cli), the flows (Prefect), colortrain, colorfeat.
+FORBIDDEN = {
+    "colorfeat": ("flows", "colortrain", "typer", "prefect"),
+    "colortrain": ("flows", "typer", "prefect"),
+    "flows": ("flows.cli", "typer"),
+}
+CLI = "flows.cli"
+# Pairs of modules that still import each other. An entry goes once its cycle is gone: its test
+# then passes unexpectedly, which fails the run.
+KNOWN_CYCLES = [
+    ("colorfeat.config", "colorfeat.trunk.backbone"),
+    ("colorfeat.stages", "colorfeat.trunk.extract"),
+    ("colorfeat.store", "colorfeat.store.reader"),
+    ("colortrain.evaluate", "colortrain.report"),
+]
+
+
+def package_modules(root: Path = ROOT) -> dict[str, Path]:
+    """Every module of the packages by dotted name (a package is its __init__.py)."""
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """What a module imports anywhere in it (inside functions too), by dotted name.
+
+    `from pkg import x` is `pkg.x` when that is a module, else `pkg`: a submodule that takes
+    names from its package imports the package's __init__; one that imports a sibling does not.
+    """
+    here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = here[: len(here) - node.level + 1]
+                base = ".".join([*parent, *([node.module] if node.module else [])])
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return found
+
+
+@functools.cache
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the modules and outside packages it imports (do not change the answer)."""
+    modules = package_modules(root)
+    return {name: imports_of(name, path, set(modules)) for name, path in modules.items()}
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """`module imports target` for every import that runs up the layers."""
+    bad = []
+    for module, targets in sorted(graph.items()):
+        package = module.split(".")[0]
+        for target in sorted(targets):
+            if any(_within(target, f) for f in FORBIDDEN[package]) and not _within(module, CLI):
+                bad.append(f"{module} imports {target}")
+    return bad
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each group of modules that import each other (a strongly connected component), as one
+    cycle through it: [a, b, ..., a]."""
+    inside = {m: sorted(t for t in targets if t in graph) for m, targets in graph.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in inside[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = stack[stack.index(v) :]
+            del stack[stack.index(v) :]
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for module in sorted(inside):
+        if module not in index:
+            visit(module)
+    return [_cycle_in(group, inside) for group in groups]
+
+
+def _cycle_in(group: list[str], inside: dict[str, list[str]]) -> list[str]:
+    """A shortest cycle from the group's first module back to it, within the group."""
+    start, members = group[0], set(group)
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in inside[v]:
+                if w == start:
+                    return [*paths[v], start]
+                if w in members and w not in paths:
+                    paths[w] = [*paths[v], w]
+                    nxt.append(w)
+        frontier = nxt
+    raise AssertionError(f"no cycle through {start}")  # a component always has one
+
+
+def test_every_import_of_the_packages_names_a_module_that_exists():
+    graph = import_graph()
+    missing = [
+        f"{module} imports {target}"
+        for module, targets in sorted(graph.items())
+        for target in sorted(targets)
+        if target.split(".")[0] in PACKAGES and target not in graph
+    ]
+    assert missing == []
+
+
+def test_imports_run_down_the_layers():
+    assert layer_violations(import_graph()) == []
+
+
+def test_no_modules_import_each_other_beyond_the_known_pairs():
+    known = {frozenset(pair) for pair in KNOWN_CYCLES}
+    found = [" -> ".join(c) for c in import_cycles(import_graph()) if frozenset(c) not in known]
+    assert found == []
+
+
+STILL_CYCLIC = pytest.mark.xfail(reason="the pair still imports each other")
+
+
+@pytest.mark.parametrize("pair", [pytest.param(p, marks=STILL_CYCLIC) for p in KNOWN_CYCLES])
+def test_a_known_pair_no_longer_imports_each_other(pair):
+    cycles = {frozenset(c) for c in import_cycles(import_graph())}
+    assert frozenset(pair) not in cycles
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> dict[str, set[str]]:
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    for package in PACKAGES:
+        (tmp_path / package).mkdir(exist_ok=True)
+        (tmp_path / package / "__init__.py").touch()
+    return import_graph(tmp_path)
+
+
+def test_the_graph_sees_lazy_relative_and_submodule_imports_and_reports_cycles(tmp_path):
+    graph = _tree(tmp_path, {
+        "colorfeat/a.py": "def f():\n    from colorfeat import b\n",
+        "colorfeat/b.py": "from . import c\n",
+        "colorfeat/c.py": "import colorfeat.a\n",
+        "colorfeat/pkg/__init__.py": "from colorfeat.pkg.sub import X\n",
+        "colorfeat/pkg/sub.py": "from colorfeat.pkg import other\nfrom colorfeat.errors import E\n",
+        "colorfeat/pkg/other.py": "",
+        "colorfeat/bad.py": "def f():\n    import typer\n    from flows.cli import x\n",
+        "colortrain/t.py": "if True:\n    from prefect import flow\n",
+        "flows/f.py": "from flows.cli.colorfeat import app\n",
+        "flows/cli/__init__.py": "",
+        "flows/cli/colorfeat.py": "import typer\nfrom flows import f\n",
+    })  # fmt: skip
+    assert graph["colorfeat.a"] == {"colorfeat.b"}
+    assert graph["colorfeat.b"] == {"colorfeat.c"}
+    assert graph["colorfeat.pkg.sub"] == {"colorfeat.pkg.other", "colorfeat.errors"}
+    # The package importing its submodule is no cycle; a. b, c importing in a ring is one.
+    cycles = import_cycles(graph)
+    assert ["colorfeat.a", "colorfeat.b", "colorfeat.c", "colorfeat.a"] in cycles
+    assert ["flows.cli.colorfeat", "flows.f", "flows.cli.colorfeat"] in cycles and len(cycles) == 2
+    assert layer_violations(graph) == [
+        "colorfeat.bad imports flows.cli",
+        "colorfeat.bad imports typer",
+        "colortrain.t imports prefect",
+        "flows.f imports flows.cli.colorfeat",
+    ]

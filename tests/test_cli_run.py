@@ -162,6 +162,8 @@ def test_a_failing_stage_is_one_line_and_a_nonzero_exit(tmp_path):
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("colorfeat: error: the captions stage failed: "), out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+    reason = last.removeprefix("colorfeat: error: the captions stage failed: ")
+    assert out.stderr.count(reason) == 1, out.stderr[-3000:]  # Prefect repeats none of it
     assert not (tmp_path / "s" / "LATEST").exists()
 
 
@@ -223,3 +225,95 @@ def test_schedule_rejects_a_bad_cron(tmp_path):
         out.stderr.strip()
         == "colorfeat: error: --cron 'every monday' is not a valid cron expression"
     )
+
+
+# In a fresh interpreter: `colorfeat run` on a work dir another process holds, with the heavy
+# packages blocked; it must say so before it imports any of them.
+BUSY = """
+import importlib.abc, sys
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "prefect", "zarr", "cv2", "dask"):
+            raise ModuleNotFoundError(f"{name} was imported before the lock")
+
+sys.meta_path.insert(0, Blocked())
+from flows.cli.colorfeat import app
+app(["run", "--source", "synthetic", "--store", sys.argv[1], "--work-dir", sys.argv[2]])
+"""
+
+
+def test_a_busy_work_dir_is_said_before_anything_heavy_is_imported(tmp_path):
+    import fcntl
+
+    work = tmp_path / "work"
+    work.mkdir()
+    with open(work / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        out = subprocess.run(
+            [sys.executable, "-c", BUSY, str(tmp_path / "s"), str(work)],
+            env=_env(tmp_path), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr == f"colorfeat: error: another colorfeat run is using the work dir {work}\n"
+
+
+def test_weights_that_cannot_be_had_stop_the_run_before_its_first_stage(tmp_path, monkeypatch):
+    import importlib.machinery
+    import types
+
+    from typer.testing import CliRunner
+
+    import colorfeat.trunk
+    from colorfeat.errors import UserError
+    from flows.cli.colorfeat import app
+
+    asked = []
+
+    def require_weights(trunk):
+        asked.append(trunk.name)
+        if trunk.weights == "imagenet":
+            raise UserError(f"ImageNet weights for {trunk.backbone} are not cached: copy them")
+
+    stand_in = types.ModuleType("colorfeat.trunk.weights")
+    stand_in.__spec__ = importlib.machinery.ModuleSpec(stand_in.__name__, None)
+    stand_in.require_weights = require_weights
+    monkeypatch.setitem(sys.modules, stand_in.__name__, stand_in)
+    monkeypatch.setattr(colorfeat.trunk, "weights", stand_in, raising=False)
+    work = tmp_path / "work"
+    args = ["run", "--source", "synthetic", "--store", str(tmp_path / "s"), "--work-dir", str(work)]
+    args += ["--limit", "4", "--image-size", "32", "--backbone", "resnet18", "--device", "cpu"]
+    out = CliRunner().invoke(app, [*args, "--layer", "layer1", "--layer", "layer2"])
+    assert out.exit_code == 1, out.output
+    assert out.stderr == (
+        "colorfeat: error: ImageNet weights for resnet18 are not cached: copy them\n"
+    )
+    assert asked == ["resnet18.layer1"] and not work.exists()
+
+
+@pytest.mark.slow
+def test_each_skip_reason_is_counted_on_stderr_and_in_runs_jsonl(tmp_path):
+    import json
+
+    import numpy as np
+
+    from tests.colorfeat.conftest import colour_picture, jpeg_bytes, write_coco
+
+    gray = np.repeat(colour_picture(9)[..., :1], 3, axis=-1)
+    for split, n in (("train2014", 3), ("val2014", 2)):
+        pictures = {f"{i}.jpg": jpeg_bytes(colour_picture(i)) for i in range(n)}
+        pictures["gray.jpg"] = jpeg_bytes(gray)
+        write_coco(tmp_path / "coco", split, pictures, {p: ["a red bus"] for p in pictures})
+    work = tmp_path / "w"
+    args = ["run", "--source", str(tmp_path / "coco"), "--store", str(tmp_path / "s")]
+    args += ["--work-dir", str(work), "--image-size", "32", "--backbone", "resnet18"]
+    args += ["--weights", "none", "--device", "cpu"]
+    line = "colorfeat: kept 5 of 7 pictures with a colour caption; skipped 2: grayscale 2\n"
+    first = colorfeat(tmp_path, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = colorfeat(tmp_path, *args)  # nothing to do: the counts come from the version
+    assert "colorfeat: nothing to do: " in again.stderr
+    for out in (first, again):
+        assert line in out.stderr, out.stderr[-3000:]
+    runs = [json.loads(r) for r in (work / "runs.jsonl").read_text().splitlines()]
+    assert [(r["kept"], r["skipped"]) for r in runs] == [(5, {"grayscale": 2})] * 2

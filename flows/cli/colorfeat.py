@@ -65,6 +65,14 @@ class ReflowGroup(TyperGroup):
         for command in (self, *self.commands.values()):
             command.help = reflow(command.help)
 
+    def get_params(self, ctx: typer.Context) -> list:
+        """The group's options, --install-completion included, with flags shown without <bool>."""
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
 
 def reflow(text: str | None) -> str | None:
     """Join a docstring's wrapped lines; keep blank-line paragraphs and `-`/`*` list items."""
@@ -215,7 +223,9 @@ def _plain(options: dict) -> dict:
 @_with_rebuild_options(own_first=False)
 def run(
     dry_run: bool = typer.Option(
-        False, help="Print each stage's plan, download size, disk and time needed; do nothing."
+        False,
+        "--dry-run",
+        help="Print each stage's plan, download size, disk and time needed; do nothing.",
     ),
     **options: object,
 ) -> None:

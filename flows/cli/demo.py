@@ -8,13 +8,15 @@
    shapes: their colours swapped), at full resolution.
 
 Writes everything under OUT (default `demo/`) and prints where the store, checkpoint, metrics,
-sample sheet and pictures are. Run it again and the finished steps are reused.
+sample sheet and pictures are; its last line is the wall time and the CPU-minutes it took (a
+busy machine's wall time follows from those). Run it again and the finished steps are reused.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -249,8 +251,18 @@ def main(argv: list[str] | None = None) -> None:
     root = source_root(args, work)
     pictures, sheet = colorize_held_out(root, run_dir / "checkpoint.pt", out)
     probe = caption_colour_accuracy(run_dir / "checkpoint.pt", version, root, limit=200)
-    print(f"\n== done in {time.perf_counter() - started:.0f} s", flush=True)
     report(version, run_dir, metrics, probe, pictures, sheet)
+    print(f"\n== done: {_cost(started)}", flush=True)
+
+
+def _cost(started: float) -> str:
+    """Wall time since `started`, and the CPU time this process and its children spent."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    cpu = sum(r.ru_utime + r.ru_stime for r in (own, children))
+    return f"{time.perf_counter() - started:.0f} s, {cpu / 60:.1f} CPU-minutes"
 
 
 def _headline(evaluation: dict) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from colorfeat.sources import synthetic
 from flows.cli.demo import _recolour, pick_held_out
 
@@ -33,3 +35,29 @@ def test_picks_one_single_and_one_two_shape_picture_with_changed_captions(tmp_pa
     assert original.index(left) < original.index(right)  # named left to right
     assert swapped.index(right) < swapped.index(left)  # the colours trade places
     assert single["colours"][0] != single["colours"][1]
+
+
+def test_the_total_time_and_cpu_minutes_come_after_the_last_step(monkeypatch, capsys, tmp_path):
+    import colortrain.learnability
+    from flows.cli import demo
+
+    def step(name, result=None):
+        return lambda *args, **kwargs: print(name) or result
+
+    monkeypatch.setattr(demo, "build_store", step("store", str(tmp_path / "versions" / "v1")))
+    monkeypatch.setattr(demo, "train_and_evaluate", step("fit", tmp_path / "evaluation.json"))
+    monkeypatch.setattr(demo, "source_root", step("source", tmp_path))
+    monkeypatch.setattr(demo, "colorize_held_out", step("colorize", ([], tmp_path / "sheet")))
+    monkeypatch.setattr(colortrain.learnability, "caption_colour_accuracy", step("probe", {}))
+    monkeypatch.setattr(demo, "report", step("report: evaluation report written"))
+    demo.main(["--out", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[:-2] == [
+        "store",
+        "fit",
+        "source",
+        "colorize",
+        "probe",
+        "report: evaluation report written",
+    ]
+    assert lines[-2] == "" and re.fullmatch(r"== done: \d+ s, \d+\.\d CPU-minutes", lines[-1])
