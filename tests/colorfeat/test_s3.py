@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from colorfeat.store import publishing
 from colorfeat.config import BackboneConfig
-from colorfeat.store import list_versions, open_store
+from colorfeat.store import list_versions, open_store, publishing
 from colorfeat.trunk.extract import features_stage
 from flows.cli.colorfeat import app
 

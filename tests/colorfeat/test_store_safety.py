@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from colorfeat import parallel, store
-from colorfeat.store import staging as store_staging
 from colorfeat.constants import STORE_SCHEMA
 from colorfeat.parallel import write_atomic
 from colorfeat.store import OWNER, STALE_AFTER_S, TMP_PREFIX, clean_stale_staging
+from colorfeat.store import staging as store_staging
 from flows.cli.colorfeat import app
 
 VID = "0123456789abcdef"
