@@ -34,3 +34,9 @@ def stage_key(stage: str, inputs: Any, config: Any, code_version: str) -> str:
     return f"{stage}-" + value_hash(
         {"stage": stage, "inputs": inputs, "config": config, "code": code_version}, 16
     )
+
+
+def content_of(spec: str) -> str:
+    """A named choice (`word2vec`, `imagenet`, `none`) as is; a file by its SHA-256."""
+    path = Path(spec)
+    return f"sha256:{file_sha256(path)}" if path.is_file() else spec

@@ -35,12 +35,16 @@ def is_stray(name: str) -> bool:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Replace `path` by `data` at once: a temp file in the same folder, fsynced, renamed."""
+    """Replace `path` by `data` at once: a temp file in the same folder, fsynced, renamed.
+
+    The temp file has a random name and is created exclusively (`O_EXCL`, never through a
+    link): a name planted in a shared folder is never written through, only skipped.
+    """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd, tmp = exclusive_temp(path)
     try:
-        with open(tmp, "wb") as f:
+        with open(fd, "wb") as f:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
@@ -49,6 +53,19 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def exclusive_temp(path: Path, tries: int = 16) -> tuple[int, Path]:
+    """(open descriptor, name) of a new temp file beside `path`, created with O_EXCL under a
+    random name; a name already taken (by anything, a link included) is never opened."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(tries):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o644), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path} after {tries} tries")
 
 
 def fsync_dir(path: Path) -> None:

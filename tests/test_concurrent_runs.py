@@ -22,20 +22,21 @@ TINY = [
 _RUN_TOGETHER = """
 import os, sys, time
 from pathlib import Path
-from colorfeat import store
+from colorfeat.store import publishing
 from flows.cli.colorfeat import app
 
 rendezvous = Path(sys.argv[1])
-assemble = store._assemble
+assemble = publishing._assemble
 
 def assemble_then_wait(*args):
-    assemble(*args)
+    meta = assemble(*args)
     (rendezvous / str(os.getpid())).touch()
     deadline = time.monotonic() + 180
     while len(list(rendezvous.iterdir())) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
+    return meta
 
-store._assemble = assemble_then_wait
+publishing._assemble = assemble_then_wait
 sys.argv = ["colorfeat", "run", *sys.argv[2:]]
 app()
 """

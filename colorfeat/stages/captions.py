@@ -20,6 +20,7 @@ from pathlib import Path
 from colorfeat.errors import UserError
 from colorfeat.parallel import commit, completed, partial_dir
 from colorfeat.sources.coco import read_split, split_limits
+from colorfeat.stages.context import Context
 
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
@@ -117,6 +118,12 @@ def captions_stage(
     (partial / "captions.json").write_text(json.dumps(doc))
     result = {"path": str(Path(out_dir) / "captions.json"), "counts": counts}
     return commit(partial, out_dir, result)
+
+
+def run(ctx: Context) -> dict:
+    """The stage function of the table: `captions_stage` on the acquired source."""
+    cfg = ctx.config
+    return captions_stage(ctx.inputs["acquire"], cfg.lexicon, ctx.out_dir, limit=cfg.limit)
 
 
 def load_captions(captions: dict) -> dict:

@@ -4,7 +4,10 @@
 runs and processes: one worker thread, a fixed seed, and a hash function that does not depend on
 PYTHONHASHSEED. Any other spec is a word2vec-format file (text or binary, header optional) loaded
 with gensim; vocabulary words it lacks get vectors from a normal seeded by `seed`, scaled like the
-file's vectors. Row 0 (`<pad>`) is zero.
+file's vectors. Row 0 (`<pad>`) is zero. Adds `vocab/embeddings` to a version.
+
+Cost: EMBEDDINGS_S, the wall time of the stage in `colorfeat run --source synthetic --limit 600
+--image-size 64 --weights none --device cpu` (a shared machine, best of the runs).
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ import numpy as np
 from colorfeat.constants import EMBEDDING_DIM, PAD_ID
 from colorfeat.errors import UserError
 from colorfeat.parallel import commit, completed, partial_dir
+from colorfeat.stages.context import Context, Cost, Estimate
 from colorfeat.stages.vocab import load_vocab, train_sentences
+from colorfeat.store import schema
+from colorfeat.store.parts import Check, Part, table_from_npy
 
 W2V_WINDOW = 5
 W2V_EPOCHS = 5
+EMBEDDINGS_S = 3.5
 
 
 def stable_hash(text: str) -> int:
@@ -130,3 +137,31 @@ def embeddings_stage(
         "spec": spec if spec == "word2vec" else str(Path(spec).resolve()),
     }
     return commit(partial, out_dir, result)
+
+
+def run(ctx: Context) -> dict:
+    """The stage function of the table: `embeddings_stage` on the captions and vocabulary."""
+    cfg, got = ctx.config, ctx.inputs
+    return embeddings_stage(
+        got["captions"], got["vocab"], ctx.out_dir, spec=cfg.embeddings, dim=cfg.embedding_dim,
+        seed=cfg.seed,
+    )  # fmt: skip
+
+
+def _check(check: Check) -> None:
+    emb, tokens = check.group[schema.VOCAB_EMBEDDINGS], check.group[schema.VOCAB_TOKENS]
+    check.need(
+        emb.shape[0] == tokens.shape[0],
+        f"embeddings {emb.shape} do not match the vocabulary of {tokens.shape[0]} tokens",
+    )
+
+
+def cost(est: Estimate) -> Cost:
+    """A few seconds, whatever the data set (word2vec on the train captions)."""
+    return Cost(EMBEDDINGS_S)
+
+
+PART = Part(
+    "embeddings", table_from_npy(schema.ARRAYS[schema.VOCAB_EMBEDDINGS]),
+    arrays=(schema.ARRAYS[schema.VOCAB_EMBEDDINGS],), check=_check,
+)  # fmt: skip

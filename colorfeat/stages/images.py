@@ -1,18 +1,11 @@
 """The images stage: pictures and captions into `images.zarr`, the store's per-split arrays.
 
-Writes out_dir/images.zarr, a zarr v3 group with, per store split (N kept images, M captions,
-S = image_size, T = max_len):
-
-    <split>/image_id              (N,) int64
-    <split>/rgb                   (N, S, S, 3) uint8, squash-resized with INTER_AREA, RGB order
-    <split>/ab_bins               (N, S/4, S/4) uint16, colorfeat.lab.ab_targets of rgb
-    <split>/captions/image_index  (M,) int32
-    <split>/captions/text         (M,) str
-    <split>/captions/tokens       (M, T) int32, padded with 0
-    <split>/captions/length       (M,) int32
-
-and group attrs `counts` and `skipped` ([{"file", "reason"}]). Arrays are chunked along N only and
-zstd-compressed.
+Writes out_dir/images.zarr, a zarr v3 group laid out as a version's per-split arrays
+(colorfeat.store.schema: image_id, rgb squash-resized with INTER_AREA in RGB order, ab_bins =
+colorfeat.lab.ab_targets of rgb at S/4, and captions/{image_index,text,tokens,length}), and
+group attrs `counts` and `skipped` ([{"file", "reason"}]). Arrays are chunked along N only and
+zstd-compressed. Its row's function, what it adds to a version and its cost:
+colorfeat.stages.images_part.
 
 Two passes, both as Dask tasks over disjoint, chunk-aligned regions: decode every candidate
 picture into a staging group (blocks of STAGING_BLOCK pictures, each block's outcome saved so an
@@ -54,6 +47,7 @@ from colorfeat.parallel import commit, completed, executor, partial_dir, write_a
 from colorfeat.sources.coco import picture_path
 from colorfeat.stages.captions import load_captions, tokenize
 from colorfeat.stages.vocab import encode, load_vocab
+from colorfeat.store import schema
 from colorfeat.store.codecs import TARGET_CHUNK_BYTES  # also the size of ab_bins, caption chunks
 
 RGB_CHUNK_BYTES = 8 << 20  # target uncompressed bytes of an rgb chunk
@@ -187,9 +181,10 @@ def chunk_rows(row_bytes: int, target: int) -> int:
 def layout(size: int, max_len: int) -> dict[str, int]:
     """Rows per chunk of each array: ab_bins chunks are a whole number of rgb chunks."""
     rgb = chunk_rows(size * size * 3, RGB_CHUNK_BYTES)
-    t = size // TARGET_STRIDE
+    t = schema.target_side(size)
     ab = rgb * max(1, round(TARGET_CHUNK_BYTES / (rgb * t * t * 2)))
-    return {"rgb": rgb, "ab_bins": ab, "captions": chunk_rows(max_len * 4, TARGET_CHUNK_BYTES)}
+    captions = chunk_rows(max_len * 4, TARGET_CHUNK_BYTES)
+    return {schema.RGB: rgb, schema.AB_BINS: ab, schema.CAPTIONS: captions}
 
 
 def _array(group, name, shape, chunk, dtype, fill=0, compressor=COMPRESSOR):
@@ -209,7 +204,7 @@ def _decode_block(task: dict) -> list[str | None]:
     if status_file.is_file():
         return json.loads(status_file.read_text())
     stage = zarr.open_group(task["staging"], mode="r+")
-    size, t = task["size"], task["size"] // TARGET_STRIDE
+    size, t = task["size"], schema.target_side(task["size"])
     n = len(task["files"])
     rgb = np.zeros((n, size, size, 3), np.uint8)  # (n, S, S, 3)
     ab = np.zeros((n, t, t), np.uint16)  # (n, S/4, S/4)
@@ -223,8 +218,8 @@ def _decode_block(task: dict) -> list[str | None]:
             rgb[i], ab[i] = out
             status.append(None)
     s = task["start"]
-    stage["rgb"][s : s + n] = rgb
-    stage["ab_bins"][s : s + n] = ab
+    stage[schema.RGB][s : s + n] = rgb
+    stage[schema.AB_BINS][s : s + n] = ab
     write_atomic(status_file, json.dumps(status))
     return status
 
@@ -235,7 +230,7 @@ def _copy_region(task: dict) -> None:
     out = zarr.open_group(task["out"], mode="r+")
     rows = np.asarray(task["rows"], dtype=np.int64)
     lo, hi, s = int(rows[0]), int(rows[-1]) + 1, task["start"]
-    for name in ("rgb", "ab_bins"):
+    for name in (schema.RGB, schema.AB_BINS):
         block = stage[name][lo:hi][rows - lo]  # (len(rows), ...)
         out[name][s : s + len(rows)] = block
 
@@ -245,14 +240,14 @@ def _copy_region(task: dict) -> None:
 
 def _decode_split(ex, root: str, cands: list[dict], stage_path: Path, size: int) -> list:
     """Pass 1: every candidate of a split into the staging arrays -> its status (None = kept)."""
-    n, t = len(cands), size // TARGET_STRIDE
+    n, t = len(cands), schema.target_side(size)
     status_dir = stage_path.with_name(stage_path.name + "-status")
     status_dir.mkdir(parents=True, exist_ok=True)
     stage = zarr.open_group(stage_path, mode="a")
-    if "rgb" not in stage:
+    if schema.RGB not in stage:
         rgb_shape = (n, size, size, 3)
-        _array(stage, "rgb", rgb_shape, STAGING_BLOCK, np.uint8, 0, STAGING_COMPRESSOR)
-        _array(stage, "ab_bins", (n, t, t), STAGING_BLOCK, np.uint16, 0, STAGING_COMPRESSOR)
+        _array(stage, schema.RGB, rgb_shape, STAGING_BLOCK, np.uint8, 0, STAGING_COMPRESSOR)
+        _array(stage, schema.AB_BINS, (n, t, t), STAGING_BLOCK, np.uint16, 0, STAGING_COMPRESSOR)
     tasks = [
         {
             "root": root,
@@ -270,12 +265,13 @@ def _decode_split(ex, root: str, cands: list[dict], stage_path: Path, size: int)
 
 def _write_split(ex, g, out: Path, stage_path: Path, rows, cands, size: int, chunks) -> None:
     """Pass 2: the kept staging rows into pre-allocated final arrays, one task per region."""
-    k, t = len(rows), size // TARGET_STRIDE
+    k, t = len(rows), schema.target_side(size)
     ids = np.asarray([cands[i]["image_id"] for i in rows], np.int64)
-    _array(g, "image_id", (k,), chunks["ab_bins"], np.int64)[:] = ids
-    _array(g, "rgb", (k, size, size, 3), chunks["rgb"], np.uint8)
-    _array(g, "ab_bins", (k, t, t), chunks["ab_bins"], np.uint16)
-    step = min(chunks["ab_bins"], max(k, 1))  # whole chunks of both arrays
+    ab_chunk = chunks[schema.AB_BINS]
+    _array(g, schema.IMAGE_ID, (k,), ab_chunk, np.int64)[:] = ids
+    _array(g, schema.RGB, (k, size, size, 3), chunks[schema.RGB], np.uint8)
+    _array(g, schema.AB_BINS, (k, t, t), ab_chunk, np.uint16)
+    step = min(ab_chunk, max(k, 1))  # whole chunks of both arrays
     copies = [
         {"staging": str(stage_path), "out": str(out), "start": s, "rows": rows[s : s + step]}
         for s in range(0, k, step)
@@ -295,12 +291,14 @@ def _caption_arrays(group, images: list[dict], index: dict[str, int], max_len: i
             lengths.append(min(len(words), max_len))
             owner.append(row)
     m = len(texts)
-    cap = group.require_group("captions")
-    _array(cap, "image_index", (m,), chunk, np.int32)[:] = np.asarray(owner, np.int32)
+    group.require_group(schema.CAPTIONS)
+    _array(group, schema.CAPTION_IMAGE_INDEX, (m,), chunk, np.int32)[:] = np.asarray(
+        owner, np.int32
+    )
     tok = np.stack(tokens) if tokens else np.zeros((0, max_len), np.int32)  # (M, T)
-    _array(cap, "tokens", (m, max_len), chunk, np.int32)[:] = tok
-    _array(cap, "length", (m,), chunk, np.int32)[:] = np.asarray(lengths, np.int32)
-    text_arr = _array(cap, "text", (m,), chunk, str, fill="")
+    _array(group, schema.CAPTION_TOKENS, (m, max_len), chunk, np.int32)[:] = tok
+    _array(group, schema.CAPTION_LENGTH, (m,), chunk, np.int32)[:] = np.asarray(lengths, np.int32)
+    text_arr = _array(group, schema.CAPTION_TEXT, (m,), chunk, str, fill="")
     if m:
         text_arr[:] = np.asarray(texts, dtype=np.dtypes.StringDType())
     return {"captions": m, "captions_truncated": truncated}
@@ -328,7 +326,7 @@ def _image_split(ex, job: _Job, split: str, cands: list[dict]) -> tuple[dict, li
     g = job.out.require_group(split)
     _write_split(ex, g, job.out_path / split, stage_path, kept_rows, cands, job.size, job.chunks)
     kept = [cands[i] for i in kept_rows]
-    c = _caption_arrays(g, kept, job.vocab_index, job.max_len, job.chunks["captions"])
+    c = _caption_arrays(g, kept, job.vocab_index, job.max_len, job.chunks[schema.CAPTIONS])
     g.attrs.update({"images": len(kept), "captions": c["captions"]})
     reasons = Counter(r.split(":")[0] for r in status if r)
     counts = {

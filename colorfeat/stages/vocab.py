@@ -2,7 +2,7 @@
 
 Writes `vocab.json`, the JSON list of tokens: index 0 is `<pad>`, 1 is `<unk>`, then every train
 word seen at least `min_count` times, most frequent first, ties broken alphabetically; and
-`counts.json` = {"counts": {word: n}, "min_count": int}.
+`counts.json` = {"counts": {word: n}, "min_count": int}. Adds `vocab/tokens` to a version.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import numpy as np
 from colorfeat.constants import PAD_ID, PAD_TOKEN, UNK_ID, UNK_TOKEN
 from colorfeat.parallel import commit, completed, partial_dir
 from colorfeat.stages.captions import load_captions, tokenize
+from colorfeat.stages.context import Context
+from colorfeat.store import schema
+from colorfeat.store.parts import Build, Check, Part
 
 
 def build_vocab(sentences: Iterable[list[str]], min_count: int = 1) -> tuple[list[str], Counter]:
@@ -60,3 +63,21 @@ def vocab_stage(captions: dict, out_dir: Path, *, min_count: int = 1) -> dict:
 def load_vocab(vocab: dict) -> list[str]:
     """The token list a vocab stage wrote."""
     return json.loads(Path(vocab["path"]).read_text())
+
+
+def run(ctx: Context) -> dict:
+    """The stage function of the table: `vocab_stage` on the captions."""
+    return vocab_stage(ctx.inputs["captions"], ctx.out_dir, min_count=ctx.config.min_count)
+
+
+def _write(build: Build, results: list[dict]) -> None:
+    for result in results:
+        build.table(schema.ARRAYS[schema.VOCAB_TOKENS], np.asarray(load_vocab(result), dtype=str))
+
+
+def _check(check: Check) -> None:
+    head = [str(t) for t in check.group[schema.VOCAB_TOKENS][:2]]
+    check.need(head == [PAD_TOKEN, UNK_TOKEN], f"vocab must start with {PAD_TOKEN}, {UNK_TOKEN}")
+
+
+PART = Part("vocab", _write, arrays=(schema.ARRAYS[schema.VOCAB_TOKENS],), check=_check)

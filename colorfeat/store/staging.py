@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -22,22 +21,19 @@ import psutil
 
 from colorfeat.errors import UserError
 from colorfeat.parallel import write_atomic
+from colorfeat.store.layout import LATEST, TMP_PREFIX, VERSION_ID, VERSIONS, is_store_root
 
-VERSIONS = "versions"
-LATEST = "LATEST"
-TMP_PREFIX = ".tmp-"
 OWNER = "owner.json"  # in a staging folder, beside the version being built: who builds it
 # A staging folder owned on another host (or pid namespace), or with no readable owner record, is
 # removed only after this long untouched: its owner's liveness cannot be seen from here.
 STALE_AFTER_S = 24 * 3600
-_VERSION_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def new_staging(parent: Path, vid: str) -> Path:
     """A fresh staging folder for version `vid`: its owner record, and the version built in
     `version/` beside it (renamed from there into place)."""
-    staging = parent / f"{TMP_PREFIX}{vid}-{os.getpid()}-{secrets.token_hex(4)}"
-    staging.mkdir()
+    staging = parent / f"{TMP_PREFIX}{vid}-{os.getpid()}-{secrets.token_hex(8)}"
+    staging.mkdir()  # exclusive: fails rather than reuse anything already there
     write_atomic(staging / OWNER, json.dumps(_owner_record()))
     return staging
 
@@ -107,30 +103,21 @@ def check_store_root(path: str | Path) -> None:
     if "://" in text and not text.startswith("file://"):
         parts = text.split("/")
         for i in range(len(parts) - 1):
-            if parts[i] == VERSIONS and _VERSION_ID.fullmatch(parts[i + 1]):
+            if parts[i] == VERSIONS and VERSION_ID.fullmatch(parts[i + 1]):
                 _refuse(text, "/".join(parts[:i]))
         if parts[-1] == LATEST:
             _refuse(text, "/".join(parts[:-1]))
         return
     here = Path(text.removeprefix("file://")).absolute()
     for above in here.parents:
-        if _is_store_root(above):
+        if is_store_root(above):
             _refuse(text, str(above))
     if here.is_file():
         raise UserError(f"--store {text} is a file, not a store root (a directory)")
     if (here / "zarr.json").is_file():
-        if _is_store_root(here.parent.parent) and here.parent.name == VERSIONS:
+        if is_store_root(here.parent.parent) and here.parent.name == VERSIONS:
             _refuse(text, str(here.parent.parent))
         raise UserError(f"--store {text} is a zarr group, not a store root")
-
-
-def _is_store_root(path: Path) -> bool:
-    versions = path / VERSIONS
-    if not versions.is_dir():
-        return False
-    if (path / LATEST).is_file():
-        return True
-    return any((v / "zarr.json").is_file() for v in versions.iterdir())
 
 
 def _refuse(path: str, root: str) -> None:

@@ -1,22 +1,33 @@
-"""Tiny stage outputs in the binding layout, for the feature-store tests.
+"""Tiny stage outputs for the feature-store tests, made by the stages themselves.
 
-`make_stage_parts(work)` writes what the images, vocab, embeddings and priors stages hand to the
-features stage and to publish: images.zarr (<split>/image_id, rgb, ab_bins, captions/*), vocab.json,
-embeddings.npy and a priors dir, and returns the stage result dicts.
+`write_source(root, splits, size)` writes a COCO-layout source of colourful PNG pictures (already
+S x S, so the images stage keeps them byte for byte), two colour captions each; `make_stage_parts`
+runs the real captions, vocab, embeddings, images and priors stages on it and returns their
+results by stage name; `write_images_zarr` runs the stages up to images. `version_parts` and
+`publish_parts` hand results to the store the way the publish stage does.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
-import zarr
+from PIL import Image
 
-from colorfeat.lab import ab_targets
-from colorfeat.priors import bin_counts, prior_from_counts, rebalance_weights
+from colorfeat.config import PipelineConfig
+from colorfeat.stages import STAGES, version_parts
+from colorfeat.stages.captions import captions_stage
+from colorfeat.stages.embeddings import embeddings_stage
+from colorfeat.stages.images import images_stage
+from colorfeat.stages.priors import priors_stage
+from colorfeat.stages.vocab import vocab_stage
+from colorfeat.store import publish
 
-TOKENS = ["<pad>", "<unk>", "a", "red", "blue", "bus", "car", "green", "the", "on"]
+COLOURS = ["red", "blue", "green"]
+THINGS = ["bus", "car", "kite"]
+SPLIT_NAMES = {"train": "train2014", "val": "val2014"}
 
 
 def make_images(n: int, size: int, seed: int) -> np.ndarray:
@@ -33,78 +44,71 @@ def make_images(n: int, size: int, seed: int) -> np.ndarray:
     return out
 
 
-def write_images_zarr(path: Path, splits: dict[str, int], size: int, seed: int = 0) -> dict:
-    """An images-stage output at `path` (images.zarr) and its result dict."""
-    root = zarr.open_group(str(path), mode="w")
-    counts = {}
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def write_source(root: Path, splits: dict[str, int], size: int, seed: int = 0) -> dict:
+    """A COCO-layout source under `root` and its acquire result; image ids 1000(k+1) + i."""
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
     for k, (split, n) in enumerate(splits.items()):
-        rgb = make_images(n, size, seed + k)
-        g = root.require_group(split)
-        g.create_array(
-            "image_id", data=np.arange(1000 * (k + 1), 1000 * (k + 1) + n, dtype=np.int64)
-        )
-        g.create_array("rgb", data=rgb, chunks=(max(1, min(n, 16)), size, size, 3))
-        bins = (
-            np.stack([ab_targets(im) for im in rgb]) if n else np.zeros((0, size // 4, size // 4))
-        )
-        g.create_array(
-            "ab_bins", data=bins.astype(np.uint16), chunks=(max(1, min(n, 64)),) + bins.shape[1:]
-        )
-        m = 2 * n
-        rng = np.random.default_rng(seed + 10 + k)
-        lengths = rng.integers(2, 7, m).astype(np.int32)
-        tokens = np.zeros((m, 8), np.int32)
-        for j, length in enumerate(lengths):
-            tokens[j, :length] = rng.integers(2, len(TOKENS), length)
-        text = np.array(
-            [" ".join(TOKENS[t] for t in row[:ln]) for row, ln in zip(tokens, lengths, strict=True)]
-        )
-        c = g.require_group("captions")
-        c.create_array("image_index", data=np.repeat(np.arange(n, dtype=np.int32), 2))
-        c.create_array("text", shape=(m,), dtype=str, chunks=(max(1, m),))[:] = text.astype(str)
-        c.create_array("tokens", data=tokens)
-        c.create_array("length", data=lengths)
-        counts[split] = {"images": n, "captions": m}
-    root.attrs.update({"counts": counts, "skipped": []})
-    return {"path": str(path), "splits": dict(splits), "counts": counts, "skipped": 0}
+        folder = SPLIT_NAMES[split]
+        (root / folder).mkdir(exist_ok=True)
+        images, anns = [], []
+        for i, rgb in enumerate(make_images(n, size, seed + k)):
+            image_id, name = 1000 * (k + 1) + i, f"{split}_{i:03d}.png"
+            (root / folder / name).write_bytes(_png(rgb))
+            images.append({"id": image_id, "file_name": name, "width": size, "height": size})
+            for j in range(2):
+                colour, thing = COLOURS[(i + j) % 3], THINGS[(i + 2 * j) % 3]
+                text = f"a {colour} {thing} on the road" if j else f"the {thing} is {colour}"
+                anns.append({"id": len(anns) + 1, "image_id": image_id, "caption": text})
+        doc = {"images": images, "annotations": anns}
+        (root / "annotations" / f"captions_{folder}.json").write_text(json.dumps(doc))
+    chosen = {SPLIT_NAMES[s]: s for s in splits}
+    return {"root": str(root), "splits": chosen, "identity": f"fixture-{seed}"}
+
+
+def write_images_zarr(path: Path, splits: dict[str, int], size: int, seed: int = 0) -> dict:
+    """The images stage's result for a generated source, built next to `path` (its "path" is the
+    stage's own images.zarr)."""
+    work = Path(path).parent / f"{Path(path).stem}-stages"
+    parts = _run_until_images(work, splits, size, seed)
+    return parts["images"]
+
+
+def _run_until_images(work: Path, splits: dict[str, int], size: int, seed: int) -> dict:
+    source = write_source(work / "source", splits, size, seed)
+    lexicon = PipelineConfig().lexicon
+    captions = captions_stage(source, lexicon, work / "captions")
+    vocab = vocab_stage(captions, work / "vocab")
+    images = images_stage(source, captions, vocab, work / "images", image_size=size, max_len=8)
+    return {"acquire": source, "captions": captions, "vocab": vocab, "images": images}
 
 
 def make_stage_parts(work: Path, splits: dict[str, int] | None = None, size: int = 32) -> dict:
-    """Every non-feature part publish needs, written under `work` (parts dict, no features)."""
+    """Every stage result publish needs but the features, by stage name, plus "keys"."""
     work.mkdir(parents=True, exist_ok=True)
-    images = write_images_zarr(
-        work / "images" / "images.zarr", splits or {"train": 12, "val": 5}, size
-    )
-    (work / "vocab").mkdir()
-    (work / "vocab" / "vocab.json").write_text(json.dumps(TOKENS))
-    (work / "embeddings").mkdir()
-    emb = np.random.default_rng(0).normal(size=(len(TOKENS), 16)).astype(np.float32)
-    emb[0] = 0
-    np.save(work / "embeddings" / "embeddings.npy", emb)
-    pri = work / "priors"
-    pri.mkdir()
-    counts = bin_counts(zarr.open_group(images["path"], mode="r")["train/ab_bins"][:])
-    prior = prior_from_counts(counts)
-    np.save(pri / "counts.npy", counts)
-    np.save(pri / "prior.npy", prior)
-    np.save(pri / "weights.npy", rebalance_weights(prior).astype(np.float32))
-    return {
-        "images": images,
-        "vocab": {"path": str(work / "vocab" / "vocab.json")},
-        "embeddings": {"path": str(work / "embeddings" / "embeddings.npy")},
-        "priors": {
-            "path": str(pri),
-            "alpha": 1.0,
-            "gamma": 0.5,
-            "nonzero_bins": int((counts > 0).sum()),
-        },
-        "keys": {
-            "images": "images-test",
-            "vocab": "vocab-test",
-            "embeddings": "emb-test",
-            "priors": "pri-test",
-        },
-    }
+    got = _run_until_images(work, splits or {"train": 12, "val": 5}, size, 0)
+    got["embeddings"] = embeddings_stage(got["captions"], got["vocab"], work / "emb", dim=16)
+    got["priors"] = priors_stage(got["images"], work / "priors")
+    keys = {"images": "images-test", "vocab": "vocab-test", "embeddings": "emb-test"}
+    return {**got, "keys": {**keys, "priors": "pri-test"}}
+
+
+def publish_parts(root: str | Path, parts: dict, attrs: dict | None = None, **kw) -> dict:
+    """Publish stage results (`parts`: by stage name, "features" a list, "keys") as the publish
+    stage does: each row's part with its result."""
+    results = {name: r for name, r in parts.items() if name not in ("features", "keys")}
+    for i, feature in enumerate(parts.get("features") or []):
+        results["features" if i == 0 else f"features:{feature['name']}"] = feature
+    rows = {name: STAGES.get(name) or STAGES["features"] for name in results}
+    return publish(
+        str(root), version_parts(rows, results), keys=parts["keys"],
+        attrs=attrs if attrs is not None else version_attrs(), **kw,
+    )  # fmt: skip
 
 
 def version_attrs(counts: dict | None = None) -> dict:

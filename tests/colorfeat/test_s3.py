@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from colorfeat import store
 from colorfeat.config import BackboneConfig
-from colorfeat.store import list_versions, open_store, publish
+from colorfeat.store import list_versions, open_store, publishing
 from colorfeat.trunk.extract import features_stage
 from flows.cli.colorfeat import app
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest_store import make_stage_parts, version_attrs  # noqa: E402
+from conftest_store import make_stage_parts, publish_parts  # noqa: E402
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
@@ -55,9 +54,9 @@ def store_parts(tmp_path_factory) -> dict:
 
 def test_s3_round_trip(s3_endpoint, store_parts, tmp_path) -> None:
     root = "s3://colorfeat-test/round-trip"
-    result = publish(root, store_parts, attrs=version_attrs())
+    result = publish_parts(root, store_parts)
     assert result["published"] and result["path"] == f"{root}/versions/{result['version']}"
-    local = publish(str(tmp_path / "local"), store_parts, attrs=version_attrs())
+    local = publish_parts(str(tmp_path / "local"), store_parts)
     assert local["version"] == result["version"]
 
     remote, here = open_store(root), open_store(tmp_path / "local")
@@ -69,14 +68,14 @@ def test_s3_round_trip(s3_endpoint, store_parts, tmp_path) -> None:
         assert remote.dask(split, "features/resnet18.layer2").sum().compute() > 0
     assert remote.vocab_tokens == here.vocab_tokens
 
-    assert publish(root, store_parts, attrs=version_attrs())["published"] is False
+    assert publish_parts(root, store_parts)["published"] is False
     [listed] = list_versions(root)
     assert listed["latest"] and listed["version"] == result["version"] and listed["bytes"] > 0
 
 
 def test_s3_with_explicit_storage_options(s3_endpoint, store_parts, monkeypatch) -> None:
     root = "s3://colorfeat-test/explicit"
-    publish(root, store_parts, attrs=version_attrs())
+    publish_parts(root, store_parts)
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     for key in CREDENTIALS:
         monkeypatch.delenv(key)
@@ -88,7 +87,7 @@ def test_s3_with_explicit_storage_options(s3_endpoint, store_parts, monkeypatch)
 
 def test_s3_cli_info_and_ls(s3_endpoint, store_parts) -> None:
     root = "s3://colorfeat-test/cli"
-    r = publish(root, store_parts, attrs=version_attrs())
+    r = publish_parts(root, store_parts)
     runner = CliRunner()
     info = runner.invoke(app, ["store", "info", root, "--json"])
     assert info.exit_code == 0, info.output
@@ -101,8 +100,8 @@ def test_s3_cli_info_and_ls(s3_endpoint, store_parts) -> None:
 
 def test_interrupted_upload_is_not_a_version(s3_endpoint, store_parts, monkeypatch, tmp_path):
     root = "s3://colorfeat-test/interrupted"
-    old = publish(root, {**store_parts, "keys": {"old": 1}}, attrs=version_attrs())
-    upload = store._upload
+    old = publish_parts(root, {**store_parts, "keys": {"old": 1}})
+    upload = publishing._upload
 
     def upload_all_but_the_root_metadata(fs, staging, target):
         (staging / "zarr.json").rename(tmp_path / "held-back.json")
@@ -112,15 +111,15 @@ def test_interrupted_upload_is_not_a_version(s3_endpoint, store_parts, monkeypat
             pass
         raise ConnectionError("connection lost")
 
-    monkeypatch.setattr(store, "_upload", upload_all_but_the_root_metadata)
+    monkeypatch.setattr(publishing, "_upload", upload_all_but_the_root_metadata)
     with pytest.raises(ConnectionError):
-        publish(root, store_parts, attrs=version_attrs())
-    monkeypatch.setattr(store, "_upload", upload)
+        publish_parts(root, store_parts)
+    monkeypatch.setattr(publishing, "_upload", upload)
 
     v = open_store(root)
     v.validate()
     assert v.version == old["version"]
     assert [d["version"] for d in list_versions(root)] == [old["version"]]
-    new = publish(root, store_parts, attrs=version_attrs())
+    new = publish_parts(root, store_parts)
     assert new["published"] and open_store(root).version == new["version"]
     open_store(root).validate()

@@ -22,13 +22,13 @@ from colorfeat.config import BackboneConfig
 from colorfeat.constants import STORE_SCHEMA
 from colorfeat.errors import UserError
 from colorfeat.lab import ab_grid
+from colorfeat.stages.vocab import load_vocab
 from colorfeat.store import (
     FEATURE_ATTRS,
     LATEST,
     describe_version,
     list_versions,
     open_store,
-    publish,
     render_info,
     render_versions,
 )
@@ -36,9 +36,10 @@ from colorfeat.trunk.extract import features_stage
 from flows.cli.colorfeat import app
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest_store import TOKENS, make_stage_parts, version_attrs  # noqa: E402
+from conftest_store import make_stage_parts, publish_parts, version_attrs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
+HERE = str(Path(__file__).parent)
 R18 = BackboneConfig(backbone="resnet18", layer="layer2", weights="none", image_size=32)
 R50 = BackboneConfig(backbone="resnet50", layer="layer3", weights="none", image_size=32)
 DESIGN_ATTRS = {
@@ -76,14 +77,14 @@ def variant(parts: dict, tag: str, n_features: int = 1) -> dict:
 
 def test_published_version_has_the_design_layout(store_parts, tmp_path) -> None:
     parts = variant(store_parts, "a", n_features=2)
-    result = publish(str(tmp_path / "root"), parts, attrs=version_attrs())
+    result = publish_parts(tmp_path / "root", parts)
     assert result["published"]
     assert (tmp_path / "root" / LATEST).read_text().strip() == result["version"]
     v = open_store(tmp_path / "root")
     v.validate()
     assert v.version == result["version"] and v.splits == ["train", "val"]
     assert DESIGN_ATTRS <= set(v.attrs) and v.attrs["schema"] == STORE_SCHEMA
-    assert v.vocab_tokens == TOKENS
+    assert v.vocab_tokens == load_vocab(parts["vocab"])
     np.testing.assert_array_equal(v.embeddings, np.load(parts["embeddings"]["path"]))
     np.testing.assert_array_equal(v.lab_grid, ab_grid())
     assert v.lab_prior.dtype == np.float64 and v.lab_weights.dtype == np.float32
@@ -122,10 +123,10 @@ def test_published_version_has_the_design_layout(store_parts, tmp_path) -> None:
 
 def test_unchanged_rebuild_reuses_its_version_and_moves_latest_back(store_parts, tmp_path) -> None:
     root = str(tmp_path / "root")
-    a = publish(root, variant(store_parts, "a"), attrs=version_attrs())
-    b = publish(root, variant(store_parts, "b"), attrs=version_attrs())
+    a = publish_parts(root, variant(store_parts, "a"))
+    b = publish_parts(root, variant(store_parts, "b"))
     assert a["version"] != b["version"] and open_store(root).version == b["version"]
-    again = publish(root, variant(store_parts, "a"), attrs=version_attrs())
+    again = publish_parts(root, variant(store_parts, "a"))
     assert again == {**a, "published": False}
     assert open_store(root).version == a["version"]
     listed = list_versions(root)
@@ -136,7 +137,7 @@ def test_unchanged_rebuild_reuses_its_version_and_moves_latest_back(store_parts,
 
 def test_a_version_path_opens_directly_and_bad_paths_are_one_line_errors(store_parts, tmp_path):
     root = tmp_path / "root"
-    r = publish(str(root), variant(store_parts, "a"), attrs=version_attrs())
+    r = publish_parts(root, variant(store_parts, "a"))
     assert open_store(r["path"]).version == r["version"]
     for bad, message in [
         (tmp_path / "nowhere", "no such directory"),
@@ -147,8 +148,8 @@ def test_a_version_path_opens_directly_and_bad_paths_are_one_line_errors(store_p
     (tmp_path / "empty" / "versions").mkdir(parents=True)
     with pytest.raises(UserError, match="nothing has been published"):
         open_store(tmp_path / "empty")
-    (tmp_path / "empty" / LATEST).write_text("0123\n")
-    with pytest.raises(UserError, match="LATEST names version '0123'"):
+    (tmp_path / "empty" / LATEST).write_text("0123456789abcdef\n")
+    with pytest.raises(UserError, match="LATEST names version '0123456789abcdef'"):
         open_store(tmp_path / "empty")
     other = zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
     other.attrs["schema"] = "something/9"
@@ -158,7 +159,7 @@ def test_a_version_path_opens_directly_and_bad_paths_are_one_line_errors(store_p
 
 def test_cli_store_info_and_ls(store_parts, tmp_path) -> None:
     root = tmp_path / "root"
-    r = publish(str(root), variant(store_parts, "a", n_features=2), attrs=version_attrs())
+    r = publish_parts(root, variant(store_parts, "a", n_features=2))
     runner = CliRunner()
     info = runner.invoke(app, ["store", "info", str(root)])
     assert info.exit_code == 0, info.output
@@ -186,35 +187,37 @@ def test_cli_store_info_on_a_bad_path_is_a_clear_error(tmp_path) -> None:
 
 def test_a_failing_build_changes_nothing(store_parts, tmp_path) -> None:
     root = tmp_path / "root"
-    a = publish(str(root), variant(store_parts, "a"), attrs=version_attrs())
+    a = publish_parts(root, variant(store_parts, "a"))
     bad_emb = tmp_path / "bad.npy"
     np.save(bad_emb, np.zeros((3, 16), np.float32))
     bad = {**variant(store_parts, "b"), "embeddings": {"path": str(bad_emb)}}
     with pytest.raises(UserError, match="embeddings"):
-        publish(str(root), bad, attrs=version_attrs())
+        publish_parts(root, bad)
     assert open_store(root).version == a["version"]
     assert sorted(p.name for p in (root / "versions").iterdir()) == [a["version"]]
 
 
 _SLOW_PUBLISH = """
 import json, sys, time
-from colorfeat import store
+sys.path.insert(0, sys.argv[4])
+from colorfeat.store import parts as store_parts
+from conftest_store import publish_parts
 
-link = store._link_tree
+link = store_parts.link_tree
 def slow_link(src, dst):
     link(src, dst)
     print("BUILDING", flush=True)
     time.sleep(float(sys.argv[3]))
 
-store._link_tree = slow_link
+store_parts.link_tree = slow_link
 for parts in json.loads(sys.argv[2]):
-    print(json.dumps(store.publish(sys.argv[1], parts, attrs={"config": {}})), flush=True)
+    print(json.dumps(publish_parts(sys.argv[1], parts, {"config": {}})), flush=True)
 """
 
 
 def _slow_publish(root: Path, parts: list[dict], delay: float) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", _SLOW_PUBLISH, str(root), json.dumps(parts), str(delay)],
+        [sys.executable, "-c", _SLOW_PUBLISH, str(root), json.dumps(parts), str(delay), HERE],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -222,7 +225,7 @@ def _slow_publish(root: Path, parts: list[dict], delay: float) -> subprocess.Pop
 
 def test_killed_build_leaves_latest_and_published_versions_intact(store_parts, tmp_path) -> None:
     root = tmp_path / "root"
-    a = publish(str(root), variant(store_parts, "a"), attrs=version_attrs())
+    a = publish_parts(root, variant(store_parts, "a"))
     before = {p: p.read_bytes() for p in Path(a["path"]).rglob("*") if p.is_file()}
     child = _slow_publish(root, [variant(store_parts, "b")], delay=30)
     assert child.stdout.readline().strip() == "BUILDING"
@@ -239,7 +242,7 @@ def test_killed_build_leaves_latest_and_published_versions_intact(store_parts, t
     assert len(leftovers) == 1
     assert [d["version"] for d in list_versions(str(root))] == [a["version"]]
 
-    b = publish(str(root), variant(store_parts, "b"), attrs=version_attrs())  # cleans the leftover
+    b = publish_parts(root, variant(store_parts, "b"))  # cleans the leftover
     assert sorted(p.name for p in (root / "versions").iterdir()) == sorted(
         [a["version"], b["version"]]
     )
@@ -248,7 +251,7 @@ def test_killed_build_leaves_latest_and_published_versions_intact(store_parts, t
 
 def test_a_reader_during_publishing_always_sees_a_complete_version(store_parts, tmp_path) -> None:
     root = tmp_path / "root"
-    first = publish(str(root), variant(store_parts, "a"), attrs=version_attrs())
+    first = publish_parts(root, variant(store_parts, "a"))
     child = _slow_publish(root, [variant(store_parts, t) for t in ("b", "c", "d")], delay=0.1)
     seen, failures = [], []
 
@@ -280,7 +283,7 @@ def _python_blocks(markdown: str) -> list[str]:
 
 
 def test_docs_reading_example_runs_against_a_store(store_parts, tmp_path) -> None:
-    publish(str(tmp_path / "store"), variant(store_parts, "a", 2), attrs=version_attrs())
+    publish_parts(tmp_path / "store", variant(store_parts, "a", 2))
     blocks = _python_blocks((REPO / "docs" / "feature-store.md").read_text())
     assert blocks, "docs/feature-store.md has no python example"
     for code in blocks:
@@ -316,7 +319,7 @@ def test_the_real_stages_publish_a_valid_version(tmp_path) -> None:
         "features": [features], "keys": {"source": src["identity"], "test": "real-stages"},
     }  # fmt: skip
     counts = {"images": images["counts"], "captions": captions["counts"]}
-    result = publish(str(tmp_path / "store"), parts, attrs=version_attrs(counts))
+    result = publish_parts(tmp_path / "store", parts, version_attrs(counts))
     v = open_store(tmp_path / "store")
     v.validate()
     assert v.version == result["version"]
@@ -333,17 +336,17 @@ def test_a_version_broken_underneath_after_its_check_is_not_published(
     store_parts, tmp_path, monkeypatch
 ) -> None:
     root = tmp_path / "root"
-    a = publish(str(root), variant(store_parts, "a"), attrs=version_attrs())
-    flush = store.fsync_tree
+    a = publish_parts(root, variant(store_parts, "a"))
+    flush = store.publishing.fsync_tree
 
     def lose_a_chunk(path: Path) -> None:  # as if someone removed files of the staging folder
         chunks = sorted(p for p in (Path(path) / "train" / "rgb" / "c").rglob("*") if p.is_file())
         chunks[0].unlink()
         flush(path)
 
-    monkeypatch.setattr(store, "fsync_tree", lose_a_chunk)
+    monkeypatch.setattr(store.publishing, "fsync_tree", lose_a_chunk)
     with pytest.raises(UserError, match=r"train/rgb lacks 1 chunks"):
-        publish(str(root), variant(store_parts, "b"), attrs=version_attrs())
+        publish_parts(root, variant(store_parts, "b"))
     assert (root / LATEST).read_text().strip() == a["version"]
     assert sorted(p.name for p in (root / "versions").iterdir()) == [a["version"]]
 
@@ -357,6 +360,6 @@ def test_stray_files_among_stage_chunks_stay_out_of_the_version(store_parts, tmp
         (chunk_dir / name).write_bytes(b"half")
     parts = {**variant(store_parts, "strays"), "images": {**store_parts["images"]}}
     parts["images"]["path"] = str(images)
-    r = publish(str(tmp_path / "root"), parts, attrs=version_attrs())
+    r = publish_parts(tmp_path / "root", parts)
     open_store(r["path"]).validate()
     assert not {p.name for p in Path(r["path"]).rglob("*")} & strays

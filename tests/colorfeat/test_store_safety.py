@@ -17,6 +17,7 @@ from colorfeat import parallel, store
 from colorfeat.constants import STORE_SCHEMA
 from colorfeat.parallel import write_atomic
 from colorfeat.store import OWNER, STALE_AFTER_S, TMP_PREFIX, clean_stale_staging
+from colorfeat.store import staging as store_staging
 from flows.cli.colorfeat import app
 
 VID = "0123456789abcdef"
@@ -43,8 +44,8 @@ def staging(versions: Path, name: str, owner: dict | None, age_s: float = 0) -> 
 
 def test_only_provably_dead_staging_folders_are_removed(tmp_path) -> None:
     versions = tmp_path / "versions"
-    here = store._host_id()
-    me = {"host": here, "pid": os.getpid(), "started": store._process_start(os.getpid())}
+    here = store_staging._host_id()
+    me = {"host": here, "pid": os.getpid(), "started": store_staging._process_start(os.getpid())}
     gone = dead_pid()
     elsewhere = {"host": "other-node/pid:[4026531836]", "pid": gone, "started": 1.0}
     folders = {
@@ -65,10 +66,10 @@ def test_only_provably_dead_staging_folders_are_removed(tmp_path) -> None:
 
 
 def test_a_new_staging_folder_records_its_owner(tmp_path) -> None:
-    folder = store.new_staging(tmp_path, VID)
+    folder = store_staging.new_staging(tmp_path, VID)
     owner = json.loads((folder / OWNER).read_text())
-    assert owner["pid"] == os.getpid() and owner["host"] == store._host_id()
-    assert owner["started"] == pytest.approx(store._process_start(os.getpid()), abs=1e-3)
+    assert owner["pid"] == os.getpid() and owner["host"] == store_staging._host_id()
+    assert owner["started"] == pytest.approx(store_staging._process_start(os.getpid()), abs=1e-3)
     assert clean_stale_staging(tmp_path) == []
 
 

@@ -17,6 +17,7 @@ from colorfeat.disk import FREE_BYTES_ENV, feature_bytes_needed, human_bytes, re
 from colorfeat.errors import UserError
 from colorfeat.stages import dryrun as preflight_module
 from colorfeat.stages.dryrun import human_duration, stage_bytes
+from colorfeat.stages.features import features_gmac
 from colorfeat.stages.plan import SUCCESS, plan_rebuild, preflight
 from flows.cli.colorfeat import app as colorfeat_app
 from flows.cli.colortrain import app as colortrain_app
@@ -126,7 +127,7 @@ def test_the_features_time_follows_the_trunks_multiply_adds(tmp_path, monkeypatc
     def gmac(backbone: str, layer: str, image_size: int, n: int) -> float:
         options = tiny(tmp_path / "s", tmp_path / "w", limit=n, image_size=image_size)
         options.update(backbone=backbone, layer=layer)
-        return preflight_module.features_gmac(checked_config(options), n)
+        return features_gmac(checked_config(options), n)
 
     n = 55_440  # whole batches of 84 (resnet18, 21 a chunk) and 66 (resnet101, 6 a chunk)
     r18 = gmac("resnet18", "layer2", 224, n)

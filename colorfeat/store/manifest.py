@@ -1,0 +1,144 @@
+"""The chunk manifest of a version, and reading chunks against it.
+
+Publishing writes the group `manifest/` into a version, whose attrs list every file under the
+version (chunks and array metadata, all but the root `zarr.json` and the manifest's own) with its
+size and CRC-32; the root attrs carry the SHA-256 of the manifest's `zarr.json`, so the root
+vouches for the manifest and the manifest for every chunk. `GuardedStore` is the zarr store every
+reader of this project reads through: a chunk that is missing raises instead of reading as fill
+values, and a chunk that differs from the manifest (size or CRC-32) raises before it is decoded;
+both as one line naming array and chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import AsyncGenerator, Iterable
+from pathlib import Path
+
+import fsspec
+import zarr
+from zarr.abc.store import ByteRequest
+from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.storage import WrapperStore
+
+from colorfeat.errors import UserError
+from colorfeat.store.schema import MANIFEST_FILE, MANIFEST_GROUP
+
+FORMAT = 1
+METADATA = "zarr.json"
+# Metadata names zarr may probe for (v3, and v2 when it looks for an older group): never chunks.
+METADATA_NAMES = frozenset({METADATA, ".zgroup", ".zattrs", ".zarray", ".zmetadata"})
+
+
+class ChunkError(UserError):
+    """A chunk of a published version is missing or damaged."""
+
+
+def crc32(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def build_manifest(path: Path) -> dict:
+    """(the manifest's attrs, what to hash them with) of the version built at `path`."""
+    files = {}
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = file.relative_to(path).as_posix()
+        if rel in (METADATA, MANIFEST_FILE):
+            continue
+        data = file.read_bytes()
+        files[rel] = [len(data), crc32(data)]
+    return {"format": FORMAT, "files": files}
+
+
+def write_manifest(path: Path) -> dict:
+    """Write the manifest group of the version built at `path` -> the root attr naming it."""
+    group = zarr.open_group(str(path), mode="r+").require_group(MANIFEST_GROUP)
+    group.attrs.update(build_manifest(path))
+    raw = (path / MANIFEST_FILE).read_bytes()
+    return {"file": MANIFEST_FILE, "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def load_manifest(fs: fsspec.AbstractFileSystem, base: str, attr: dict | None) -> dict | None:
+    """{relative path: [size, crc32]} of a version, or None for one published without a manifest.
+
+    Raises ChunkError when the manifest is missing or is not the one the root attrs name.
+    """
+    if not attr:
+        return None
+    try:
+        raw = fs.cat_file(f"{base}/{MANIFEST_FILE}")
+    except FileNotFoundError:
+        raise ChunkError(f"{base}: its chunk manifest {MANIFEST_FILE} is missing") from None
+    if hashlib.sha256(raw).hexdigest() != attr.get("sha256"):
+        raise ChunkError(f"{base}: {MANIFEST_FILE} is not the manifest its zarr.json names")
+    doc = json.loads(raw).get("attributes", {})
+    return {k: (int(v[0]), int(v[1])) for k, v in doc["files"].items()}
+
+
+def chunk_name(key: str) -> tuple[str, str]:
+    """(array path, chunk) of a chunk key: "train/rgb/c/0/0/0/0" -> ("train/rgb", "0.0.0.0")."""
+    array, sep, coords = key.rpartition("/c/")
+    if not sep:
+        return key.rpartition("/")[0] or key, key.rpartition("/")[2]
+    return array, coords.replace("/", ".")
+
+
+def damaged(where: str, key: str, what: str) -> ChunkError:
+    array, chunk = chunk_name(key)
+    return ChunkError(f"store version {where}: array {array}, chunk {chunk}: {what}")
+
+
+class GuardedStore(WrapperStore):
+    """A read-only zarr store that raises ChunkError for a missing chunk, and, with a manifest,
+    for a chunk whose size or CRC-32 differs from it."""
+
+    def __init__(self, store, where: str, manifest: dict | None = None) -> None:
+        super().__init__(store)
+        self._where = where
+        self._manifest = manifest
+
+    @property
+    def root(self) -> str:
+        """The version this store reads (named in its errors)."""
+        return self._where
+
+    def _with_store(self, store):
+        return type(self)(store, self._where, self._manifest)
+
+    def _check(self, key: str, buf: Buffer | None, byte_range: ByteRequest | None) -> None:
+        if key.rpartition("/")[2] in METADATA_NAMES:
+            return
+        if buf is None:
+            raise damaged(self._where, key, "missing (a version holds every chunk)")
+        if self._manifest is None or byte_range is not None:
+            return
+        expected = self._manifest.get(key)
+        if expected is None:
+            raise damaged(self._where, key, "not in the version's manifest")
+        data = buf.to_bytes()
+        if (len(data), crc32(data)) != expected:
+            raise damaged(self._where, key, "does not match the manifest (damaged)")
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        buf = await self._store.get(key, prototype, byte_range)
+        self._check(key, buf, byte_range)
+        return buf
+
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
+    ) -> list[Buffer | None]:
+        key_ranges = list(key_ranges)
+        bufs = await self._store.get_partial_values(prototype, key_ranges)
+        for (key, byte_range), buf in zip(key_ranges, bufs, strict=True):
+            self._check(key, buf, byte_range)
+        return bufs
+
+    async def _get_many(
+        self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
+    ) -> AsyncGenerator[tuple[str, Buffer | None], None]:
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
