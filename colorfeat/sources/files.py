@@ -46,7 +46,7 @@ def open_bounded(
         raise UserError(f"{what} not found: {path}") from None
     except OSError as exc:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as file:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UserError(f"{what} {path} is not a regular file; refusing it")
@@ -56,6 +56,10 @@ def open_bounded(
                 f"{human_bytes(limit)}; refusing it"
             )
         os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as file:
         yield file
 
 
