@@ -11,7 +11,7 @@ from PIL import Image
 
 from benchmarks import cocolike
 from colorfeat.constants import PRIORS_DIR
-from colorfeat.sources import acquire_dir
+from colorfeat.sources.directory import acquire_dir
 from colorfeat.sources.coco import find_splits, read_split
 from colorfeat.stages.captions import captions_stage, colour_words, load_lexicon, tokenize
 
