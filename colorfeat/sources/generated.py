@@ -39,14 +39,14 @@ def cache_name(source: str, request: Request) -> str:
 
 def _acquire(source: str, request: Request) -> dict:
     """Generate (once) the synthetic data set for (seed, limit) under WORK/sources."""
-    from colorfeat.sources import synthetic
+    from colorfeat.sources.synthetic import SPLITS, generate
 
     out = request.sources_dir / cache_name(source, request)
     if done := completed(out):
         return done
     partial = partial_dir(out)
-    synthetic.generate(partial, limit=request.limit, seed=request.seed)
-    splits = {name: name[: -len("2017")] for name in synthetic.SPLITS}
+    generate(partial, limit=request.limit, seed=request.seed)
+    splits = {name: name[: -len("2017")] for name in SPLITS}
     result = {"root": str(out), "splits": splits, "identity": out.name}
     return commit(partial, out, result)
 
