@@ -23,7 +23,7 @@ from typing import Any
 
 from colorfeat.errors import UserError
 from colorfeat.redact import redact_text
-from colorfeat.sources import directory, generated, mirror, official
+from colorfeat.sources import directory, generated, karpathy, mirror, official
 from colorfeat.sources.kind import Request, SourceEstimate, SourceKind
 
 __all__ = [
@@ -33,7 +33,9 @@ __all__ = [
 
 
 # Order matters: the first kind that recognises a value takes it; a directory comes last.
-KINDS: list[SourceKind] = [generated.KIND, official.KIND, mirror.KIND, directory.KIND]
+KINDS: list[SourceKind] = [
+    generated.KIND, official.KIND, karpathy.KIND, mirror.KIND, directory.KIND,
+]  # fmt: skip
 
 
 @contextmanager

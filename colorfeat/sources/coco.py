@@ -56,13 +56,15 @@ def find_splits(root: str | Path) -> dict[str, str]:
 
 
 def split_limits(limit: int | None, store_splits: list[str]) -> dict[str, int | None]:
-    """Share a total image limit among store splits: val one in VAL_SHARE, train the rest."""
+    """Share a total image limit among store splits: val (and test, where a source has one)
+    one in VAL_SHARE each, train the rest."""
     if limit is None:
         return dict.fromkeys(store_splits)
     if len(store_splits) == 1 or limit < 2:
         return {s: (limit if i == 0 else 0) for i, s in enumerate(sorted(store_splits))}
-    n_val = max(1, limit // VAL_SHARE)
-    return {s: (n_val if s == "val" else limit - n_val) for s in store_splits}
+    held = [s for s in store_splits if s != "train"]
+    n_held = max(1, limit // VAL_SHARE)
+    return {s: (n_held if s in held else max(0, limit - n_held * len(held))) for s in store_splits}
 
 
 def annotations_path(root: str | Path, coco_split: str) -> Path:
@@ -80,7 +82,8 @@ def load_coco(path: str | Path, root: str | Path | None = None):
     from pycocotools.coco import COCO
 
     path = Path(path)
-    data = _parse(read_bounded(root or path.parent.parent, path, what="annotations file"), path)
+    raw = read_bounded(root or path.parent.parent, path, what="annotations file")
+    data = parse_json(raw, path)
     _validate(data, path)
     coco = COCO()
     coco.dataset = data
@@ -89,27 +92,27 @@ def load_coco(path: str | Path, root: str | Path | None = None):
     return coco
 
 
-def _parse(raw: bytes, path: Path) -> object:
-    """The JSON document of an annotations file; anything else is one UserError naming it."""
+def parse_json(raw: bytes, path: Path, what: str = "annotations file") -> object:
+    """The JSON document of a source's file; anything else is one UserError naming it."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserError(f"cannot read annotations file {path}: {exc}") from None
+        raise UserError(f"cannot read {what} {path}: {exc}") from None
     if not text.strip():
-        raise UserError(f"annotations file is empty: {path}")
+        raise UserError(f"{what} is empty: {path}")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(
-            f"annotations file is not valid JSON: {path} (line {exc.lineno}, column {exc.colno})"
+            f"{what} is not valid JSON: {path} (line {exc.lineno}, column {exc.colno})"
         ) from None
     except ValueError as exc:  # an integer of more digits than Python converts (4300)
-        raise UserError(f"annotations file holds an unreadable number: {path} ({exc})") from None
+        raise UserError(f"{what} holds an unreadable number: {path} ({exc})") from None
     except RecursionError:
-        raise UserError(f"annotations file is nested too deeply to read: {path}") from None
+        raise UserError(f"{what} is nested too deeply to read: {path}") from None
 
 
-def _id(value: object) -> int | None:
+def valid_id(value: object) -> int | None:
     """`value` if it is an id the store can hold (an int64 from 0 on, not a boolean), else None."""
     return value if type(value) is int and 0 <= value <= MAX_ID else None
 
@@ -134,7 +137,7 @@ def _validate(data: object, path: Path) -> None:
     for i, img in enumerate(data["images"]):
         if not (isinstance(img, dict) and "id" in img and isinstance(img.get("file_name"), str)):
             raise UserError(f"image entry {i} lacks an integer 'id' or a 'file_name': {path}")
-        if _id(img["id"]) is None:
+        if valid_id(img["id"]) is None:
             raise _bad_id(path, f"image entry {i}", "id", img["id"])
         if (seen := first.setdefault(img["id"], i)) != i:
             raise UserError(
@@ -144,9 +147,9 @@ def _validate(data: object, path: Path) -> None:
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or "image_id" not in ann:
             raise UserError(f"caption entry {i} lacks an integer 'image_id': {path}")
-        if _id(ann["image_id"]) is None:
+        if valid_id(ann["image_id"]) is None:
             raise _bad_id(path, f"caption entry {i}", "image_id", ann["image_id"])
-        if _id(ann.setdefault("id", i + 1)) is None:
+        if valid_id(ann.setdefault("id", i + 1)) is None:
             raise _bad_id(path, f"caption entry {i}", "id", ann["id"])
 
 

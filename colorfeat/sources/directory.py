@@ -69,21 +69,21 @@ def acquire_dir(path: Path) -> dict:
     ident: dict = {"rule": IDENTITY_RULE}
     for name in sorted(splits):
         image_dir = path / name
-        listing = _listing(image_dir) if image_dir.is_dir() else []
+        files = listing(image_dir) if image_dir.is_dir() else []
         captions = annotations_path(path, name)
         ident[name] = {
             "captions": sha256_bounded(path, captions, what="annotations file"),
-            "images": value_hash(listing),
+            "images": value_hash(files),
         }
     return {"root": str(path), "splits": splits, "identity": "dir-" + value_hash(ident, 16)}
 
 
-def _listing(image_dir: Path) -> list[tuple[str, int | None, int | None]]:
+def listing(image_dir: Path, root: Path | None = None) -> list[tuple[str, int | None, int | None]]:
     """(path under image_dir, size, mtime_ns) of every file below it, sorted; links are followed
-    (a broken one is (path, None, None)), but never to a directory outside the source root or
-    to one already listed. A directory that cannot be listed raises: it must not silently leave
-    the identity."""
-    root = os.path.realpath(image_dir.parent)
+    (a broken one is (path, None, None)), but never to a directory outside the source root
+    (default: image_dir's parent) or to one already listed. A directory that cannot be listed
+    raises: it must not silently leave the identity."""
+    root = os.path.realpath(image_dir.parent if root is None else root)
     prefix = len(str(image_dir)) + 1
     seen: set[str] = set()
     out: list[tuple[str, int | None, int | None]] = []
