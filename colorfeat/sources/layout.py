@@ -14,6 +14,7 @@ source, so no name a source holds can reach outside ROOT. What was skipped, and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -22,10 +23,18 @@ from collections import Counter
 from pathlib import Path
 
 from colorfeat.constants import MAX_PICTURE_BYTES
+from colorfeat.sources.coco import VAL_SHARE
 
 # Extensions kept from a source's picture name (the images stage reads the bytes, not the name).
 _EXT = re.compile(r"\.(jpe?g|png|webp|bmp|gif|tiff?)$", re.IGNORECASE)
 SPLITS = ("train", "val", "test")  # store splits a converted source may have
+
+
+def hashed_split(name: str) -> str:
+    """`val` for one picture name in VAL_SHARE, chosen by its hash, else `train`: the split of a
+    picture from a source that names none (the same name always goes the same way)."""
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()
+    return "val" if int.from_bytes(digest[:8], "big") % VAL_SHARE == 0 else "train"
 
 
 def store_split(name: str, restval: str = "train") -> str | None:

@@ -26,8 +26,8 @@ from colorfeat.sources import (
 from colorfeat.sources.download import official_checksums
 
 LABELS = (
-    "synthetic, coco2014, coco2017, a Karpathy split file, an http(s) URL or a COCO-layout "
-    "directory"
+    "synthetic, coco2014, coco2017, a Karpathy split file, a caption table, an http(s) URL or "
+    "a COCO-layout directory"
 )
 
 
@@ -107,7 +107,9 @@ def test_a_registered_kind_is_used_first_and_removed_after(tmp_path):
     assert kind_of("synthetic").name == "synthetic" and kind not in KINDS
     with pytest.raises(RuntimeError), registered(_kind()):
         raise RuntimeError
-    assert [k.name for k in KINDS] == ["synthetic", "official", "karpathy", "mirror", "directory"]
+    assert [k.name for k in KINDS] == [
+        "synthetic", "official", "karpathy", "table", "mirror", "directory",
+    ]  # fmt: skip
 
 
 def test_synthetic_estimate_and_readiness(tmp_path):
