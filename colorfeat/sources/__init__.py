@@ -23,7 +23,15 @@ from typing import Any
 
 from colorfeat.errors import UserError
 from colorfeat.redact import redact_text
-from colorfeat.sources import directory, generated, karpathy, mirror, official, table
+from colorfeat.sources import (
+    directory,
+    generated,
+    karpathy,
+    mirror,
+    official,
+    table,
+    webdataset,
+)  # fmt: skip
 from colorfeat.sources.kind import Request, SourceEstimate, SourceKind
 
 __all__ = [
@@ -34,7 +42,8 @@ __all__ = [
 
 # Order matters: the first kind that recognises a value takes it; a directory comes last.
 KINDS: list[SourceKind] = [
-    generated.KIND, official.KIND, karpathy.KIND, table.KIND, mirror.KIND, directory.KIND,
+    generated.KIND, official.KIND, karpathy.KIND, table.KIND, webdataset.KIND, mirror.KIND,
+    directory.KIND,
 ]  # fmt: skip
 
 

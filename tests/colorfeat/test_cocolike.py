@@ -11,8 +11,8 @@ from PIL import Image
 
 from benchmarks import cocolike
 from colorfeat.constants import PRIORS_DIR
-from colorfeat.sources.directory import acquire_dir
 from colorfeat.sources.coco import find_splits, read_split
+from colorfeat.sources.directory import acquire_dir
 from colorfeat.stages.captions import captions_stage, colour_words, load_lexicon, tokenize
 
 N_TRAIN, N_VAL = 4, 2

@@ -26,8 +26,8 @@ from colorfeat.sources import (
 from colorfeat.sources.download import official_checksums
 
 LABELS = (
-    "synthetic, coco2014, coco2017, a Karpathy split file, a caption table, an http(s) URL or "
-    "a COCO-layout directory"
+    "synthetic, coco2014, coco2017, a Karpathy split file, a caption table, WebDataset shards, "
+    "an http(s) URL or a COCO-layout directory"
 )
 
 
@@ -108,7 +108,7 @@ def test_a_registered_kind_is_used_first_and_removed_after(tmp_path):
     with pytest.raises(RuntimeError), registered(_kind()):
         raise RuntimeError
     assert [k.name for k in KINDS] == [
-        "synthetic", "official", "karpathy", "table", "mirror", "directory",
+        "synthetic", "official", "karpathy", "table", "webdataset", "mirror", "directory",
     ]  # fmt: skip
 
 
