@@ -27,7 +27,7 @@ from typing import BinaryIO
 from colorfeat.errors import UserError
 from colorfeat.hashing import value_hash
 from colorfeat.parallel import commit, completed, partial_dir
-from colorfeat.redact import redact_text, redact_url
+from colorfeat.redact import redact_text, redact_url, reveal
 from colorfeat.sources.directory import IDENTITY_RULE
 from colorfeat.sources.files import open_bounded
 from colorfeat.sources.kind import Request, SourceEstimate, SourceKind, capped
@@ -58,7 +58,9 @@ def shard_list(source: str) -> list[str]:
     if not _is_url(source) and path.is_dir():
         return [str(p) for p in sorted(path.glob("*.tar"))]
     shards = []
-    for shard in braceexpand(source if _is_url(source) else str(path)):
+    # A URL's credentials were concealed for the records (`colorfeat.redact`): the requests need
+    # them back; every id, marker and message redacts them again.
+    for shard in braceexpand(reveal(source) if _is_url(source) else str(path)):
         shards.append(shard)
         if len(shards) > MAX_SHARDS:
             raise UserError(f"--source {redact_text(source)} names over {MAX_SHARDS} shards")

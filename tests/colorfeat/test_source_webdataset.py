@@ -167,3 +167,21 @@ def test_shards_a_karpathy_file_and_a_table_of_the_same_data_agree(tmp_path, kit
         for i, source in enumerate((tmp_path / "shards", karpathy, table))
     ]
     assert got[0] == got[1] == got[2] and len(got[0]) == 4
+
+
+def test_shard_urls_with_credentials_are_used_and_never_recorded(tmp_path, kit, file_server):
+    from colorfeat.redact import SECRETS_ENV, conceal
+
+    token = "tok3n-5ecret"
+    for path in write_shards(tmp_path / "served", kit):
+        file_server.files[f"/cc/{path.name}"] = path.read_bytes()
+    file_server.login = f"reader:{token}"
+    host = file_server.url.removeprefix("http://")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SECRETS_ENV, "{}")
+        concealed = conceal(f"http://reader:{token}@{host}/cc/{{00000..00001}}.tar")
+        assert token not in concealed  # what `colorfeat run` hands the flow
+        src = acquire(concealed, tmp_path / "work")
+    assert sum(src["counts"]["pictures"].values()) == 6
+    files = [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
+    assert not [p for p in files if token.encode() in p.read_bytes()]
