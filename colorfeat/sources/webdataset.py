@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 from colorfeat.errors import UserError
 from colorfeat.hashing import value_hash
@@ -44,15 +45,25 @@ def _is_url(source: str) -> bool:
 
 def recognises(source: str) -> bool:
     """A URL or pattern of `.tar` files, or a directory holding `*.tar` and nothing COCO-like."""
-    if _is_url(source) or "{" in source or source.endswith(".tar"):
-        return ".tar" in source and ("://" not in source or _is_url(source))
+    from braceexpand import UnbalancedBracesError, braceexpand
+
+    if "://" in source and not _is_url(source):
+        return False
+    try:
+        first = next(iter(braceexpand(source)), "")
+    except UnbalancedBracesError:
+        first = source
+    if urlsplit(first).path.endswith(".tar"):
+        return True
     path = Path(source).expanduser()
-    return path.is_dir() and not (path / "annotations").is_dir() and any(path.glob("*.tar"))
+    if _is_url(source) or not path.is_dir():
+        return False
+    return not (path / "annotations").is_dir() and any(path.glob("*.tar"))
 
 
 def shard_list(source: str) -> list[str]:
     """The shards a source names, in order: expanded patterns, or a directory's `*.tar`."""
-    from braceexpand import braceexpand
+    from braceexpand import UnbalancedBracesError, braceexpand
 
     path = Path(source).expanduser()
     if not _is_url(source) and path.is_dir():
@@ -60,10 +71,13 @@ def shard_list(source: str) -> list[str]:
     shards = []
     # A URL's credentials were concealed for the records (`colorfeat.redact`): the requests need
     # them back; every id, marker and message redacts them again.
-    for shard in braceexpand(reveal(source) if _is_url(source) else str(path)):
-        shards.append(shard)
-        if len(shards) > MAX_SHARDS:
-            raise UserError(f"--source {redact_text(source)} names over {MAX_SHARDS} shards")
+    try:
+        for shard in braceexpand(reveal(source) if _is_url(source) else str(path)):
+            shards.append(shard)
+            if len(shards) > MAX_SHARDS:
+                raise UserError(f"--source {redact_text(source)} names over {MAX_SHARDS} shards")
+    except UnbalancedBracesError:
+        raise UserError(f"--source {redact_text(source)}: unbalanced braces") from None
     return shards
 
 

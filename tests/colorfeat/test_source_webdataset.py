@@ -185,3 +185,19 @@ def test_shard_urls_with_credentials_are_used_and_never_recorded(tmp_path, kit, 
     assert sum(src["counts"]["pictures"].values()) == 6
     files = [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
     assert not [p for p in files if token.encode() in p.read_bytes()]
+
+
+def test_what_is_and_is_not_a_shard_pattern(tmp_path):
+    taken = {
+        "data/{00000..00002}.tar": "webdataset",
+        "https://h/cc3m/{00000..00331}.tar": "webdataset",
+        "https://h/one.tar?sig=x": "webdataset",
+        "https://tarball.example/coco": "mirror",
+        str(tmp_path): "directory",
+    }
+    for value, kind in taken.items():
+        assert kind_of(value).name == kind, value
+    with pytest.raises(UserError, match="names over 100000 shards"):
+        check(str(tmp_path / "{0..100000}.tar"))
+    with pytest.raises(UserError, match=r"^--source \{a.tar: unbalanced braces$"):
+        check("{a.tar")
