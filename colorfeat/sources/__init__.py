@@ -7,11 +7,13 @@ the content (every stage key hashes it, so the same content gives the same store
 Each kind of source is one `SourceKind` entry in a module of its own: `generated` (synthetic),
 `official` (coco2014, coco2017), `karpathy` (a Karpathy split file), `table` (a caption table),
 `webdataset` (tar shards), `mirror` (an http(s) URL) and `directory` (a COCO-layout directory);
-the kinds that are not in the COCO layout are written into it under the work dir (`layout`). The entry says how a `--source` value is recognised, where its acquired copy is
-cached in the work dir, how it is acquired, what is ready without work, how it is checked
-before a run, what it costs for the dry run, and its line of `--source` help. Everything that
-consumes sources (the acquire stage, the planner, the dry run, the `--source` help and errors)
-iterates `KINDS`, so adding a kind is its module and one line below, or `registered(kind)`.
+the kinds that are not in the COCO layout are written into it under the work dir (`layout`).
+The entry says how a `--source` value is recognised, where its acquired copy is cached in the
+work dir, how it is acquired, what is ready without work, how it is checked before a run, what
+it costs for the dry run, and its line of `--source` help. Everything that consumes sources (the
+acquire stage, the planner, the dry run, the `--source` help and errors) iterates `KINDS`, so
+adding a kind is its module and one line below, or `registered(kind)`. Acquire results of the
+converted kinds also carry "counts": the pictures per split and what was skipped, by reason.
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ A shard as img2dataset writes it holds, for each sample key, `<key>.jpg` (or .jp
 `<key>.txt` (the caption) and `<key>.json` (url, caption, size...). `read_shard` reads the tar
 front to back from any stream (a file or an HTTP response), never seeking and never extracting
 a member by its own name: a picture goes to OUT/<n>.<ext> under a name made here, a caption is
-kept in memory. The webdataset package's tar iterator is not used for this: it reads every
+kept in memory. The webdataset package is not used for this: its tar iterator reads every
 member whole before anything can check its size, skips links and devices without a count, and
-ends the shard with an exception where a truncated tar should keep what was read. Its
-`base_plus_ext` is used, so keys split exactly as WebDataset splits them.
+ends the shard with an exception where a truncated tar should keep what was read; its URL
+opener runs `curl`; and importing it imports PyTorch (about 7 s on a busy 2-core machine, in the
+acquire stage and every dry run). Keys split as its `tariterators.base_plus_ext` splits them
+(`KEY`: everything up to the first dot of the last path part), so a shard reads the same here.
 
 Skipped, and counted by reason: a member with an absolute name or a `..` part, a link, device
 or FIFO, a member over its size limit, a caption that is not UTF-8, a key with a picture and no
@@ -17,6 +19,7 @@ sample read before the cut and counts `truncated or damaged shard`.
 
 from __future__ import annotations
 
+import re
 import tarfile
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -27,12 +30,13 @@ from colorfeat.constants import MAX_PICTURE_BYTES
 PICTURE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CAPTION_EXTENSION = "txt"
 MAX_CAPTION_BYTES = 64 << 10  # a caption; COCO's longest is a few hundred bytes
+KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset.tariterators.base_plus_ext's
 
 
 def _base_plus_ext(name: str) -> tuple[str | None, str | None]:
-    from webdataset.tariterators import base_plus_ext
-
-    return base_plus_ext(name)
+    """("dir/key", "ext.ext2") of a member name, or (None, None) when it has no extension."""
+    match = KEY.match(name)
+    return (match.group(1), match.group(2)) if match else (None, None)
 
 
 def _refused(member: tarfile.TarInfo) -> str | None:

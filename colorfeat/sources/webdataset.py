@@ -2,7 +2,8 @@
 
 `--source DIR` (a directory of `*.tar` shards), `--source 'data/{00000..00099}.tar'` or
 `--source 'https://host/cc3m/{00000..00331}.tar'` (brace patterns expand as WebDataset's do,
-with the `braceexpand` package it uses). Each shard is read as a stream, front to back, without
+with the `braceexpand` package it uses; see `colorfeat.sources.shards` for why the webdataset
+package itself is not). Each shard is read as a stream, front to back, without
 unpacking the tar to disk (`colorfeat.sources.shards`), into WORK/sources/shards/<shard id>:
 its pictures under names made there, and a marker with its samples and skip counts. A shard is
 the unit of identity: a local one is named by its file name, size and modification time, a
