@@ -73,7 +73,12 @@ class LayoutWriter:
         else:
             _link_or_copy(picture, target)
         images.append({"id": image_id, "file_name": file_name})
-        anns = self.captions.setdefault(split, [])
+        self.captions.setdefault(split, [])
+        self.add_captions(split, image_id, captions)
+
+    def add_captions(self, split: str, image_id: int, captions: list[str]) -> None:
+        """More captions of a picture already added."""
+        anns = self.captions[split]
         for text in captions:
             anns.append({"id": len(anns) + 1, "image_id": image_id, "caption": text})
 

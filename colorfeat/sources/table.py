@@ -8,20 +8,23 @@ them. Rows of one picture are gathered; splits are train*, val*, test* (`restval
 table without a split column holds out one picture in five for val, chosen by a hash of its name.
 
 Columns are found by their usual names (`IMAGE_COLUMNS`, `CAPTION_COLUMNS`, `SPLIT_COLUMNS`).
-Parquet is read with pyarrow in record batches, text tables line by line, so a table's size
-bounds the time it takes, not the memory. Bad UTF-8 in a row, a path outside the folder, a
-missing or oversized picture, an empty caption cell or an unknown split skips the row (or the
-picture) and is counted. It is written once into WORK/sources/table-<identity> in the COCO
-layout (`colorfeat.sources.layout`).
+Parquet is read with pyarrow in record batches, text tables line by line, and a picture held in
+the table is written as it is read, so a table's size bounds the time it takes, not the memory.
+Bad UTF-8 in a row, a path outside the folder, a missing or oversized picture, an empty caption
+cell or an unknown split skips the row and is counted. It is written once into
+WORK/sources/table-<identity> in the COCO layout (`colorfeat.sources.layout`); the identity
+follows the table's size and time and those of each picture file it names (`IDENTITY_RULE`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
+import os
 from collections import Counter
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -149,26 +152,21 @@ def _rows(path: Path, file: BinaryIO) -> Generator[dict | None, None, None]:
     return _parquet_rows(file) if suffix == ".parquet" else _text_rows(file, suffix)
 
 
-def read_table(path: Path) -> tuple[dict[str, dict], Counter[str]]:
-    """{picture name: {"split", "picture", "captions"}} in the table's order, and the skips."""
-    skipped: Counter[str] = Counter()
-    pictures: dict[str, dict] = {}
+def table_rows(path: Path, skipped: Counter[str]) -> Iterator[tuple[str, str, Path | bytes, list]]:
+    """(picture name, store split, picture, captions) of each usable row, read as a stream;
+    what is skipped is counted into `skipped`."""
     with (
         open_bounded(path.parent, path, what=WHAT, limit=MAX_TABLE_BYTES) as file,
         contextlib.closing(_rows(path, file)) as read,  # closed before the file, whatever happens
     ):
         try:
-            rows = list(_gathered(path, read, skipped))
+            yield from _gathered(path, read, skipped)
         except csv.Error as exc:  # a cell over MAX_FIELD_BYTES, a quote left open
             raise UserError(f"{WHAT} {path} cannot be read: {exc}") from None
         except Exception as exc:
             if type(exc).__module__.startswith("pyarrow"):  # not Parquet, or damaged
                 raise UserError(f"{WHAT} {path} cannot be read: {exc}") from None
             raise
-    for name, split, picture, texts in rows:
-        entry = pictures.setdefault(name, {"split": split, "picture": picture, "captions": []})
-        entry["captions"] += texts
-    return pictures, skipped
 
 
 def _gathered(
@@ -200,18 +198,41 @@ def _why_not(picture: Path | bytes | str, split: str | None, texts: list[str]) -
     return "unknown split" if split is None else None if texts else "no caption"
 
 
+@functools.lru_cache(maxsize=8)
+def _named_files(path: Path, size: int, mtime_ns: int) -> tuple[tuple[str, str], ...]:
+    """(name, real path) of the picture files a table names: read once per version of it."""
+    named = {}
+    for name, _, picture, _ in table_rows(path, Counter()):
+        if isinstance(picture, Path):
+            named.setdefault(name, str(picture))
+    return tuple(named.items())
+
+
 def identity(path: Path) -> str:
-    """table-<hash of the table's bytes and of each picture file it names: path, size, mtime>."""
-    with open_bounded(path.parent, path, what=WHAT, limit=MAX_TABLE_BYTES) as file:
-        digest = hashlib.file_digest(file, "sha256").hexdigest()
-    pictures, _ = read_table(path)
+    """table-<hash of the table's size and time, and of each picture file it names: its path,
+    size and time> (`IDENTITY_RULE`); pictures held in the table are covered by the table's."""
+    info = path.stat()
     files = []
-    for name, entry in pictures.items():
-        if isinstance(entry["picture"], Path):
-            info = entry["picture"].stat()
-            files.append((name, info.st_size, info.st_mtime_ns))
-    ident = {"rule": IDENTITY_RULE, "table": digest, "pictures": value_hash(files)}
+    for name, real in _named_files(path.resolve(), info.st_size, info.st_mtime_ns):
+        picture = os.stat(real)
+        files.append((name, picture.st_size, picture.st_mtime_ns))
+    table = [info.st_size, info.st_mtime_ns]
+    ident = {"rule": IDENTITY_RULE, "table": table, "pictures": value_hash(files)}
     return "table-" + value_hash(ident, 16)
+
+
+def convert(path: Path, out: Path) -> dict:
+    """Write the table's pictures and captions in the COCO layout under `out`, row by row (a
+    picture held in the table is written as it is read, never kept)."""
+    writer = LayoutWriter(out)
+    seen: dict[str, tuple[str, int]] = {}
+    for name, split, picture, texts in table_rows(path, writer.skipped):
+        if name in seen:
+            writer.add_captions(*seen[name], texts)
+            continue
+        seen[name] = (split, len(seen) + 1)
+        writer.add(split, name, picture, texts, len(seen))
+    return writer.finish()
 
 
 def _cache_name(source: str, request: Request) -> str | None:
@@ -225,16 +246,11 @@ def _acquire(source: str, request: Request) -> dict:
     out = request.sources_dir / identity(path)
     if done := completed(out):
         return done
-    partial = fresh_dir(partial_dir(out))
-    pictures, skipped = read_table(path)
-    writer = LayoutWriter(partial)
-    writer.skipped.update(skipped)
-    for image_id, (name, entry) in enumerate(pictures.items(), start=1):
-        writer.add(entry["split"], name, entry["picture"], entry["captions"], image_id)
-    made = writer.finish()
+    made = convert(path, fresh_dir(partial_dir(out)))
     if not made["splits"]:
         raise UserError(f"{path} gave no picture with a caption ({made['counts']['skipped']})")
-    return commit(partial, out, {"root": str(out), "identity": out.name, **made})
+    result = {"root": str(out), "identity": out.name, **made}
+    return commit(partial_dir(out), out, result)
 
 
 def _estimate(source: str, acquired: dict | None, request: Request) -> SourceEstimate:

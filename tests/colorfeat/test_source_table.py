@@ -133,3 +133,20 @@ def test_bad_tables_are_one_line(folder, tmp_path):
     (tmp_path / "elsewhere.csv").write_text("file_name,caption\n")
     with pytest.raises(UserError, match="link to outside the source"):
         check(str(folder / "link.csv"))
+
+
+def test_the_identity_follows_the_table_and_its_pictures(folder, tmp_path):
+    import os
+
+    table = folder / "captions.csv"
+    table.write_text("file_name,caption\nimg/a.jpg,a red thing\nimg/b.jpg,a blue thing\n")
+    first = acquire(str(table), tmp_path / "work")["identity"]
+    assert acquire(str(table), tmp_path / "work")["identity"] == first
+    picture = folder / "img" / "b.jpg"
+    os.utime(picture, ns=(1, picture.stat().st_mtime_ns + 1))
+    second = acquire(str(table), tmp_path / "work")["identity"]
+    table.write_text("file_name,caption\nimg/a.jpg,a green thing\nimg/b.jpg,a blue thing\n")
+    os.utime(table, ns=(1, table.stat().st_mtime_ns + 1))
+    third = acquire(str(table), tmp_path / "work")
+    assert len({first, second, third["identity"]}) == 3
+    assert ("a green thing",) in {t for _, t in _pictures(Path(third["root"]))}
