@@ -29,8 +29,10 @@ pictures of a split are the same whatever its size. `pictures=False` writes the 
 
 `--format` (`write_format`) also writes the same pictures and captions as another kind of source:
 `webdataset`: ROOT/shards/00000.tar... as img2dataset writes them (<key>.jpg, <key>.txt holding
-the first caption, <key>.json; 00000_stats.json beside), `karpathy`: ROOT/dataset_cocolike.json,
-`table`: ROOT/captions.csv (file_name, caption, split; one row per caption).
+one caption, <key>.json; 00000_stats.json beside), `karpathy`: ROOT/dataset_cocolike.json,
+`table`: ROOT/captions.csv (file_name, caption, split; one row per caption). A shard holds one
+caption per picture (`shard_caption`: the first that names a colour, else the first), so the
+captions stage keeps the same pictures from the shards as from the directory.
 """
 
 from __future__ import annotations
@@ -111,12 +113,18 @@ def picture_rng(seed: int, split: str, index: int, stream: int) -> np.random.Gen
 
 
 @cache
-def word_list() -> tuple[str, ...]:
-    """VOCAB_SIZE distinct words by rank, none of them in the colour lexicon."""
+def _lexicon() -> frozenset[str]:
+    """The project's colour lexicon."""
     from colorfeat.config import PipelineConfig
     from colorfeat.stages.captions import load_lexicon
 
-    lexicon = load_lexicon(PipelineConfig.__dataclass_fields__["lexicon"].default_factory())
+    return load_lexicon(PipelineConfig.__dataclass_fields__["lexicon"].default_factory())
+
+
+@cache
+def word_list() -> tuple[str, ...]:
+    """VOCAB_SIZE distinct words by rank, none of them in the colour lexicon."""
+    lexicon = _lexicon()
     words = list(dict.fromkeys(w for w in COMMON_WORDS if w not in lexicon))
     seen = set(words) | lexicon
     rng = np.random.default_rng(GENERATOR_VERSION)
@@ -287,6 +295,14 @@ def _read_layout(root: Path) -> list[tuple[str, dict, list[str]]]:
     return out
 
 
+def shard_caption(captions: list[str]) -> str:
+    """The one caption a shard holds: the first naming a colour (else the first), so that the
+    same pictures keep a colour caption as in the COCO layout."""
+    from colorfeat.stages.captions import colour_words
+
+    return next((c for c in captions if colour_words(c, _lexicon())), captions[0])
+
+
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -303,8 +319,9 @@ def _write_shards(root: Path, pictures: list, shard_size: int) -> None:
             for split, image, captions in block:
                 key = f"{image['id']:012d}"
                 _add(tar, f"{key}.jpg", (root / split / image["file_name"]).read_bytes())
-                _add(tar, f"{key}.txt", captions[0].encode())
-                meta = {"key": key, "caption": captions[0], "width": image["width"]}
+                caption = shard_caption(captions)
+                _add(tar, f"{key}.txt", caption.encode())
+                meta = {"key": key, "caption": caption, "width": image["width"]}
                 _add(tar, f"{key}.json", json.dumps(meta).encode())
         (out / f"{name}_stats.json").write_text(json.dumps({"successes": len(block)}))
 
