@@ -25,13 +25,24 @@ pictures of a split are the same whatever its size. `pictures=False` writes the 
 (the caption stages at full COCO size do not need the pictures).
 
     python -m benchmarks.cocolike ROOT --train 82783 --val 40504 [--seed 0] [--workers 8]
+        [--format coco|webdataset|karpathy|table]
+
+`--format` (`write_format`) also writes the same pictures and captions as another kind of source:
+`webdataset`: ROOT/shards/00000.tar... as img2dataset writes them (<key>.jpg, <key>.txt holding
+one caption, <key>.json; 00000_stats.json beside), `karpathy`: ROOT/dataset_cocolike.json,
+`table`: ROOT/captions.csv (file_name, caption, split; one row per caption). A shard holds one
+caption per picture (`shard_caption`: the first that names a colour, else the first), so the
+captions stage keeps the same pictures from the shards as from the directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import multiprocessing
+import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from functools import cache
 from pathlib import Path
@@ -102,12 +113,18 @@ def picture_rng(seed: int, split: str, index: int, stream: int) -> np.random.Gen
 
 
 @cache
-def word_list() -> tuple[str, ...]:
-    """VOCAB_SIZE distinct words by rank, none of them in the colour lexicon."""
+def _lexicon() -> frozenset[str]:
+    """The project's colour lexicon."""
     from colorfeat.config import PipelineConfig
     from colorfeat.stages.captions import load_lexicon
 
-    lexicon = load_lexicon(PipelineConfig.__dataclass_fields__["lexicon"].default_factory())
+    return load_lexicon(PipelineConfig.__dataclass_fields__["lexicon"].default_factory())
+
+
+@cache
+def word_list() -> tuple[str, ...]:
+    """VOCAB_SIZE distinct words by rank, none of them in the colour lexicon."""
+    lexicon = _lexicon()
     words = list(dict.fromkeys(w for w in COMMON_WORDS if w not in lexicon))
     seen = set(words) | lexicon
     rng = np.random.default_rng(GENERATOR_VERSION)
@@ -262,6 +279,78 @@ def generate(
     return counts
 
 
+FORMATS = ("coco", "webdataset", "karpathy", "table")
+SHARD_SIZE = 1000  # pictures per tar, as img2dataset's default 10,000 is for millions
+
+
+def _read_layout(root: Path) -> list[tuple[str, dict, list[str]]]:
+    """(split, image entry, captions) of every picture of a generated root."""
+    out = []
+    for split in SPLITS:
+        doc = json.loads((root / "annotations" / f"captions_{split}.json").read_text())
+        captions: dict[int, list[str]] = {}
+        for ann in doc["annotations"]:
+            captions.setdefault(ann["image_id"], []).append(ann["caption"])
+        out += [(split, image, captions.get(image["id"], [])) for image in doc["images"]]
+    return out
+
+
+def shard_caption(captions: list[str]) -> str:
+    """The one caption a shard holds: the first naming a colour (else the first), so that the
+    same pictures keep a colour caption as in the COCO layout."""
+    from colorfeat.stages.captions import colour_words
+
+    return next((c for c in captions if colour_words(c, _lexicon())), captions[0])
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _write_shards(root: Path, pictures: list, shard_size: int) -> None:
+    out = root / "shards"
+    out.mkdir(exist_ok=True)
+    for start in range(0, len(pictures), shard_size):
+        name = f"{start // shard_size:05d}"
+        block = pictures[start : start + shard_size]
+        with tarfile.open(out / f"{name}.tar", "w") as tar:
+            for split, image, captions in block:
+                key = f"{image['id']:012d}"
+                _add(tar, f"{key}.jpg", (root / split / image["file_name"]).read_bytes())
+                caption = shard_caption(captions)
+                _add(tar, f"{key}.txt", caption.encode())
+                meta = {"key": key, "caption": caption, "width": image["width"]}
+                _add(tar, f"{key}.json", json.dumps(meta).encode())
+        (out / f"{name}_stats.json").write_text(json.dumps({"successes": len(block)}))
+
+
+def write_format(root: str | Path, fmt: str, *, shard_size: int = SHARD_SIZE) -> Path:
+    """The generated root's pictures and captions as `fmt` (see the module doc) -> the source."""
+    root = Path(root)
+    pictures = _read_layout(root)
+    if fmt == "webdataset":
+        _write_shards(root, pictures, shard_size)
+        return root / "shards"
+    if fmt == "karpathy":
+        images = [
+            {"filepath": split, "filename": image["file_name"], "split": split[:-4],
+             "cocoid": image["id"], "sentences": [{"raw": t} for t in captions]}
+            for split, image, captions in pictures
+        ]  # fmt: skip
+        (root / "dataset_cocolike.json").write_text(json.dumps({"images": images}))
+        return root / "dataset_cocolike.json"
+    if fmt == "table":
+        with open(root / "captions.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file_name", "caption", "split"])
+            for split, image, captions in pictures:
+                writer.writerows([f"{split}/{image['file_name']}", t, split[:-4]] for t in captions)
+        return root / "captions.csv"
+    return root
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("root", type=Path)
@@ -270,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--no-pictures", action="store_true", help="annotations only")
+    p.add_argument("--format", choices=FORMATS, default="coco", help="also write this kind")
     args = p.parse_args(argv)
     generate(
         args.root,
@@ -279,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
         pictures=not args.no_pictures,
         workers=args.workers,
     )
+    if args.format != "coco":
+        print(write_format(args.root, args.format))
 
 
 if __name__ == "__main__":

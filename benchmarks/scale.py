@@ -11,6 +11,12 @@ stages on the annotations of a full-size COCO 2014 (617k captions, no pictures).
 
     python benchmarks/scale.py --sizes 1000,4000,16000 --captions-full [--weights none]
         [--image-size 224] [--workers 2] [--device cpu] [--work /tmp/scale] [--out docs/scale]
+        [--format webdataset|karpathy|table]
+
+`--format` also runs each size from the same pictures and captions written as that kind of
+source (`cocolike.write_format`, not timed) and compares, in the same run, the images stage's
+pictures/s from it and from the COCO-layout directory, with the time its acquire stage takes
+(reading the shards or the file and linking the pictures into the COCO layout).
 
 writes OUT.md (the tables) and OUT.png (log-log plot of time and peak memory per stage).
 """
@@ -75,8 +81,11 @@ def du(path: Path) -> int:
 
 def stage_items(name: str, results: dict[str, dict]) -> int:
     """What a stage's items/s counts, from its result and its inputs' (by stage name)."""
+    if name == "acquire":  # a converted source: the pictures it wrote into the COCO layout
+        return sum(results["acquire"]["counts"]["pictures"].values())
     if name == "captions":
-        return sum(results["captions"]["counts"][s]["captions_seen"] for s in ("train", "val"))
+        counts = results["captions"]["counts"]
+        return sum(counts[s]["captions_seen"] for s in ("train", "val", "test") if s in counts)
     if name in ("vocab", "embeddings"):
         return results["captions"]["counts"]["train"]["captions_kept"]
     if name == "priors":
@@ -108,8 +117,8 @@ def run_stages(spec: dict) -> dict:
         t = time.perf_counter()
         result = call_stage(stage, context)
         seconds = time.perf_counter() - t
-        if stage.name == "acquire":  # the source's identity, like its generation, is not timed
-            return result
+        if stage.name == "acquire" and spec.get("format", "coco") == "coco":
+            return result  # the source's identity, like its generation, is not timed
         out[stage.name] = {
             "seconds": seconds,
             "items": stage_items(stage.name, {**context.inputs, stage.name: result}),
@@ -126,7 +135,7 @@ def run_stages(spec: dict) -> dict:
     return out
 
 
-def measure(args: argparse.Namespace, n: int, captions_only: bool) -> dict:
+def measure(args: argparse.Namespace, n: int, captions_only: bool, fmt: str = "coco") -> dict:
     """Generate (once) a source of n pictures, then run the stages on it in a fresh process."""
     import cocolike  # beside this script
 
@@ -145,13 +154,17 @@ def measure(args: argparse.Namespace, n: int, captions_only: bool) -> dict:
             workers=args.workers,
         )
         print(f"# generated {label} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    for stale in ("work", "store"):
-        subprocess.run(["rm", "-rf", str(base / stale)], check=True)
+    work, store = base / f"work-{fmt}", base / f"store-{fmt}"
+    if fmt != "coco":
+        label, source = f"{label}-{fmt}", cocolike.write_format(source, fmt)
+    for stale in (work, store):
+        subprocess.run(["rm", "-rf", str(stale)], check=True)
     spec = {
         "label": label,
+        "format": fmt,
         "source": str(source),
-        "work": str(base / "work"),
-        "store": str(base / "store"),
+        "work": str(work),
+        "store": str(store),
         "weights": args.weights,
         "image_size": args.image_size,
         "device": args.device,
@@ -293,6 +306,22 @@ def plot(runs: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def format_table(runs: list[dict], other: list[dict], fmt: str) -> str:
+    """The images stage from the COCO-layout directory against from `fmt`, same pictures."""
+    lines = [
+        f"| pictures | images stage from a COCO directory | from {fmt} | {fmt} acquire |",
+        "|---:|---:|---:|---:|",
+    ]
+    for coco, conv in zip(runs, other, strict=True):
+        a, b = coco["stages"]["images"], conv["stages"]["images"]
+        acquire = conv["stages"]["acquire"]["seconds"]
+        lines.append(
+            f"| {coco['n']:,} | {a['items'] / a['seconds']:.0f} pictures/s "
+            f"| {b['items'] / b['seconds']:.0f} pictures/s | {acquire:.1f} s |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1000,4000,16000", help="pictures per run, comma-separated")
@@ -304,6 +333,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--work", default="/tmp/colorfeat-scale")
     p.add_argument("--out", default=str(REPO / "docs" / "scale"), help="writes OUT.md and OUT.png")
+    p.add_argument("--format", default="coco", help="also from webdataset, karpathy or table")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -313,6 +343,9 @@ def main() -> None:
     full = measure(args, COCO2014_PICTURES, captions_only=True) if args.captions_full else None
     cmd = "python benchmarks/scale.py " + " ".join(sys.argv[1:])
     report = f"`{cmd}` on {os.cpu_count()} CPUs\n\n" + tables(runs, full, args) + "\n"
+    if args.format != "coco":
+        other = [measure(args, int(n), False, args.format) for n in args.sizes.split(",")]
+        report += "\n" + format_table(runs, other, args.format) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".md").write_text(report)
     plot(runs, Path(args.out + ".png"))

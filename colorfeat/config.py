@@ -8,6 +8,7 @@ from typing import Any, get_type_hints
 
 from colorfeat.constants import DEFAULT_IMAGE_SIZE, EMBEDDING_DIM, PRIORS_DIR, TARGET_STRIDE
 from colorfeat.errors import UserError
+from colorfeat.sources import source_help
 
 # Compute precision of the trunk. "auto" is bf16 on CUDA and fp32 on CPU, whatever the CPU: the
 # features (and so the version id) must not change with the machine's bf16 support.
@@ -113,11 +114,7 @@ class PipelineConfig:
     (`colorfeat.stages`).
     """
 
-    source: str = option(
-        "synthetic",
-        "coco2014, coco2017, synthetic, a COCO-layout directory, or a mirror URL.",
-        required=True,
-    )
+    source: str = option("synthetic", source_help(), required=True)
     store: str = option(
         "store", "Store root: a directory or an fsspec URL (s3://...).", required=True
     )

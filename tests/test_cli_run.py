@@ -177,7 +177,7 @@ def test_a_failing_stage_is_one_line_and_a_nonzero_exit(tmp_path):
         ),
         (["--workers", "2", "--dask-address", "tcp://127.0.0.1:1"], "not both"),
         (["--weights", "missing.pt"], "--weights must be imagenet, none or a file"),
-        (["--source", "synthetc"], "--source must be synthetic, coco2014, coco2017, an http"),
+        (["--source", "synthetc"], "--source must be synthetic, coco2014, coco2017, a Karpathy"),
         (["--source", "/"], "is not in the COCO layout: no annotations/ directory"),
         (["--embeddings", "vectors.txt"], "--embeddings must be word2vec or a file"),
         (["--precision", "fp8"], "Invalid value for '--precision'"),

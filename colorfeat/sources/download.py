@@ -81,13 +81,13 @@ def check_url(url: str) -> None:
         raise UserError(f"not a valid http(s) URL: {redact_url(url)}")
 
 
-def _http_error(url: str, exc: httpx.HTTPError, what: str = "cannot reach") -> UserError:
+def http_error(url: str, exc: httpx.HTTPError, what: str = "cannot reach") -> UserError:
     """The one-line error for a failed request: NetworkError when it may pass, else UserError."""
     kind = NetworkError if is_transient(exc) else UserError
     return kind(redact_text(f"{what} {url}: {type(exc).__name__}: {exc}"))
 
 
-def _status_error(url: str, code: int, what: str = "cannot download") -> UserError:
+def status_error(url: str, code: int, what: str = "cannot download") -> UserError:
     kind = NetworkError if transient_status(code) else UserError
     hint = " (check the credentials in the URL)" if code in (401, 403) else ""
     return kind(f"{what} {redact_url(url)}: HTTP {code}{hint}")
@@ -127,10 +127,10 @@ def probe(url: str) -> bool:
             r = httpx.get(url, headers=one, timeout=TIMEOUT, follow_redirects=True)
             code = 200 if r.status_code in (200, 206) else r.status_code
     except httpx.HTTPError as exc:
-        raise _http_error(url, exc) from None
+        raise http_error(url, exc) from None
     if code in (200, 403, 404, 410):
         return code == 200
-    raise _status_error(url, code, "cannot reach")
+    raise status_error(url, code, "cannot reach")
 
 
 def fetch_text(url: str, limit: int = MAX_TEXT_BYTES) -> str | None:
@@ -139,7 +139,7 @@ def fetch_text(url: str, limit: int = MAX_TEXT_BYTES) -> str | None:
     try:
         with httpx.stream("GET", url, timeout=TIMEOUT, follow_redirects=True) as r:
             if transient_status(r.status_code):
-                raise _status_error(url, r.status_code, "cannot fetch")
+                raise status_error(url, r.status_code, "cannot fetch")
             if r.status_code != 200:
                 return None
             body = b""
@@ -148,7 +148,7 @@ def fetch_text(url: str, limit: int = MAX_TEXT_BYTES) -> str | None:
                 if len(body) > limit:
                     raise UserError(f"{redact_url(url)} is larger than {limit} bytes")
     except httpx.HTTPError as exc:
-        raise _http_error(url, exc) from None
+        raise http_error(url, exc) from None
     return body.decode("utf-8", errors="replace")
 
 
@@ -209,7 +209,7 @@ def _fetch(
                 return 0  # nothing left to send; verification decides
             raise _restart(part, "the server refused to resume (HTTP 416)")
         if r.status_code not in (200, 206):
-            raise _status_error(url, r.status_code)
+            raise status_error(url, r.status_code)
         if r.status_code == 206:
             m = re.match(r"bytes (\d+)-", r.headers.get("content-range", ""))
             if not m or int(m.group(1)) != offset:
@@ -318,7 +318,7 @@ def _fetch_with_retries(
                         fetched += _fetch(client, url, part, size, bar, task)
     except (NetworkError, httpx.HTTPError) as exc:
         if not is_transient(exc):
-            raise _http_error(url, exc, "cannot download") from None
+            raise http_error(url, exc, "cannot download") from None
         reason = exc if isinstance(exc, NetworkError) else f"{type(exc).__name__}: {exc}"
         tries = f"after {attempts} attempts without progress"
         raise NetworkError(

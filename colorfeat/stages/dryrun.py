@@ -23,37 +23,17 @@ OFFICIAL_IMAGES = {"coco2014": 82_783 + 40_504, "coco2017": 118_287 + 5_000}
 
 def n_pictures(config: PipelineConfig, check: Preflight) -> int | None:
     """How many pictures the run reads (None: unknown before the source is downloaded)."""
-    from colorfeat.sources.synthetic import DEFAULT_LIMIT
+    from colorfeat.sources import estimate
 
-    if config.source == "synthetic":
-        return config.limit or DEFAULT_LIMIT
-    known = OFFICIAL_IMAGES.get(config.source)
-    if check.source is not None:
-        root = Path(check.source["root"])
-        known = sum(_count_files(root / split) for split in check.source["splits"])
-    return min(known, config.limit) if known and config.limit else known or config.limit
-
-
-def _count_files(path: Path) -> int:
-    if not path.is_dir():
-        return 0
-    with os.scandir(path) as entries:
-        return sum(1 for e in entries if e.is_file())
+    return estimate(config.source, check.source, limit=config.limit, seed=config.seed).pictures
 
 
 def download_bytes(config: PipelineConfig, check: Preflight) -> int | None:
     """Bytes to download (0 when the source is local or ready; None for an unprobed mirror)."""
-    from colorfeat.sources import OFFICIAL
-    from colorfeat.sources.download import official_checksums
+    from colorfeat.sources import estimate
 
-    if check.source is not None or config.source == "synthetic":
-        return 0
-    if config.source in OFFICIAL:
-        year = OFFICIAL[config.source]
-        names = (f"train{year}.zip", f"val{year}.zip", f"annotations_trainval{year}.zip")
-        table = official_checksums()
-        return sum(table[name].size or 0 for name in names)
-    return None if config.source.startswith(("http://", "https://")) else 0
+    found = estimate(config.source, check.source, limit=config.limit, seed=config.seed)
+    return found.download_bytes
 
 
 def estimate(config: PipelineConfig, check: Preflight) -> Estimate:

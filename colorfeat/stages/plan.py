@@ -8,7 +8,6 @@ and a changed option changes exactly the keys downstream of the stages that read
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from dataclasses import dataclass
@@ -132,20 +131,10 @@ def pending_feature_chunks(check: Preflight) -> tuple[int, int]:
 
 
 def check_source(source: str) -> None:
-    """Raise UserError unless `source` names a known source, a URL or a COCO-layout directory."""
-    from colorfeat.sources import OFFICIAL
-    from colorfeat.sources.coco import find_splits
+    """Raise UserError unless `source` is a kind of source that can work (`colorfeat.sources`)."""
+    from colorfeat.sources import check
 
-    if source == "synthetic" or source in OFFICIAL or source.startswith(("http://", "https://")):
-        return
-    if not Path(source).expanduser().is_dir():
-        named = difflib.get_close_matches(source, ["synthetic", *OFFICIAL], n=1)
-        hint = f"; did you mean {named[0]}?" if named else ""
-        raise UserError(
-            f"--source must be synthetic, coco2014, coco2017, an http(s) URL or a COCO-layout "
-            f"directory; {source!r} is none of these{hint}"
-        )
-    find_splits(Path(source).expanduser())
+    check(source)
 
 
 def require_device(device: str) -> None:

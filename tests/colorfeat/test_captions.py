@@ -184,3 +184,61 @@ def test_pycocotools_prints_nothing_on_stdout(tmp_path, kit, capfd):
     kit.write_coco(tmp_path / "c", "val2014", {}, {"a.jpg": ["a red dog"]})
     captions_stage(_source(tmp_path / "c", {"val2014": "val"}), LEXICON_FILE, tmp_path / "s")
     assert capfd.readouterr().out == ""
+
+
+def _doc(images: list, annotations: list) -> str:
+    return json.dumps({"images": images, "annotations": annotations})
+
+
+_A, _B = {"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}
+_RED = {"id": 1, "image_id": 1, "caption": "a red car"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (_doc([_A, {**_B, "id": 1}], [_RED]), "image entries 0 and 1 share the id 1"),
+        (_doc([_A, {**_B, "id": True}], [_RED]), "image entry 1 has id True, not an integer"),
+        (_doc([{**_A, "id": 2**64}], [_RED]), "image entry 0 has id 1844"),
+        (_doc([{**_A, "id": -1}], [_RED]), "image entry 0 has id -1"),
+        (_doc([{**_A, "id": 1.0}], [_RED]), "image entry 0 has id 1.0"),
+        (_doc([{**_A, "file_name": ["a.jpg"]}], [_RED]), "image entry 0 lacks"),
+        (_doc([_A], [{**_RED, "image_id": True}]), "caption entry 0 has image_id True"),
+        (_doc([_A], [{**_RED, "image_id": 2**63}]), "caption entry 0 has image_id 9223"),
+        (_doc([_A], [{**_RED, "id": "x"}]), "caption entry 0 has id 'x'"),
+        ('{"images": [{"id": ' + "9" * 5000 + "}]}", "holds an unreadable number"),
+        ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+    ],
+)
+def test_caption_ids_are_checked_when_the_file_is_read(tmp_path, content, message):
+    """An id that is not an int64 from 0 on, or one picture's id given to another, would pair
+    captions with the wrong pictures: the file is refused in one line naming it."""
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    path = root / "annotations" / "captions_val2014.json"
+    path.write_text(content)
+    out = tmp_path / "s"
+    with pytest.raises(UserError, match=message) as err:
+        captions_stage(_source(root, {"val2014": "val"}), LEXICON_FILE, out)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert len(str(err.value)) < 400
+    assert not out.exists() and not out.with_name("s.partial").exists()
+
+
+def test_ids_in_range_and_unique_pair_as_written(tmp_path):
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    big = 2**63 - 1
+    images = [{"id": big, "file_name": "big.jpg"}, {"id": 0, "file_name": "zero.jpg"}]
+    anns = [
+        {"image_id": 0, "caption": "a green cup"},
+        {"id": 7, "image_id": big, "caption": "a blue car"},
+        {"id": 3, "image_id": big, "caption": "a red car"},
+    ]
+    (root / "annotations" / "captions_val2014.json").write_text(_doc(images, anns))
+    res = captions_stage(_source(root, {"val2014": "val"}), LEXICON_FILE, tmp_path / "s")
+    doc = load_captions(res)["splits"]["val"]
+    assert [(i["image_id"], i["file"], i["captions"]) for i in doc] == [
+        (0, "val2014/zero.jpg", ["a green cup"]),
+        (big, "val2014/big.jpg", ["a red car", "a blue car"]),
+    ]

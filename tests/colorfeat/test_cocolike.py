@@ -11,8 +11,8 @@ from PIL import Image
 
 from benchmarks import cocolike
 from colorfeat.constants import PRIORS_DIR
-from colorfeat.sources import acquire_dir
 from colorfeat.sources.coco import find_splits, read_split
+from colorfeat.sources.directory import acquire_dir
 from colorfeat.stages.captions import captions_stage, colour_words, load_lexicon, tokenize
 
 N_TRAIN, N_VAL = 4, 2
@@ -91,3 +91,25 @@ def test_caption_statistics_match_coco():
     assert 1200 < len(distinct) < 2100  # 1,000 real COCO captions hold 1,585 distinct words
     assert len(cocolike.word_list()) == cocolike.VOCAB_SIZE
     assert not set(cocolike.word_list()) & lexicon
+
+
+def test_the_other_formats_hold_the_same_pictures_and_captions(generated, tmp_path):
+    import shutil
+
+    from colorfeat.sources import acquire
+    from tests.colorfeat.test_source_table import _pictures
+
+    root = tmp_path / "root"
+    shutil.copytree(generated, root)
+    coco = _pictures(root)
+    one = {(picture, (cocolike.shard_caption(list(captions)),)) for picture, captions in coco}
+    for fmt in ("webdataset", "karpathy", "table"):
+        source = cocolike.write_format(root, fmt, shard_size=4)
+        held = _pictures(Path(acquire(str(source), tmp_path / "work")["root"]))
+        assert held == (one if fmt == "webdataset" else coco), fmt
+    assert sorted(p.name for p in (root / "shards").iterdir()) == [
+        "00000.tar",
+        "00000_stats.json",
+        "00001.tar",
+        "00001_stats.json",
+    ]

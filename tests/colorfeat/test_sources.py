@@ -168,7 +168,7 @@ def test_directory_identity_lists_linked_directories_inside_the_root_once(tmp_pa
 
 
 def test_directory_errors(tmp_path):
-    with pytest.raises(UserError, match="none of these"):
+    with pytest.raises(UserError, match="missing: no such directory"):
         acquire(str(tmp_path / "missing"), tmp_path)
     (tmp_path / "flat").mkdir()
     with pytest.raises(UserError, match="no annotations/ directory"):
@@ -191,11 +191,11 @@ def test_synthetic_is_generated_once(tmp_path):
 
 @pytest.mark.usefixtures("any_free_disk")
 def test_official_source_is_verified_against_the_table(file_server, kit, tmp_path, monkeypatch):
-    from colorfeat import sources
+    from colorfeat.sources import official
     from colorfeat.sources.download import Checksum
 
     archives = _mirror(file_server, kit, "2017")
-    monkeypatch.setattr(sources, "OFFICIAL_BASE", file_server.url)
+    monkeypatch.setattr(official, "OFFICIAL_BASE", file_server.url)
     with pytest.raises(UserError, match="train2017.zip: expected 19336861798 bytes"):
         acquire("coco2017", tmp_path, progress=False)
     table = {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from colorfeat import sources
 from colorfeat.redact import SECRETS_ENV
+from colorfeat.sources import archives
 from flows import pipeline
 from flows.local import checked_config
 from tests.colorfeat import conftest as ingest
@@ -100,7 +101,7 @@ def test_mirror_with_a_token_retried_through_503s_records_no_token(
     monkeypatch.setattr(pipeline, "BACKOFF_S", 0)  # retry at once
     pipeline.stage_task_of.cache_clear()
     request.addfinalizer(pipeline.stage_task_of.cache_clear)
-    monkeypatch.setattr(sources, "official_checksums", dict)  # tiny archives, official names
+    monkeypatch.setattr(archives, "official_checksums", dict)  # tiny archives, official names
     host = file_server.url.removeprefix("http://")
 
     params = parameters(f"http://reader:{token}@{host}/", tmp_path)

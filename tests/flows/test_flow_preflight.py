@@ -196,8 +196,9 @@ def test_a_mistyped_source_is_one_line_naming_the_likely_one(tmp_path):
         out = CliRunner().invoke(colorfeat_app, ["run", "--source", typed, *where])
         assert out.exit_code == 1
         assert out.stderr.splitlines() == [
-            f"colorfeat: error: --source must be synthetic, coco2014, coco2017, an http(s) URL "
-            f"or a COCO-layout directory; {typed!r} is none of these; did you mean {meant}?"
+            f"colorfeat: error: --source must be synthetic, coco2014, coco2017, a Karpathy split "
+            f"file, a caption table, WebDataset shards, an http(s) URL or a COCO-layout "
+            f"directory; {typed!r} is none of these; did you mean {meant}?"
         ]
     out = CliRunner().invoke(colorfeat_app, ["run", "--source", "./elsewhere", *where])
     assert "did you mean" not in out.stderr and out.exit_code == 1

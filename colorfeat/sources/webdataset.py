@@ -1,0 +1,200 @@
+"""The `webdataset` source kind: tar shards as img2dataset writes them, local or over http(s).
+
+`--source DIR` (a directory of `*.tar` shards), `--source 'data/{00000..00099}.tar'` or
+`--source 'https://host/cc3m/{00000..00331}.tar'` (brace patterns expand as WebDataset's do,
+with the `braceexpand` package it uses; see `colorfeat.sources.shards` for why the webdataset
+package itself is not). Each shard is read as a stream, front to back, without
+unpacking the tar to disk (`colorfeat.sources.shards`), into WORK/sources/shards/<shard id>:
+its pictures under names made there, and a marker with its samples and skip counts. A shard is
+the unit of identity: a local one is named by its file name, size and modification time, a
+remote one by its redacted URL and what the server says of its version (ETag, Last-Modified,
+length), so when new shards arrive a rebuild reads only those.
+
+The source itself is WORK/sources/wds-<hash of its shard ids> in the COCO layout
+(`colorfeat.sources.layout`, pictures hard-linked from the shards' folders): one picture in
+`VAL_SHARE` goes to val, by a hash of its key, the rest to train. Shards carry no split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+from colorfeat.errors import UserError
+from colorfeat.hashing import value_hash
+from colorfeat.parallel import commit, completed, partial_dir
+from colorfeat.redact import redact_text, redact_url, reveal
+from colorfeat.sources.directory import IDENTITY_RULE
+from colorfeat.sources.files import open_bounded
+from colorfeat.sources.kind import Request, SourceEstimate, SourceKind, capped
+from colorfeat.sources.layout import LayoutWriter, fresh_dir, hashed_split
+
+SCHEMES = ("http://", "https://")
+MAX_SHARDS = 100_000
+MAX_SHARD_BYTES = 64 << 30  # read as a stream: this bounds the time, not the memory
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(SCHEMES)
+
+
+def recognises(source: str) -> bool:
+    """A URL or pattern of `.tar` files, or a directory holding `*.tar` and nothing COCO-like."""
+    from braceexpand import UnbalancedBracesError, braceexpand
+
+    if "://" in source and not _is_url(source):
+        return False
+    try:
+        first = next(iter(braceexpand(source)), "")
+    except UnbalancedBracesError:
+        first = source
+    if urlsplit(first).path.endswith(".tar"):
+        return True
+    path = Path(source).expanduser()
+    if _is_url(source) or not path.is_dir():
+        return False
+    return not (path / "annotations").is_dir() and any(path.glob("*.tar"))
+
+
+def shard_list(source: str) -> list[str]:
+    """The shards a source names, in order: expanded patterns, or a directory's `*.tar`."""
+    from braceexpand import UnbalancedBracesError, braceexpand
+
+    path = Path(source).expanduser()
+    if not _is_url(source) and path.is_dir():
+        return [str(p) for p in sorted(path.glob("*.tar"))]
+    shards = []
+    # A URL's credentials were concealed for the records (`colorfeat.redact`): the requests need
+    # them back; every id, marker and message redacts them again.
+    try:
+        for shard in braceexpand(reveal(source) if _is_url(source) else str(path)):
+            shards.append(shard)
+            if len(shards) > MAX_SHARDS:
+                raise UserError(f"--source {redact_text(source)} names over {MAX_SHARDS} shards")
+    except UnbalancedBracesError:
+        raise UserError(f"--source {redact_text(source)}: unbalanced braces") from None
+    return shards
+
+
+def check(source: str) -> None:
+    """Local shards exist as regular files (remote ones are asked for when the run reads them)."""
+    for shard in shard_list(source):
+        if not _is_url(shard) and not Path(shard).is_file():
+            raise UserError(f"--source {redact_text(source)}: no shard file {shard}")
+
+
+def _local_id(shard: str) -> str:
+    info = os.stat(shard)
+    return "tar-" + value_hash(
+        [IDENTITY_RULE, Path(shard).name, info.st_size, info.st_mtime_ns], 16
+    )
+
+
+def _remote_id(url: str) -> str:
+    from colorfeat.sources.streaming import head
+
+    headers = head(url)
+    version = [headers.get(k) for k in ("etag", "last-modified", "content-length")]
+    return "url-" + value_hash([redact_url(url), version], 16)
+
+
+@contextmanager
+def _opened(shard: str) -> Iterator[BinaryIO]:
+    """A shard's bytes as a stream: a regular local file, or a remote body as it arrives."""
+    if _is_url(shard):
+        from colorfeat.sources.streaming import stream
+
+        with stream(shard) as body:
+            yield body
+        return
+    path = Path(shard)
+    with open_bounded(path.parent, path, what="shard", limit=MAX_SHARD_BYTES) as file:
+        yield file
+
+
+def _read(shard: str, shards_dir: Path) -> tuple[str, dict]:
+    """(the shard's id, its marker), reading the shard unless an earlier run did."""
+    from colorfeat.sources.shards import read_shard
+
+    shard_id = _remote_id(shard) if _is_url(shard) else _local_id(shard)
+    out = shards_dir / shard_id
+    if done := completed(out):
+        return shard_id, done
+    partial = fresh_dir(partial_dir(out))
+    with _opened(shard) as file:
+        result = read_shard(file, partial)
+    return shard_id, commit(partial, out, {"shard": redact_url(shard), **result})
+
+
+def _assemble(read: list[tuple[str, dict]], shards_dir: Path, out: Path) -> dict:
+    """The shards' samples in the COCO layout under `out`."""
+    writer = LayoutWriter(out)
+    skipped: Counter[str] = Counter()
+    for shard_id, marker in read:
+        skipped.update(marker["skipped"])
+        for sample in marker["samples"]:
+            picture = shards_dir / shard_id / sample["file"]
+            image_id = sum(len(v) for v in writer.images.values()) + 1
+            writer.add(hashed_split(sample["key"]), sample["file"], picture, [sample["caption"]],
+                       image_id)  # fmt: skip
+    writer.skipped.update(skipped)
+    return writer.finish()
+
+
+def _cache_name(source: str, request: Request) -> str | None:
+    if any(_is_url(s) for s in shard_list(source)):
+        return None  # not known without asking the server: a dry run stays offline
+    return "wds-" + value_hash([_local_id(s) for s in shard_list(source)], 16)
+
+
+def _acquire(source: str, request: Request) -> dict:
+    check(source)
+    shards_dir = request.sources_dir / "shards"
+    read = [_read(shard, shards_dir) for shard in shard_list(source)]
+    out = request.sources_dir / ("wds-" + value_hash([shard_id for shard_id, _ in read], 16))
+    if done := completed(out):
+        return done
+    partial = fresh_dir(partial_dir(out))
+    made = _assemble(read, shards_dir, partial)
+    if not made["splits"]:
+        raise UserError(f"--source {redact_text(source)} gave no picture with a caption "
+                        f"({made['counts']['skipped']})")  # fmt: skip
+    return commit(partial, out, {"root": str(out), "identity": out.name, **made})
+
+
+def _stats_pictures(shard: str) -> int | None:
+    """The `successes` img2dataset wrote in `<shard>_stats.json` beside a local shard."""
+    stats = Path(shard).with_name(Path(shard).stem + "_stats.json")
+    try:
+        return int(json.loads(stats.read_text())["successes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _estimate(source: str, acquired: dict | None, request: Request) -> SourceEstimate:
+    if acquired is not None:
+        return SourceEstimate(capped(sum(acquired["counts"]["pictures"].values()), request.limit))
+    shards = shard_list(source)
+    if any(_is_url(s) for s in shards):
+        return SourceEstimate(request.limit, download_bytes=None)
+    counts = [_stats_pictures(s) for s in shards]
+    known = None if None in counts else sum(c or 0 for c in counts)
+    return SourceEstimate(capped(known, request.limit))
+
+
+KIND = SourceKind(
+    name="webdataset",
+    label="WebDataset shards",
+    help="SHARDS: WebDataset tar shards, a directory or a brace pattern, local or http(s)",
+    recognises=recognises,
+    cache_name=_cache_name,
+    acquire=_acquire,
+    check=check,
+    estimate=_estimate,
+)
