@@ -76,7 +76,8 @@ import time
 import numpy as np
 import torch
 
-from colorfeat.trunk.backbone import create_trunk, fuse_batchnorm
+from colorfeat.trunk.backbone import create_trunk
+from colorfeat.trunk.fuse import fuse_batchnorm
 from colorfeat.config import BackboneConfig
 from colortrain.colorize import Colorist
 from colortrain.config import create_model_config

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from colorfeat.store import open_store
-from colorfeat.trunk.extract import split_chunk_ranges
+from colorfeat.trunk.blocks import split_chunk_ranges
 from flows.pipeline import rebuild
 
 
