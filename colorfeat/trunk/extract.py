@@ -24,7 +24,8 @@ from colorfeat.parallel import SUCCESS, commit
 from colorfeat.store.codecs import FEATURE_CODEC, images_per_chunk
 from colorfeat.trunk.backbone import create_trunk
 from colorfeat.trunk.blocks import Block, pending_blocks, split_chunk_ranges
-from colorfeat.trunk.devices import configure_threads, resolve_devices, run_multiprocess
+from colorfeat.trunk.cluster import Job, cluster_client, cluster_devices, run_tasks
+from colorfeat.trunk.devices import configure_threads, local_threads, resolve_devices
 from colorfeat.trunk.engine import BF16_TOLERANCE, Compute
 from colorfeat.trunk.graph import Trunk
 from colorfeat.trunk.markers import MARKERS, finish
@@ -48,15 +49,18 @@ def features_stage(
     compile_trunk: bool | None = None,
     devices: Sequence[str] | None = None,
     chunk_images: int | None = None,
+    dask_address: str | None = None,
 ) -> dict:
     """Extract `backbone` features of every image in `images` into out_dir/features.zarr.
 
     `precision` is "auto" (see `engine.autocast_dtype`), "bf16" or "fp32". `compile_trunk` runs
     the trunk through torch.compile (default: see `engine.Compute.choose`; `batch_size` is rounded
     up to whole chunks so that every batch has one static shape). `devices` forces an explicit
-    device list (one process per entry when several); by default it is every CUDA device when
-    `device` resolves to cuda, else the one device. `chunk_images` overrides the chunk length along
-    N (default: about colorfeat.store.codecs.TARGET_CHUNK_BYTES per chunk).
+    device list (a local Dask worker per entry when several); by default it is every CUDA device
+    when `device` resolves to cuda, else the one device. `chunk_images` overrides the chunk length
+    along N (default: about colorfeat.store.codecs.TARGET_CHUNK_BYTES per chunk). `dask_address`
+    runs the work as tasks on that Dask cluster (`colorfeat.trunk.cluster`), on its GPU workers
+    when the trunk runs on CUDA ("auto": when any worker offers a GPU).
     """
     out_dir = Path(out_dir)
     done = out_dir / SUCCESS
@@ -64,7 +68,9 @@ def features_stage(
         return json.loads(done.read_text())
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    devices = resolve_devices(device, devices)
+    devices = (
+        cluster_devices(dask_address, device) if dask_address else resolve_devices(device, devices)
+    )
     partial = out_dir.with_name(out_dir.name + ".partial")
     trunk = create_trunk(backbone)
     src = _open_images(images)
@@ -74,24 +80,37 @@ def features_stage(
     n_total = sum(src[f"{s}/rgb"].shape[0] for s in splits)
     run = Compute.choose(devices[0], precision, chunk_n, batch_size, compile_trunk, n_total)
     root = zarr.open_group(str(partial / FEATURES_GROUP), mode="a")
-    blocks: list[Block] = []
     shapes: dict[str, list[int]] = {}
+    blocks: list[Block] = []
     for split in splits:
-        rgb = src[f"{split}/rgb"]
-        arr = feature_array(root, split, rgb, trunk, backbone, chunk_n, run, partial)
+        arr = feature_array(
+            root, split, src[f"{split}/rgb"], trunk, backbone, chunk_n, run, partial
+        )
         shapes[split] = list(arr.shape)
         blocks += pending_blocks(split, arr, run.batch, partial / MARKERS / split)
-
     pending = sum(b.stop - b.start for b in blocks) * c * h * w  # float16 values to store
     require_free(partial, feature_bytes_needed(pending), f"the {backbone.name} features")
-    if len(devices) > 1 and len(blocks) > 1:
-        run_multiprocess(images, backbone, partial, blocks, devices, run)
+    if blocks and (dask_address or len(devices) > 1):
+        _run_on_cluster(images, backbone, partial, blocks, run, devices, dask_address)
     elif blocks:
         configure_threads(devices[0], 1)
         extract_blocks(trunk, src, root, backbone.name, blocks, run, partial / MARKERS)
     finish(root, partial, splits)
     result = _stage_result(out_dir, trunk, backbone, run, shapes)
     return commit(partial, out_dir, result)
+
+
+def _run_on_cluster(
+    images: dict, backbone: BackboneConfig, partial: Path, blocks: list[Block], run: Compute,
+    devices: Sequence[str], dask_address: str | None,
+) -> None:  # fmt: skip
+    """The blocks as Dask tasks: on the cluster at `dask_address`, or a local one per device."""
+    threads = local_threads(dask_address, devices)
+    here = partial.resolve()  # the workers' paths: the same file system, another directory
+    features, markers = str(here / FEATURES_GROUP), str(here / MARKERS)
+    job = Job(str(Path(images["path"]).resolve()), features, markers, backbone, run, threads)
+    with cluster_client(dask_address, devices) as client:
+        run_tasks(client, job, blocks)
 
 
 def _stage_result(
