@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import zarr
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
 from colorfeat.config import BackboneConfig
@@ -166,3 +169,83 @@ def test_a_cluster_without_gpu_workers_is_one_line_before_any_work(
     msg = str(err.value)
     assert "\n" not in msg and "--resources GPU=1" in msg
     assert not list((tmp_path / "f.partial" / "_chunks_done").rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def external_cluster(tmp_path_factory):
+    """`dask scheduler` and two `dask worker --resources GPU=1`, each its own process group, as
+    on separate machines; the scheduler's address."""
+    home = tmp_path_factory.mktemp("dask")
+    dask = [sys.executable, "-m", "dask"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    file = str(home / "scheduler.json")
+    procs = [
+        subprocess.Popen(
+            [*dask, "scheduler", "--scheduler-file", file, "--port", "0", "--no-dashboard"],
+            cwd=home,
+            **quiet,
+        )  # fmt: skip
+    ]
+    try:
+        for i in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *dask,
+                        "worker",
+                        "--scheduler-file",
+                        file,
+                        "--resources",
+                        "GPU=1",
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--name",
+                        f"gpu-{i}",
+                    ],
+                    cwd=home,
+                    **quiet,
+                )  # fmt: skip
+            )
+        with Client(scheduler_file=file, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+            yield client.scheduler.address
+    finally:
+        for proc in procs[::-1]:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)
+
+
+def test_an_external_scheduler_and_workers_build_the_same_bytes(
+    images, external_cluster, as_if_cuda, tasks, single, tmp_path
+) -> None:
+    result = features_stage(
+        images, R18, tmp_path / "f", dask_address=external_cluster, **ONE_CHUNK_BLOCKS
+    )
+    assert _files(Path(result["path"])) == single
+    records = tasks()
+    assert len(records) == 30 and len({r["pid"] for r in records}) <= 2
+    for pid in {r["pid"] for r in records}:
+        spans = sorted((r["start"], r["end"]) for r in records if r["pid"] == pid)
+        assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:], strict=False))
+
+
+def test_a_task_that_fails_of_its_own_accord_is_one_line_naming_its_chunks_and_worker(
+    images, gpu_cluster, as_if_cuda, tmp_path
+) -> None:
+    broken = tmp_path / "images.zarr"
+    shutil.copytree(images["path"], broken)
+    (broken / "train" / "rgb" / "c" / "1" / "0" / "0" / "0").write_bytes(b"not zstd")
+    rows = zarr.open_group(str(broken), mode="r")["train/rgb"].chunks[0]  # pictures per chunk
+    with pytest.raises(UserError) as err:
+        features_stage(
+            {**images, "path": str(broken)}, R18, tmp_path / "f",
+            dask_address=gpu_cluster.scheduler_address, **ONE_CHUNK_BLOCKS,
+        )  # fmt: skip
+    msg = str(err.value)
+    names = _addresses(gpu_cluster)
+    assert "\n" not in msg and "failed on worker " in msg
+    assert any(f"worker {names[n]}" in msg for n in ("gpu-0", "gpu-1"))
+    first = int(msg.split("train[")[1].split(":")[0])
+    assert rows <= first < 2 * rows  # a picture of the broken chunk
