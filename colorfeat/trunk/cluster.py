@@ -13,6 +13,7 @@ trunk once per worker, on its first task. Each finished task logs its worker, pi
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -36,7 +37,10 @@ log = logging.getLogger(__name__)
 RESOURCE = "GPU"  # what a worker declares, one per GPU: `dask worker ADDR --resources GPU=1`
 PLUGIN = "colorfeat-trunks"
 TASK_RETRIES = 1  # a task that fails of its own accord is tried again once, anywhere
-BLOCKS_PER_TASK = 4  # blocks are whole batches: a task is a few seconds of a GPU's work
+# Tasks: at least TASKS_PER_WORKER per worker, so that workers even out, and at most
+# TASK_PICTURES pictures each (about a second of a GPU's work, a few minutes of a CPU's).
+TASKS_PER_WORKER = 4
+TASK_PICTURES = 4096
 
 
 @dataclass(frozen=True)
@@ -52,19 +56,25 @@ class Job:
 
 
 class TrunkPlugin(WorkerPlugin):
-    """Builds each trunk once per worker, when its first task asks for it."""
+    """Builds the trunk and its engine once per worker process, when its first task asks, and
+    keeps them for the tasks that follow, in this stage and later ones (the last ones only: a
+    long-lived worker serves one feature set after another)."""
 
-    def setup(self, worker: Any) -> None:  # on the worker: nothing built before a task asks
-        self.trunks: dict[BackboneConfig, Any] = {}
-        self.lock = threading.Lock()
-
-    def trunk(self, backbone: BackboneConfig) -> Any:
-        with self.lock:
-            if backbone not in self.trunks:
+    def engine(self, backbone: BackboneConfig, run: Compute) -> tuple[Any, Any]:
+        """The trunk of `backbone` and its engine for `run`."""
+        with _LOCK:
+            if (backbone, run) not in _BUILT:
                 from colorfeat.trunk.backbone import create_trunk
+                from colorfeat.trunk.engine import create_engine
 
-                self.trunks[backbone] = create_trunk(backbone)
-            return self.trunks[backbone]
+                _BUILT.clear()
+                trunk = create_trunk(backbone)
+                _BUILT[backbone, run] = trunk, create_engine(trunk, run)
+            return _BUILT[backbone, run]
+
+
+_BUILT: dict[tuple[BackboneConfig, Compute], tuple[Any, Any]] = {}  # per worker process
+_LOCK = threading.Lock()
 
 
 def task_resources(device: str) -> dict[str, int] | None:
@@ -78,9 +88,8 @@ def run_tasks(client: Client, job: Job, blocks: Sequence[Block]) -> list[dict]:
     if resources:
         _require_resource(client)
     client.register_plugin(TrunkPlugin(), name=PLUGIN)
-    groups = [
-        tuple(blocks[i : i + BLOCKS_PER_TASK]) for i in range(0, len(blocks), BLOCKS_PER_TASK)
-    ]
+    per = _blocks_per_task(client, len(blocks), job.run.batch, resources)
+    groups = [tuple(blocks[i : i + per]) for i in range(0, len(blocks), per)]
     futures = [
         client.submit(
             extract_task,
@@ -103,6 +112,13 @@ def run_tasks(client: Client, job: Job, blocks: Sequence[Block]) -> list[dict]:
     return records
 
 
+def _blocks_per_task(client: Client, n_blocks: int, batch: int, resources: dict | None) -> int:
+    workers = client.scheduler_info().get("workers", {}).values()
+    n_workers = sum(1 for w in workers if not resources or w.get("resources", {}).get(RESOURCE))
+    spread = math.ceil(n_blocks / (TASKS_PER_WORKER * max(1, n_workers)))
+    return max(1, min(spread, TASK_PICTURES // batch))
+
+
 def extract_task(job: Job, blocks: tuple[Block, ...]) -> dict:
     """One task: extract `blocks` on this worker; a record of who did it and when."""
     from colorfeat.trunk.pipeline import extract_blocks
@@ -110,7 +126,7 @@ def extract_task(job: Job, blocks: tuple[Block, ...]) -> dict:
     worker = get_worker()
     start = time.time()
     try:
-        trunk = worker.plugins[PLUGIN].trunk(job.backbone)
+        trunk, engine = worker.plugins[PLUGIN].engine(job.backbone, job.run)
         if job.torch_threads:
             import torch
 
@@ -118,7 +134,8 @@ def extract_task(job: Job, blocks: tuple[Block, ...]) -> dict:
         src = zarr.open_group(job.images, mode="r")
         dst = zarr.open_group(job.features, mode="r+")
         todo = [b for b in blocks if not _marked(b, Path(job.markers))]  # a rerun of this task
-        extract_blocks(trunk, src, dst, job.backbone.name, todo, job.run, Path(job.markers))
+        name, markers = job.backbone.name, Path(job.markers)
+        extract_blocks(trunk, src, dst, name, todo, job.run, markers, engine=engine)
     except Exception as exc:  # noqa: BLE001 - one line naming the work and the worker
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(

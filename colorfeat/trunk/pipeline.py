@@ -30,12 +30,15 @@ _PREFETCH_BLOCKS = 2
 
 def extract_blocks(
     trunk: torch.nn.Module, src: zarr.Group, dst: zarr.Group, name: str, blocks: Sequence[Block],
-    run: Compute, markers: Path,
+    run: Compute, markers: Path, *, engine: compute.Engine | None = None,
 ) -> None:  # fmt: skip
-    """Run the trunk over `blocks` of src/<split>/rgb into dst/<split>/<name>; mark chunks done."""
+    """Run the trunk over `blocks` of src/<split>/rgb into dst/<split>/<name>; mark chunks done.
+
+    `engine`: the trunk's engine for `run`, when one was made before (else it is made here).
+    """
     dev = torch.device(run.device)
     cuda = dev.type == "cuda"
-    engine = compute.create_engine(trunk, run)
+    engine = engine or compute.create_engine(trunk, run)
     reads: queue.Queue = queue.Queue(maxsize=_PREFETCH_BLOCKS)
     writes: queue.Queue = queue.Queue(maxsize=_PREFETCH_BLOCKS)
     marks: queue.Queue = queue.Queue()  # unbounded: blocks stored, waiting to be made durable

@@ -43,17 +43,20 @@ def gpu_cluster():
     spec = {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}}}
     workers = {"gpu-0": spec, "gpu-1": spec, "plain": {"cls": Nanny, "options": {"nthreads": 1}}}
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
-    with SpecCluster(workers, scheduler, silence_logs=logging.ERROR) as spec_cluster:
+    spec_cluster = SpecCluster(workers, scheduler, silence_logs=logging.ERROR)
+    try:
         with Client(spec_cluster) as client:
             client.wait_for_workers(3)
-            yield spec_cluster
+        yield spec_cluster
+    finally:  # a busy machine may take long to stop three worker processes
+        spec_cluster.close(timeout=180)
 
 
 @pytest.fixture
 def as_if_cuda(monkeypatch):
     """Tasks ask for a GPU, as they do when the trunk runs on CUDA; one block per task."""
     monkeypatch.setattr(cluster, "task_resources", lambda device: {cluster.RESOURCE: 1})
-    monkeypatch.setattr(cluster, "BLOCKS_PER_TASK", 1)
+    monkeypatch.setattr(cluster, "TASK_PICTURES", 1)
 
 
 class _Tasks:
