@@ -8,5 +8,6 @@ shapes by a meta-device trace), `weights` (where weights come from, whether they
 copies), `preprocess` (the trunk's input), `provenance` (the attrs that describe a trunk).
 The features stage: `extract` (the stage), `blocks` (its plan), `engine` (the compute),
 `pipeline` (the threaded loop), `output` (the feature arrays), `markers` (done-markers),
-`devices` (several devices), `version` (its code version).
+`cluster` (Dask tasks on GPU-resource workers), `devices` (which devices), `version` (its code
+version).
 """

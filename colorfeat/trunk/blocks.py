@@ -18,7 +18,7 @@ from colorfeat.trunk.markers import marked_chunks
 
 @dataclass(frozen=True)
 class Block:
-    """A fixed run of whole chunks of one split: the unit of compute, resume and device split."""
+    """A fixed run of whole chunks of one split: the unit of compute and resume."""
 
     split: str
     start: int  # first image
@@ -38,16 +38,3 @@ def pending_blocks(split: str, arr: zarr.Array, batch_size: int, markers: Path) 
         if not set(chunks) <= marked:
             blocks.append(Block(split, first * chunk_n, min(n, (chunks[-1] + 1) * chunk_n), chunks))
     return blocks
-
-
-def split_chunk_ranges(n_chunks: int, n_devices: int) -> list[range]:
-    """Split chunk indices 0..n_chunks-1 into n_devices contiguous, near-equal ranges."""
-    if n_devices < 1:
-        raise ValueError("n_devices must be at least 1")
-    base, extra = divmod(n_chunks, n_devices)
-    ranges, start = [], 0
-    for i in range(n_devices):
-        stop = start + base + (1 if i < extra else 0)
-        ranges.append(range(start, stop))
-        start = stop
-    return ranges

@@ -3,10 +3,10 @@
 Writes `out_dir/features.zarr/<split>/<name>` (N, C, H, W) float16 (`colorfeat.trunk.output`)
 and returns what it made. The work is a plan of fixed blocks of whole chunks
 (`colorfeat.trunk.blocks`), run by the threaded loop of `colorfeat.trunk.pipeline` on one device,
-or split over several (`colorfeat.trunk.devices`); each block's chunks are marked done once
-durable (`colorfeat.trunk.markers`), so a killed run restarted on the same machine recomputes only
-unmarked blocks and ends byte-identical to an uninterrupted run. The whole output is built in
-`out_dir.partial` and renamed into place when complete.
+or as Dask tasks on a cluster or a local worker per device (`colorfeat.trunk.cluster`); each
+block's chunks are marked done once durable (`colorfeat.trunk.markers`), so a killed run
+restarted recomputes only unmarked blocks and ends byte-identical to an uninterrupted run. The
+whole output is built in `out_dir.partial` and renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from colorfeat.errors import UserError
 from colorfeat.parallel import SUCCESS, commit
 from colorfeat.store.codecs import FEATURE_CODEC, images_per_chunk
 from colorfeat.trunk.backbone import create_trunk
-from colorfeat.trunk.blocks import Block, pending_blocks, split_chunk_ranges
+from colorfeat.trunk.blocks import Block, pending_blocks
 from colorfeat.trunk.cluster import Job, cluster_client, cluster_devices, run_tasks
 from colorfeat.trunk.devices import configure_threads, local_threads, resolve_devices
 from colorfeat.trunk.engine import BF16_TOLERANCE, Compute
@@ -35,7 +35,7 @@ from colorfeat.trunk.provenance import describe_trunk
 from colorfeat.trunk.shapes import feature_shape
 from colorfeat.trunk.version import FEATURES_VERSION
 
-__all__ = ["BF16_TOLERANCE", "features_stage", "split_chunk_ranges"]
+__all__ = ["BF16_TOLERANCE", "features_stage"]
 
 
 def features_stage(

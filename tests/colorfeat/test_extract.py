@@ -21,7 +21,6 @@ from colorfeat.store import FEATURE_ATTRS
 from colorfeat.store.codecs import FEATURE_CODEC
 from colorfeat.trunk import engine, extract
 from colorfeat.trunk.backbone import create_trunk
-from colorfeat.trunk.blocks import split_chunk_ranges
 from colorfeat.trunk.engine import BF16_TOLERANCE
 from colorfeat.trunk.extract import features_stage
 from colorfeat.trunk.pipeline import ChunkReader
@@ -99,17 +98,6 @@ def test_finished_stage_returns_at_once(store_images, tmp_path, monkeypatch) -> 
     first = features_stage(store_images, R18, tmp_path / "f", device="cpu")
     monkeypatch.setattr(extract, "create_trunk", lambda cfg: pytest.fail("recomputed"))
     assert features_stage(store_images, R18, tmp_path / "f", device="cpu") == first
-
-
-@pytest.mark.parametrize(("n", "k"), [(0, 1), (1, 3), (7, 2), (10, 3), (64, 8), (5, 5)])
-def test_split_chunk_ranges_cover_everything_contiguously(n: int, k: int) -> None:
-    ranges = split_chunk_ranges(n, k)
-    assert len(ranges) == k
-    assert [i for r in ranges for i in r] == list(range(n))
-    sizes = [len(r) for r in ranges]
-    assert max(sizes) - min(sizes) <= 1
-    with pytest.raises(ValueError):
-        split_chunk_ranges(3, 0)
 
 
 class _CountingArray:
