@@ -27,7 +27,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from colorfeat.config import BackboneConfig
 from colorfeat.device import resolve_device
-from colorfeat.trunk.backbone import create_trunk, fuse_batchnorm
+from colorfeat.trunk.backbone import create_trunk
+from colorfeat.trunk.fuse import fuse_batchnorm
 
 RESNET_STEM = ("conv1", "bn1", "relu", "maxpool")
 

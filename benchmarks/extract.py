@@ -41,16 +41,16 @@ from colorfeat.device import keep_freed_memory
 from colorfeat.stages.images import layout
 from colorfeat.store import schema
 from colorfeat.store.codecs import FEATURE_CODEC, feature_compressors, images_per_chunk
-from colorfeat.trunk import extract
-from colorfeat.trunk.backbone import Trunk, create_trunk, feature_shape, fuse_batchnorm
-from colorfeat.trunk.extract import (
-    Compute,
-    Engine,
-    _pending_blocks,
-    autocast_dtype,
-    extract_blocks,
-    features_stage,
-)
+from colorfeat.trunk import engine as compute
+from colorfeat.trunk import markers, pipeline
+from colorfeat.trunk.backbone import create_trunk
+from colorfeat.trunk.blocks import pending_blocks
+from colorfeat.trunk.engine import Compute, Engine, autocast_dtype
+from colorfeat.trunk.extract import features_stage
+from colorfeat.trunk.fuse import fuse_batchnorm
+from colorfeat.trunk.graph import Trunk
+from colorfeat.trunk.pipeline import extract_blocks
+from colorfeat.trunk.shapes import feature_shape
 
 sys.path.insert(0, str(Path(__file__).parent))
 from compression import natural_images  # noqa: E402
@@ -138,7 +138,7 @@ def time_stage_loop(
         config={"write_empty_chunks": True},
     )  # fmt: skip
     arr = dst[f"train/{cfg.name}"]
-    blocks = _pending_blocks("train", arr, run.batch, out / "markers" / "train")
+    blocks = pending_blocks("train", arr, run.batch, out / "markers" / "train")
     t = time.perf_counter()
     extract_blocks(trunk, src, dst, cfg.name, blocks, run, out / "markers")
     return time.perf_counter() - t
@@ -149,29 +149,30 @@ def ablated(kind: str) -> Iterator[None]:
     """The stage loop with a part taken out, to show what that part costs (`--ablate`): "no
     fsync" flushes neither chunks nor markers; "nothing stored" computes and checks each block's
     features, then drops them (nothing compressed, written or marked)."""
-    saved = {}
+    saved = []
     if kind.endswith(("no fsync", "nothing stored")):
-        saved = {"_fsync_chunks": extract._fsync_chunks, "fsync_dir": extract.fsync_dir}
-        extract._fsync_chunks = lambda arr, chunks: None
-        extract.fsync_dir = lambda path: None
+        saved += [(markers, "_fsync_chunks", lambda arr, chunks: None)]
+        saved += [(markers, "fsync_dir", lambda path: None)]
     if kind.endswith("nothing stored"):
-        saved["_write_blocks"] = extract._write_blocks
-        extract._write_blocks = _check_and_drop
+        saved += [(pipeline, "_write_blocks", _check_and_drop)]
+    saved = [(module, name, getattr(module, name), new) for module, name, new in saved]
+    for module, name, _, new in saved:
+        setattr(module, name, new)
     try:
         yield
     finally:
-        for name, value in saved.items():
-            setattr(extract, name, value)
+        for module, name, old, _ in saved:
+            setattr(module, name, old)
 
 
 def _check_and_drop(dst, name, writes, marks, stop, errors) -> None:  # noqa: ANN001
-    """extract._write_blocks without the store: wait for each block, check it, drop it."""
+    """pipeline._write_blocks without the store: wait for each block, check it, drop it."""
     try:
         while (item := writes.get()) is not None:
             _, out, finite, event = item
             if event is not None:
                 event.synchronize()
-            extract._require_finite(extract.all_finite(out.numpy()) if finite is None else finite)
+            compute.require_finite(compute.all_finite(out.numpy()) if finite is None else finite)
     except BaseException as exc:  # noqa: BLE001 - handed to the main thread
         errors.append(exc)
         stop.set()

@@ -2,6 +2,8 @@
 # The GPU measurements in one run (under 8 minutes on one H100/H200):
 #   1. feature extraction, resnet101.layer2, bf16, 224 px, uint8 Zarr in, float16 Zarr out:
 #      the model alone and the whole stage, pictures/s (goal >= 5,000/s), benchmarks/extract.py;
+#      then the whole stage in this process against Dask tasks on one worker per GPU,
+#      benchmarks/extract_dask.py (needs `distributed`);
 #   2. training samples/s of the `paper` preset fed by the real loader, against the same steps on
 #      device-resident data, with GPU utilisation, benchmarks/loader.py;
 #   3. batched colorize pictures/s through the library (colortrain.colorize.Colorist).
@@ -46,12 +48,14 @@ mkdir -p "$LOGS"
 if [ "$MODE" = gpu ]; then
   DEVICE=cuda
   EXTRACT=(--n 4096 --size 224 --batch-size 256 --rounds 3)
+  DASK=(--n 4096 --size 224 --batch-size 256 --rounds 2 --workers "$(nvidia-smi -L | wc -l)")
   LOADER=(--images 4096 --batch-size 24 --batches 100 --steps 200 --workers 0,8 --train paper)
   COLORIZE=(256 64 224)  # pictures, batch, side
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOGS/gpu.txt"
 else
   DEVICE=cpu
   EXTRACT=(--n 8 --size 64 --batch-size 8 --rounds 1)
+  DASK=(--n 8 --size 64 --batch-size 8 --rounds 1 --workers 1)
   LOADER=(--images 48 --image-size 64 --batch-size 8 --batches 2 --steps 2 --workers 0 --train small)
   COLORIZE=(4 2 64)
 fi
@@ -60,6 +64,13 @@ fi
 echo "== 1. extraction: model alone vs the whole features stage ($DEVICE)"
 timeout 240 "$PY" benchmarks/extract.py --device "$DEVICE" --weights none --overlap-only \
   "${EXTRACT[@]}" 2>&1 | tee "$LOGS/extract.txt"
+if "$PY" -c "import distributed" 2>/dev/null; then
+  echo "== 1b. extraction: this process vs Dask tasks, one worker per GPU ($DEVICE)"
+  timeout 300 "$PY" benchmarks/extract_dask.py --device "$DEVICE" "${DASK[@]}" 2>&1 \
+    | grep -v ' - distributed\.' | tee "$LOGS/extract_dask.txt"
+else
+  echo "== 1b. skipped: distributed is not installed"
+fi
 
 echo "== 2. training fed by the loader vs device-resident ($DEVICE)"
 timeout 150 "$PY" benchmarks/loader.py --work-dir "$WORK/loader" --device "$DEVICE" \
@@ -76,7 +87,8 @@ import time
 import numpy as np
 import torch
 
-from colorfeat.trunk.backbone import create_trunk, fuse_batchnorm
+from colorfeat.trunk.backbone import create_trunk
+from colorfeat.trunk.fuse import fuse_batchnorm
 from colorfeat.config import BackboneConfig
 from colortrain.colorize import Colorist
 from colortrain.config import create_model_config

@@ -91,7 +91,7 @@ class BackboneConfig:
 
     def check(self) -> BackboneConfig:
         """This config, once its backbone, node and image size are known to fit; else UserError."""
-        from colorfeat.trunk.backbone import check_trunk
+        from colorfeat.trunk.shapes import check_trunk  # imports nothing from this module
 
         check_trunk(self.backbone, self.layer, self.image_size)
         return self

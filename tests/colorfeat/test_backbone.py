@@ -16,14 +16,12 @@ from colorfeat.config import BackboneConfig
 from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
 from colorfeat.errors import UserError
 from colorfeat.hashing import file_sha256
-from colorfeat.trunk import backbone
-from colorfeat.trunk.backbone import (
-    create_trunk,
-    feature_shape,
-    fuse_batchnorm,
-    prepare_input,
-    state_dict_hash,
-)
+from colorfeat.trunk import weights
+from colorfeat.trunk.backbone import create_trunk
+from colorfeat.trunk.fuse import fuse_batchnorm
+from colorfeat.trunk.preprocess import prepare_input
+from colorfeat.trunk.shapes import feature_shape
+from colorfeat.trunk.state import state_dict_hash
 
 # (channels, stride) after each layer: basic-block and bottleneck ResNets.
 EXPECTED = {
@@ -62,7 +60,7 @@ def test_paper_default_is_resnet101_layer2_imagenet_v1() -> None:
     cfg = BackboneConfig()
     assert (cfg.backbone, cfg.layer, cfg.weights) == ("resnet101", "layer2", "imagenet")
     assert (
-        backbone.imagenet_weights("resnet101") is torchvision.models.ResNet101_Weights.IMAGENET1K_V1
+        weights.imagenet_weights("resnet101") is torchvision.models.ResNet101_Weights.IMAGENET1K_V1
     )
 
 
@@ -126,7 +124,7 @@ def test_weights_file_that_does_not_fit_is_a_clear_error(tmp_path) -> None:
 
 def test_imagenet_without_cache_or_network_says_how_to_provide_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(backbone, "network_reachable", lambda url: False)
+    monkeypatch.setattr(weights, "probe_url", lambda url: weights.Probe(False, problem="offline"))
     with pytest.raises(UserError) as err:
         create_trunk(BackboneConfig(backbone="resnet18", weights="imagenet"))
     msg = str(err.value)
@@ -139,6 +137,7 @@ class _Official:
 
     def __init__(self, sha: str) -> None:
         self.url = f"https://download.pytorch.org/models/resnet18-{sha[:8]}.pth"
+        self.meta = {"_file_size": 44.7}
 
     def __str__(self) -> str:
         return "ResNet18_Weights.IMAGENET1K_V1"
@@ -147,13 +146,13 @@ class _Official:
 def _official_name(monkeypatch, path) -> None:
     """Make `path`'s own hash the published one, as if it were torchvision's file."""
     entry = _Official(file_sha256(path))
-    monkeypatch.setattr(backbone, "imagenet_weights", lambda arch: entry)
+    monkeypatch.setattr(weights, "imagenet_weights", lambda arch: entry)
     path.rename(path.with_name(entry.url.rsplit("/", 1)[1]))
 
 
 def test_imagenet_weights_come_from_the_torch_home_cache_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(backbone, "network_reachable", lambda url: pytest.fail("probed network"))
+    monkeypatch.setattr(weights, "probe_url", lambda url: pytest.fail("probed network"))
     cached = tmp_path / "hub" / "checkpoints" / "resnet18.pth"
     cached.parent.mkdir(parents=True)
     torch.manual_seed(5)
@@ -182,7 +181,7 @@ def _plant(path, marker) -> None:
 
 def test_a_planted_pickle_under_the_official_name_never_runs(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(backbone, "network_reachable", lambda url: pytest.fail("probed network"))
+    monkeypatch.setattr(weights, "probe_url", lambda url: pytest.fail("probed network"))
     marker = tmp_path / "payload-ran"
     official = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     _plant(official, marker)
@@ -217,7 +216,7 @@ def test_network_probe_fails_fast_on_a_closed_port() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connections are refused
         start = time.monotonic()
-        assert not backbone.network_reachable(f"http://127.0.0.1:{port}/x", timeout=1.0)
+        assert not weights.probe_url(f"http://127.0.0.1:{port}/x", timeout=1.0).reached
     assert time.monotonic() - start < 2.0
 
 

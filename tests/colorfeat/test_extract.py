@@ -19,9 +19,12 @@ from colorfeat.config import BackboneConfig
 from colorfeat.errors import UserError
 from colorfeat.store import FEATURE_ATTRS
 from colorfeat.store.codecs import FEATURE_CODEC
-from colorfeat.trunk import extract
-from colorfeat.trunk.backbone import create_trunk, prepare_input
-from colorfeat.trunk.extract import BF16_TOLERANCE, features_stage, split_chunk_ranges
+from colorfeat.trunk import engine, extract
+from colorfeat.trunk.backbone import create_trunk
+from colorfeat.trunk.engine import BF16_TOLERANCE
+from colorfeat.trunk.extract import features_stage
+from colorfeat.trunk.pipeline import ChunkReader
+from colorfeat.trunk.preprocess import prepare_input
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest_store import write_images_zarr  # noqa: E402
@@ -97,17 +100,6 @@ def test_finished_stage_returns_at_once(store_images, tmp_path, monkeypatch) -> 
     assert features_stage(store_images, R18, tmp_path / "f", device="cpu") == first
 
 
-@pytest.mark.parametrize(("n", "k"), [(0, 1), (1, 3), (7, 2), (10, 3), (64, 8), (5, 5)])
-def test_split_chunk_ranges_cover_everything_contiguously(n: int, k: int) -> None:
-    ranges = split_chunk_ranges(n, k)
-    assert len(ranges) == k
-    assert [i for r in ranges for i in r] == list(range(n))
-    sizes = [len(r) for r in ranges]
-    assert max(sizes) - min(sizes) <= 1
-    with pytest.raises(ValueError):
-        split_chunk_ranges(3, 0)
-
-
 class _CountingArray:
     """A Zarr array that records the rows of every read."""
 
@@ -124,7 +116,7 @@ def test_images_are_read_block_by_block_decoding_each_chunk_once(tmp_path, block
     rgb = np.random.default_rng(block).integers(0, 256, (23, 4, 4, 3), dtype=np.uint8)
     arr = zarr.create_array(str(tmp_path / "rgb.zarr"), data=rgb, chunks=(5, 4, 4, 3))
     counted = _CountingArray(arr)
-    reader = extract.ChunkReader(counted)
+    reader = ChunkReader(counted)
     got = [reader.read(i, min(i + block, 23)) for i in range(0, 23, block)]
     assert np.array_equal(np.concatenate(got), rgb)
     assert all(g.flags.c_contiguous for g in got)
@@ -137,16 +129,16 @@ def test_images_are_read_block_by_block_decoding_each_chunk_once(tmp_path, block
 _KILLED_RUN = """
 import json, sys, time
 from pathlib import Path
-from colorfeat.trunk import extract
+from colorfeat.trunk import extract, markers
 from colorfeat.config import BackboneConfig
 
-mark = extract._mark_block
-def slow_mark(arr, block, markers):
-    mark(arr, block, markers)
-    print("WROTE", block.split, *block.chunks, flush=True)
+mark = markers.mark_chunks
+def slow_mark(arr, chunks, folder):
+    mark(arr, chunks, folder)
+    print("WROTE", folder.name, *chunks, flush=True)
     time.sleep(0.5)
 
-extract._mark_block = slow_mark
+markers.mark_chunks = slow_mark
 cfg = BackboneConfig(backbone="resnet18", layer="layer2", weights="none", image_size=32)
 extract.features_stage(json.loads(sys.argv[1]), cfg, Path(sys.argv[2]), device="cpu",
                        batch_size=2, chunk_images=2)
@@ -173,8 +165,8 @@ def test_resume_after_sigkill_gives_identical_bytes(store_images, tmp_path, monk
     assert not out.exists() and (tmp_path / "killed.partial").is_dir()
 
     blocks_run = []
-    run_block = extract._run_block
-    monkeypatch.setattr(extract, "_run_block", lambda *a: blocks_run.append(1) or run_block(*a))
+    run_block = engine.run_block
+    monkeypatch.setattr(engine, "run_block", lambda *a: blocks_run.append(1) or run_block(*a))
     kwargs = {"device": "cpu", "batch_size": 2, "chunk_images": 2}
     resumed = features_stage(store_images, R18, out, **kwargs)
     total_blocks = 7 + 2  # ceil(13 / 2) train chunks + ceil(4 / 2) val chunks, one per block
@@ -236,18 +228,18 @@ def test_features_beyond_float16_range_are_refused() -> None:
             return x * 1e5  # 2.6e5 > 65504: float16 makes it inf
 
     rgb = torch.full((2, 8, 8, 3), 255, dtype=torch.uint8)
-    engine = extract.Engine(Loud(), None)
-    out, finite = extract._run_block(engine, rgb, torch.device("cpu"), 2)
+    loud = engine.Engine(Loud(), None)
+    out, finite = engine.run_block(loud, rgb, torch.device("cpu"), 2)
     assert finite is None  # on the CPU the writer checks the float16 bits
     with pytest.raises(UserError, match="overflow float16"):
-        extract._require_finite(extract.all_finite(out.numpy()))  # in the writer, before storing
-    quiet = extract.Engine(torch.nn.Identity(), None)
-    out, _ = extract._run_block(quiet, rgb[:1], torch.device("cpu"), 2)  # padded, sliced
-    extract._require_finite(extract.all_finite(out.numpy()))
+        engine.require_finite(engine.all_finite(out.numpy()))  # in the writer, before storing
+    quiet = engine.Engine(torch.nn.Identity(), None)
+    out, _ = engine.run_block(quiet, rgb[:1], torch.device("cpu"), 2)  # padded, sliced
+    engine.require_finite(engine.all_finite(out.numpy()))
     special = np.array([1.0, -65504.0, 0.0, -0.0, 6e-8], dtype=np.float16)
-    assert extract.all_finite(special) and extract.all_finite(special[:0])
+    assert engine.all_finite(special) and engine.all_finite(special[:0])
     for bad in (np.inf, -np.inf, np.nan):
-        assert not extract.all_finite(np.append(special, np.float16(bad)))
+        assert not engine.all_finite(np.append(special, np.float16(bad)))
     assert out.shape == (1, 3, 8, 8) and out.dtype == torch.float16 and out.is_contiguous()
 
 

@@ -14,16 +14,12 @@ from torch import nn
 
 from colorfeat.config import BackboneConfig
 from colorfeat.errors import UserError
-from colorfeat.trunk.backbone import (
-    backbone_names,
-    create_trunk,
-    feature_shape,
-    fuse_batchnorm,
-    prepare_input,
-    state_dict_hash,
-    trunk_from_state,
-)
+from colorfeat.trunk.backbone import create_trunk, trunk_from_state
 from colorfeat.trunk.extract import features_stage
+from colorfeat.trunk.fuse import fuse_batchnorm
+from colorfeat.trunk.preprocess import prepare_input
+from colorfeat.trunk.shapes import backbone_names, feature_shape
+from colorfeat.trunk.state import state_dict_hash
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest_store import write_images_zarr  # noqa: E402

@@ -21,7 +21,8 @@ from colorfeat.constants import PAD_TOKEN, UNK_TOKEN
 from colorfeat.lab import ab_grid, ab_targets
 from colorfeat.priors import bin_counts, prior_from_counts, rebalance_weights
 from colorfeat.stages.captions import load_lexicon
-from colorfeat.trunk.backbone import create_trunk, describe_trunk, describe_weights, prepare_input
+from colorfeat.trunk.backbone import create_trunk, describe_trunk, prepare_input
+from colorfeat.trunk.provenance import weights_attrs
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 200)}
 TEMPLATES = ("a {c} disc", "the {c} ball on a gray floor", "a small {c} circle")
@@ -98,7 +99,7 @@ def write_store(root: Path, n_train: int = 24, n_val: int = 8, chunk: int = 8) -
                 "backbone": BACKBONE.backbone,
                 "layer": BACKBONE.layer,
                 "input_size": IMAGE_SIZE,
-                **describe_weights(trunk),
+                **weights_attrs(trunk),
                 "trunk": describe_trunk(trunk, BACKBONE, "fp32"),
                 "grayscale": "BT.601 luma replicated to 3 channels",
                 "normalization": "imagenet",

@@ -6,11 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from colorfeat.store import open_store
-from colorfeat.trunk.extract import split_chunk_ranges
 from flows.pipeline import rebuild
 
 
@@ -50,30 +47,15 @@ def test_a_dask_cluster_of_two_processes_publishes_the_identical_version(local, 
 
 def test_extraction_split_over_two_devices_publishes_the_identical_version(local, tiny, tmp_path):
     elsewhere = {**tiny, "store": str(tmp_path / "two-store"), "work_dir": str(tmp_path / "tw")}
-    two = rebuild({**elsewhere, "devices": ["cpu", "cpu"]})  # one process per device, as per GPU
+    two = rebuild({**elsewhere, "devices": ["cpu", "cpu"]})  # a Dask worker per device, as per GPU
     assert two["version"] == local["version"]
     version = open_store(two["path"])
     assert version.features("train").shape == open_store(local["path"]).features("train").shape
     assert_same_version(local["path"], two["path"])
 
 
-@given(n_chunks=st.integers(0, 500), n_devices=st.integers(1, 16))
-def test_chunk_ranges_per_device_are_contiguous_disjoint_balanced_and_complete(n_chunks, n_devices):
-    ranges = split_chunk_ranges(n_chunks, n_devices)
-    assert len(ranges) == n_devices
-    assert [i for r in ranges for i in r] == list(range(n_chunks))  # in order, each once
-    assert all(r.step == 1 for r in ranges)
-    sizes = [len(r) for r in ranges]
-    assert max(sizes) - min(sizes) <= 1
-
-
-def test_chunk_ranges_need_a_device():
-    with pytest.raises(ValueError):
-        split_chunk_ranges(4, 0)
-
-
 def test_extraction_over_gpus_matches_one_gpu(prefect_api, tiny, tmp_path):
-    """On a GPU machine: one process per device (two on one GPU if there is only one)."""
+    """On a GPU machine: one Dask worker per device (two on one GPU if there is only one)."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU here")
