@@ -19,6 +19,10 @@ from colorfeat.parallel import SUCCESS
 from colorfeat.stages import STAGES as TABLE
 from colorfeat.stages import is_features, planned_device
 from colorfeat.stages.runner import plan_keys, stages_dir
+from colorfeat.store.layout import VERSIONS, filesystem
+from colorfeat.store.layout import read_latest as layout_latest
+
+ZARR_JSON = "zarr.json"  # a version's root metadata: it is published when this is there
 
 # In the order the flow runs them; `acquire` and `publish` have no stage directory.
 STAGES = tuple(TABLE)
@@ -84,26 +88,19 @@ def preflight(config: PipelineConfig) -> Preflight:
     stages = plan_rebuild(config, source["identity"])
     keys = {name: stage.key for name, stage in stages.items()}
     vid = version_id({"keys": keys, "features": [{"name": t.name} for t in config.trunks]})
-    return Preflight(
-        source, stages, vid, _exists(config.store, f"versions/{vid}/zarr.json"), latest
-    )
+    published = _exists(config.store, f"{VERSIONS}/{vid}/{ZARR_JSON}")
+    return Preflight(source, stages, vid, published, latest)
 
 
 def read_latest(root: str) -> str | None:
-    """The version id LATEST names under a store root, or None when there is none yet."""
-    import fsspec
-
-    fs, base = fsspec.core.url_to_fs(root)
-    try:
-        return fs.cat_file(f"{base}/LATEST").decode().strip() or None
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    """The version id LATEST names under a store root, or None when there is none yet (a LATEST
+    that holds anything but a version id is a one-line UserError)."""
+    fs, base = filesystem(root, None)
+    return layout_latest(fs, base, root)
 
 
 def _exists(root: str, rel: str) -> bool:
-    import fsspec
-
-    fs, base = fsspec.core.url_to_fs(root)
+    fs, base = filesystem(root, None)
     return fs.exists(f"{base}/{rel}")
 
 

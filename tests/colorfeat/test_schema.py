@@ -12,13 +12,10 @@ from colorfeat.store import schema
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("colorfeat", "colortrain", "flows", "benchmarks")
-# The schema module, and the stages that write (or validate) what they name.
+# The schema module; writers, validation, planning and the dry run use its names.
 WRITERS = {
     "colorfeat/store/schema.py",
-    "colorfeat/store/__init__.py",  # publish assembles and validates a version
-    "colorfeat/stages/images.py",  # the images stage writes the per-split arrays
     "colorfeat/trunk/extract.py",  # the features stage reads the images stage's rgb
-    "colorfeat/stages/priors.py",  # the priors stage reads the images stage's ab_bins
 }
 # A schema path inside a string: a table, a caption array, or a per-split array after a split.
 SCHEMA_PATH = re.compile(

@@ -87,6 +87,19 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, m
     assert [p.name for p in tmp_path.iterdir()] == ["_SUCCESS"]
 
 
+def test_an_atomic_write_never_writes_through_a_planted_temp_name(tmp_path, monkeypatch):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    names = iter(["planted", "planted", "fresh"])
+    monkeypatch.setattr(parallel.secrets, "token_hex", lambda n: next(names))
+    (tmp_path / ".LATEST.planted.tmp").symlink_to(victim)
+    write_atomic(tmp_path / "LATEST", "0123456789abcdef\n")
+    assert victim.read_text() == "keep me"
+    assert (tmp_path / "LATEST").read_text() == "0123456789abcdef\n"
+    assert not (tmp_path / "LATEST").is_symlink()
+    assert (tmp_path / ".LATEST.planted.tmp").is_symlink()  # left alone, never opened
+
+
 def test_a_stage_commit_writes_its_marker_atomically(tmp_path, monkeypatch) -> None:
     partial, out = tmp_path / "stage.partial", tmp_path / "stage"
     partial.mkdir()
