@@ -41,7 +41,17 @@ def estimate(config: PipelineConfig, check: Preflight) -> Estimate:
     n = n_pictures(config, check)
     down = download_bytes(config, check)
     device = planned_device(config.device)
-    return Estimate(config, n or 0, down or 0, cpu_cores(), device)
+    seconds, size = generation(config, check, n or 0)
+    return Estimate(config, n or 0, down or 0, cpu_cores(), device, seconds, size)
+
+
+def generation(config: PipelineConfig, check: Preflight, n: int) -> tuple[float, int]:
+    """(seconds, bytes) a generated source still needs: the synthetic generator's wall time in
+    `colorfeat run --source synthetic --limit 600 --image-size 64 --weights none --device cpu`
+    (a shared machine, best of the runs), and a generated JPEG with its caption records."""
+    if config.source != "synthetic" or check.source is not None:
+        return 0.0, 0
+    return n * 2.5 / 600, n * 30_000
 
 
 def costs(config: PipelineConfig, est: Estimate) -> dict[str, Cost]:
