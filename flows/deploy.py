@@ -34,17 +34,25 @@ def check_cron(cron: str, timezone: str | None = None) -> None:
 
 
 def schedule_command(
-    cron: str, options: dict[str, Any], name: str = DEPLOYMENT, timezone: str | None = None
+    cron: str,
+    options: dict[str, Any],
+    name: str = DEPLOYMENT,
+    timezone: str | None = None,
+    retention: dict[str, Any] | None = None,
 ) -> None:
     """`colorfeat schedule`: check the options and the cron expression, then serve the rebuild."""
     from flows.local import checked_config
 
     config = checked_config(options)
-    serve_rebuild(cron, config.to_options(), name=name, timezone=timezone)
+    serve_rebuild(cron, config.to_options(), name=name, timezone=timezone, retention=retention)
 
 
 def serve_rebuild(
-    cron: str, options: dict[str, Any], name: str = DEPLOYMENT, timezone: str | None = None
+    cron: str,
+    options: dict[str, Any],
+    name: str = DEPLOYMENT,
+    timezone: str | None = None,
+    retention: dict[str, Any] | None = None,
 ) -> None:
     """Register `rebuild/<name>` with the cron schedule and run its flow runs until interrupted.
 
@@ -59,8 +67,13 @@ def serve_rebuild(
     rebuild.serve(
         name=name,
         schedules=[Cron(cron, timezone=timezone)],
-        parameters={"config": options},
+        parameters={"config": options, **_retention(retention)},
         description="Weekly incremental rebuild of the colorfeat feature store.",
         tags=["colorfeat"],
         pause_on_shutdown=False,
     )
+
+
+def _retention(retention: dict[str, Any] | None) -> dict[str, Any]:
+    """The flow's retention parameters that were given (`keep_last`, `keep_days`)."""
+    return {k: v for k, v in (retention or {}).items() if v is not None}

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from colorfeat.config import BackboneConfig, PipelineConfig
 from colorfeat.errors import UserError
-from flows.lock import work_dir_lock
+from colorfeat.worklock import work_dir_lock
 from flows.summary import pictures_line, skip_reasons
 
 if TYPE_CHECKING:  # imported where used: they bring Zarr and OpenCV

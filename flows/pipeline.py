@@ -24,8 +24,8 @@ from colorfeat.retry import retry_if_transient
 from colorfeat.stages import Context, Stage, source_attrs, stages_for
 from colorfeat.stages.plan import StagePlan
 from colorfeat.stages.runner import Run, run_stages
+from colorfeat.worklock import work_dir_lock
 from flows.caching import Ledger, stage_task
-from flows.lock import work_dir_lock
 from flows.report import report_rebuild
 from flows.summary import skip_reasons
 
@@ -55,18 +55,31 @@ def stage_task_of(stage: Stage) -> Task:
     return task(run_table_stage, name=stage.name, cache_policy=NO_CACHE, **options)
 
 
+@task(cache_policy=NO_CACHE)
+def collect_garbage(cfg: PipelineConfig, keep_last: int | None, keep_days: float | None) -> dict:
+    """`store gc` after a successful rebuild: old versions and unneeded stage outputs go."""
+    from colorfeat.store import gc
+
+    found = gc(cfg.store, keep_last=keep_last, keep_days=keep_days, work_dir=cfg.work_dir)
+    removed = [r["version"] for r in found.removed]
+    return {"removed": removed, "freed_bytes": found.freed_bytes, "note": found.note}
+
+
 @flow(name="rebuild")
 def rebuild(
     config: dict[str, Any],
     train_dir: str | None = None,
     train_preset: str = "small",
     train_max_steps: int | None = None,
+    keep_last: int | None = None,
+    keep_days: float | None = None,
 ) -> dict[str, Any]:
     """Rebuild the feature store from a source and publish a version (or reuse the identical one).
 
     `config` holds the `colorfeat run` options by name (any PipelineConfig field may be given;
     `devices` spreads feature extraction over several devices, default every GPU when cuda);
-    `train_dir` also fits a colorizer on the published version. Prefect records the parameters:
+    `train_dir` also fits a colorizer on the published version; `keep_last`/`keep_days` then
+    apply `colorfeat store gc` to the store and the work dir. Prefect records the parameters:
     give a URL's credentials through `colorfeat run`, which conceals them (docs/security.md).
     """
     options = dict(config)
@@ -74,6 +87,8 @@ def rebuild(
     cfg = PipelineConfig.from_options(**options).resolved()
     with work_dir_lock(cfg.work_dir):
         summary = build_version(cfg)
+    if keep_last is not None or keep_days is not None:
+        summary["retention"] = collect_garbage(cfg, keep_last, keep_days)
     if train_dir is not None:
         from flows.training import train
 

@@ -119,7 +119,7 @@ def test_run_and_schedule_offer_exactly_the_config_options():
     run = [p.name for p in commands["run"].params]
     schedule = [p.name for p in commands["schedule"].params]
     assert run == [*names, "dry_run"]
-    assert schedule == ["cron", "timezone", "name", *names]
+    assert schedule == ["cron", "timezone", "name", "keep_last", "keep_days", *names]
     fields = {o.name: o for o in rebuild_options()}
     limit = next(p for p in commands["run"].params if p.name == "limit")
     assert limit.help == fields["limit"].help and limit.required is False

@@ -17,12 +17,10 @@ the work dir (its lock, `WORK/.lock`, is taken for the duration).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +37,7 @@ from colorfeat.store.layout import (
     filesystem,
     read_latest,
 )
+from colorfeat.worklock import work_dir_free
 
 GRACE_S = 24 * 3600
 GC_PREFIX = f"{TMP_PREFIX}gc-"
@@ -133,7 +132,7 @@ def gc(
     dirs = [path / VERSIONS / v["version"] for v in going]
     stage_dirs: list[Path] = []
     if work_dir is not None:
-        with _work_dir_free(Path(work_dir)) as free:
+        with work_dir_free(work_dir) as free:
             if free:
                 stage_dirs = _unneeded_stages(Path(work_dir), path, set(found.kept))
                 found.freed_bytes = _freed_bytes(dirs + stage_dirs)
@@ -191,25 +190,6 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except OSError:
         return None
-
-
-@contextmanager
-def _work_dir_free(work_dir: Path) -> Iterator[bool]:
-    """Hold the work dir's lock for the block if no build holds it: whether it was free."""
-    lock_path = work_dir.resolve() / ".lock"
-    if not work_dir.is_dir():
-        yield False
-        return
-    with open(lock_path, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _unneeded_stages(work_dir: Path, root: Path, kept: set[str]) -> list[Path]:

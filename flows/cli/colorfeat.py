@@ -14,6 +14,7 @@ import typer
 from typer._click.exceptions import UsageError
 from typer.core import TyperCommand, TyperGroup
 
+from colorfeat.errors import UserError
 from flows.cli.errors import reported_errors
 
 # Every command shows its defaults.
@@ -171,6 +172,83 @@ def store_ls(root: str = typer.Argument(..., help="A store root.")) -> None:
         typer.echo(render_versions(list_versions(root)))
 
 
+@store_app.command("verify", **COMMAND)
+def store_verify(
+    path: str = typer.Argument(..., help="A store root (follows LATEST) or one version."),
+    version: str = typer.Argument(None, help="A version id under the root PATH."),
+) -> None:
+    """Check every chunk of a version against its manifest (size and checksum).
+
+    Prints one line per problem and exits 1 if there is any.
+    """
+    from colorfeat.store import verify
+
+    with reported_errors("colorfeat"):
+        found = verify(path, version)
+        for problem in found.problems:
+            typer.echo(f"colorfeat: {problem}", err=True)
+        state = "ok" if found.ok else f"{len(found.problems)} problems"
+        typer.echo(f"{found.version}: {found.files} files, {found.bytes} bytes: {state}")
+    if not found.ok:
+        raise typer.Exit(1)
+
+
+@store_app.command("pin", **COMMAND)
+def store_pin(
+    root: str = typer.Argument(..., help="A store root."),
+    version: str = typer.Argument(..., help="The version id to keep."),
+) -> None:
+    """Keep a version whatever its age or rank: `store gc` never removes it."""
+    from colorfeat.store import pin
+
+    with reported_errors("colorfeat"):
+        pin(root, version)
+        typer.echo(f"pinned {version}")
+
+
+@store_app.command("unpin", **COMMAND)
+def store_unpin(
+    root: str = typer.Argument(..., help="A store root."),
+    version: str = typer.Argument(..., help="The version id to let go."),
+) -> None:
+    """Let `store gc` consider a pinned version again."""
+    from colorfeat.store import unpin
+
+    with reported_errors("colorfeat"):
+        was = unpin(root, version)
+        typer.echo(f"unpinned {version}" if was else f"{version} was not pinned")
+
+
+@store_app.command("gc", **COMMAND)
+def store_gc(
+    root: str = typer.Argument(..., help="A store root."),
+    work_dir: Path = typer.Option(
+        None, help="Also remove the stage outputs no kept version needs."
+    ),
+    keep_last: int = typer.Option(None, min=0, help="Keep the newest N versions."),
+    keep_days: float = typer.Option(None, min=0, help="Keep the versions younger than D days."),
+    grace_hours: float = typer.Option(
+        24.0, min=0, help="Keep a version this long after it stopped being LATEST."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would go; remove nothing."),
+) -> None:
+    """Remove old versions: never LATEST, a pinned one, or one within readers' grace period.
+
+    A version is kept if any rule keeps it (the newest --keep-last, those younger than
+    --keep-days); give at least one. See docs/operations.md.
+    """
+    from colorfeat.store import gc
+
+    with reported_errors("colorfeat"):
+        if keep_last is None and keep_days is None:
+            raise UserError("store gc needs --keep-last N or --keep-days D (or both)")
+        found = gc(
+            root, keep_last=keep_last, keep_days=keep_days, work_dir=work_dir, dry_run=dry_run,
+            grace_s=grace_hours * 3600,
+        )  # fmt: skip
+        typer.echo("\n".join(found.lines()))
+
+
 # --------------------------------------------------------------------------- run and schedule
 # The options of a rebuild, shared by `run` and `schedule`, are PipelineConfig's fields
 # (colorfeat.config.rebuild_options); the commands run in the application layer (flows/).
@@ -248,6 +326,8 @@ def schedule(
     cron: str = typer.Option(..., help="When to rebuild, e.g. '0 3 * * 1' (Mondays 03:00)."),
     timezone: str = typer.Option(None, help="IANA time zone of the cron expression (UTC)."),
     name: str = typer.Option("weekly-rebuild", help="Deployment name (flow `rebuild`)."),
+    keep_last: int = typer.Option(None, min=0, help="After each rebuild: store gc --keep-last."),
+    keep_days: float = typer.Option(None, min=0, help="After each rebuild: store gc --keep-days."),
     **options: object,
 ) -> None:
     """Serve the rebuild as a scheduled Prefect deployment until interrupted.
@@ -258,4 +338,5 @@ def schedule(
     with reported_errors("colorfeat"):
         from flows.deploy import schedule_command
 
-        schedule_command(cron, _plain(options), name=name, timezone=timezone)
+        retention = {"keep_last": keep_last, "keep_days": keep_days}
+        schedule_command(cron, _plain(options), name=name, timezone=timezone, retention=retention)

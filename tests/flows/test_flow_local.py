@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 from colorfeat.errors import UserError
+from colorfeat.worklock import work_dir_lock
 from flows.caching import StageFailed
 from flows.local import FailuresOnce, stdout_to_stderr
-from flows.lock import work_dir_lock
 
 
 def test_everything_written_to_stdout_inside_goes_to_stderr_children_included(capfd):
@@ -69,7 +69,7 @@ def test_a_user_error_is_left_to_the_command_and_a_bug_shows_its_traceback_once(
 
 def test_a_second_run_on_the_same_work_dir_is_refused_until_the_first_ends(tmp_path):
     other = (
-        "import sys; from pathlib import Path; from flows.lock import work_dir_lock\n"
+        "import sys; from pathlib import Path; from colorfeat.worklock import work_dir_lock\n"
         "with work_dir_lock(Path(sys.argv[1])): print('locked')"
     )
     take = [sys.executable, "-c", other, str(tmp_path)]

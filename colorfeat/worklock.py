@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fcntl
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from colorfeat.errors import UserError
@@ -44,3 +44,15 @@ def work_dir_lock(work_dir: Path | str, *, create: bool = True) -> Iterator[bool
             yield True
         finally:
             _HELD.discard(path)
+
+
+@contextmanager
+def work_dir_free(work_dir: Path | str) -> Iterator[bool]:
+    """Hold the work dir's lock for the block if no run holds it: whether it was free (an
+    absent work dir is not free: there is nothing to clean)."""
+    with ExitStack() as stack:
+        try:
+            held = stack.enter_context(work_dir_lock(work_dir, create=False))
+        except UserError:
+            held = False
+        yield held
