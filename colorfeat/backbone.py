@@ -45,9 +45,10 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
+from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD
 from colorfeat.errors import UserError
 from colorfeat.hashing import file_sha256
+from colorfeat.lab import luma
 
 if TYPE_CHECKING:  # imported where a trunk is built: a rebuild with nothing to do skips it
     import torchvision
@@ -468,10 +469,9 @@ def prepare_input(rgb: torch.Tensor) -> torch.Tensor:
     channels, then ImageNet-normalised per channel.
     """
     dev = rgb.device
-    luma = torch.tensor(LUMA_601, dtype=torch.float32, device=dev) / 255.0
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=dev)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=dev)
-    gray = rgb.to(torch.float32) @ luma  # (B, S, S)
+    gray = luma(rgb, 255.0)  # (B, S, S)
     x = (gray[..., None] - mean) / std  # (B, S, S, 3)
     return x.permute(0, 3, 1, 2)  # (B, 3, S, S), NHWC in memory = channels_last
 

@@ -23,20 +23,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from colorfeat.backbone import prepare_input
-from colorfeat.constants import ANNEALED_T, LUMA_601
+from colorfeat.constants import ANNEALED_T
 from colorfeat.errors import UserError
-from colorfeat.lab import ab_grid
+from colorfeat.lab import luma
 from colortrain.colorize import Colorist
+from colortrain.config import EXPORT_INPUT_DTYPES
 from colortrain.model import CaptionEncoder
+from colortrain.prepost import annealed_ab, upsample_ab
 
-INPUT_DTYPES = ("uint8", "float32")
+INPUT_DTYPES = EXPORT_INPUT_DTYPES
 OPSET = 17
 TOLERANCE = 1e-3  # largest |ab| difference (ab units, range about +-110) ONNX vs PyTorch
-_PROB_FLOOR = 1e-12  # as colorfeat.lab.decode_ab
 
 
 class MaskedCaptionEncoder(nn.Module):
@@ -80,17 +80,13 @@ class ExportModel(nn.Module):
             self.model.encoder = MaskedCaptionEncoder(colorist.model.encoder)
         self.size = colorist.image_size
         self.temperature = temperature
-        self.register_buffer("grid", torch.from_numpy(ab_grid()))  # (K, 2)
 
     def forward(
         self, image: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
         feats = self.trunk(prepare_input(image))  # (B, C, S/8, S/8)
         logits = self.model(feats.float(), tokens, lengths)  # (B, K, h, w)
-        probs = torch.softmax(logits, dim=1).clamp_min(_PROB_FLOOR)
-        annealed = torch.softmax(torch.log(probs) / self.temperature, dim=1)  # (B, K, h, w)
-        ab = torch.einsum("bkhw,kc->bchw", annealed, self.grid)  # (B, 2, h, w)
-        ab = F.interpolate(ab, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        ab = upsample_ab(annealed_ab(logits, self.temperature), (self.size, self.size))
         return ab.permute(0, 2, 3, 1)  # (B, S, S, 2)
 
 
@@ -164,7 +160,7 @@ def compare(
     image, tokens, lengths = inputs
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(["ab"], {"image": image, "tokens": tokens, "lengths": lengths})[0]
-    gray = image.astype(np.float32) @ np.asarray(LUMA_601, np.float32)  # (B, S, S)
+    gray = luma(image)  # (B, S, S)
     size = (colorist.image_size, colorist.image_size)
     want, _ = colorist.predict_ab_batch(
         gray, torch.from_numpy(tokens), torch.from_numpy(lengths), size

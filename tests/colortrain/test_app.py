@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import httpx
@@ -17,7 +19,7 @@ from skimage.color import rgb2lab
 from typer.testing import CliRunner
 
 from colorfeat.errors import UserError
-from colortrain.app import MAX_CAPTION_CHARS, MAX_SIDE, Demo
+from colortrain.app import MAX_CAPTION_CHARS, Demo
 from colortrain.cli import app
 from colortrain.colorize import Colorist
 
@@ -36,25 +38,45 @@ def _mean_abs_dl(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(rgb2lab(a)[..., 0] - rgb2lab(b)[..., 0]).mean())
 
 
-def test_demo_colorizes_at_full_size_and_enforces_limits(tiny_checkpoint: Path):
+def test_demo_colorizes_at_full_size_and_enforces_limits(tiny_checkpoint: Path, tmp_path: Path):
     demo = Demo(Colorist.from_checkpoint(tiny_checkpoint))
     picture = _picture()
-    a, b, heat_a, heat_b, note = demo.run(picture, "a red disc", "a blue blorp", 0.38)
+    upload = tmp_path / "upload.png"
+    Image.fromarray(picture).save(upload)
+    a, b, heat_a, heat_b, note = demo.run(str(upload), "a red disc", "a blue blorp", 0.38)
     assert a.shape == b.shape == heat_a.shape == heat_b.shape == picture.shape
     assert _mean_abs_dl(a, picture) < 1.0
     assert "caption A: none" in note and "caption B: blorp" in note
-    only_a = demo.run(picture, "a red disc", "  ", 0.38)
+    only_a = demo.run(str(upload), "a red disc", "  ", 0.38)
     assert only_a[1] is None and only_a[3] is None
-    too_big = np.zeros((8, MAX_SIDE + 1, 3), np.uint8)
+    tga = tmp_path / "upload.tga"  # a format Pillow reads but the picture reader does not
+    Image.fromarray(picture).save(tga)
     for args, message in (
         ((None, "a red disc", "", 0.38), "upload a picture"),
-        ((too_big, "a red disc", "", 0.38), f"at most {MAX_SIDE} pixels"),
-        ((picture, "   ", "", 0.38), "first caption is empty"),
-        ((picture, "red " * MAX_CAPTION_CHARS, "", 0.38), f"at most {MAX_CAPTION_CHARS}"),
-        ((picture, "a red disc", "", 5.0), "temperature must be in"),
+        ((str(tga), "a red disc", "", 0.38), "not an image of a format read here"),
+        ((str(upload), "   ", "", 0.38), "first caption is empty"),
+        ((str(upload), "red " * MAX_CAPTION_CHARS, "", 0.38), f"at most {MAX_CAPTION_CHARS}"),
+        ((str(upload), "a red disc", "", 5.0), "temperature must be in"),
     ):
         with pytest.raises(UserError, match=message):
             demo.run(*args)
+
+
+def test_demo_checks_the_header_before_decoding(tiny_checkpoint: Path, tmp_path: Path, monkeypatch):
+    """A small file claiming a huge picture is refused from its header: nothing is decoded."""
+    from PIL import ImageFile
+
+    bomb = tmp_path / "bomb.png"  # 13000 x 13000 claimed by a 70-byte file
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", 13_000, 13_000)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # IHDR CRC
+    bomb.write_bytes(bytes(data))
+    demo = Demo(Colorist.from_checkpoint(tiny_checkpoint))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded"))
+    with pytest.raises(UserError, match="too large"):
+        demo.run(str(bomb), "a red disc", "", 0.38)
 
 
 def test_app_command_reports_a_bad_checkpoint(tmp_path: Path):
