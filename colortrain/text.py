@@ -3,7 +3,8 @@
 A caption is whatever a source or a user typed: it is drawn literally (matplotlib must not read
 `$...$` as mathematics), written into HTML escaped, written into Markdown with every punctuation
 mark escaped and no line breaks, and shortened before it is wrapped, so a 20,000-character caption
-costs what a long sentence costs.
+costs what a long sentence costs. File names in Markdown tables go in code spans that nothing
+can close early.
 """
 
 from __future__ import annotations
@@ -54,3 +55,12 @@ def markdown_text(text: Any, limit: int = MAX_TEXT_CHARS) -> str:
     """Text for Markdown (a paragraph or a table cell): one line, every punctuation escaped."""
     one_line = _LINE_BREAKS.sub(" ", shorten(str(text), limit))
     return _MARKDOWN_SPECIAL.sub(r"\\\1", one_line)
+
+
+def markdown_code(text: Any, limit: int = MAX_TEXT_CHARS) -> str:
+    """Text as a Markdown code span (shown as written, nothing interpreted) that a table cell
+    holds: one line, a fence longer than any run of backticks in it, pipes escaped."""
+    one_line = _LINE_BREAKS.sub(" ", shorten(str(text), limit)).replace("|", "\\|")
+    fence = "`" * (1 + max((len(run) for run in re.findall("`+", one_line)), default=0))
+    pad = " " if len(fence) > 1 or one_line.startswith(" ") else ""
+    return f"{fence}{pad}{one_line}{pad}{fence}"
