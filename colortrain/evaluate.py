@@ -29,7 +29,7 @@ from colortrain.metrics import LABELS, MetricAccumulator, format_metric
 from colortrain.modelcard import refresh_model_card
 from colortrain.report import write_report
 from colortrain.swap import encode_captions, swap_colour_word, swap_colours
-from colortrain.train import forward_batch
+from colortrain.validation import forward_batch
 
 __all__ = [  # EvalRun, Evaluation, open_run and colorize_batch live in colortrain.evalrun
     "LABELS", "EvalRun", "Evaluation", "colorize_batch", "evaluate_checkpoint", "evaluate_run",

@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from colorfeat.constants import ANNEALED_T, LUMA_601
+from colorfeat.constants import ANNEALED_T
 from colorfeat.errors import UserError
 from colortrain.evalrun import EvalRun, Evaluation, colorize_batch
 from colortrain.hues import HUE_NAMES, confusion, single_colour_word
 from colortrain.metrics import LABELS, format_metric
+from colortrain.prepost import gray_picture
 from colortrain.sheets import pyplot
 from colortrain.swap import encode_captions, swap_caption, swap_colours
 from colortrain.text import html_text, literal
@@ -145,8 +146,7 @@ def example_rows(run: EvalRun, count: int, temperature: float) -> dict[str, Any]
         logits_swap = run.model(feats, tokens.to(run.device), lengths)
     pred = colorize_batch(logits, true, temperature)
     pred_swap = colorize_batch(logits_swap, true, temperature)
-    gray = true.astype(np.float32) @ np.asarray(LUMA_601, np.float32)  # (B, S, S)
-    return {"gray": np.rint(gray).astype(np.uint8), "pred": pred, "true": true,
+    return {"gray": gray_picture(true), "pred": pred, "true": true,
             "captions": captions, "swapped": swapped, "pred_swap": pred_swap}  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from colorfeat.store import StoreVersion
 from colortrain.config import TrainConfig
 from colortrain.data import StoreDataset, make_loader
 from colortrain.metrics import MetricAccumulator, predicted_ab, reconstruct_rgb
+from colortrain.prepost import gray_picture
 from colortrain.runtime import autocast
 from colortrain.sheets import sample_sheet
 
@@ -81,7 +82,7 @@ def sample_rows(
     lab = rgb_to_lab(rgb)
     ab = predicted_ab(logits, size=rgb.shape[1:3]).permute(0, 2, 3, 1).cpu().numpy()
     pred = reconstruct_rgb(lab[..., 0], ab)  # (B, S, S, 3)
-    gray = reconstruct_rgb(lab[..., 0], np.zeros_like(ab))[..., 0]  # (B, S, S)
+    gray = gray_picture(rgb)  # (B, S, S)
     captions = [str(texts[c]) for c in batch["caption"].numpy()]
     return list(zip(gray, pred, rgb, captions, strict=True))
 

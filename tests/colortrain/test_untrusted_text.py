@@ -20,7 +20,7 @@ from colortrain.config import TrainConfig
 from colortrain.sheets import sample_sheet
 from colortrain.text import markdown_text, wrapped_lines
 from colortrain.train import fit
-from tests.colortrain.conftest import write_store
+from tests.colortrain.conftest import picture, write_store
 
 LONG = " ".join(["word"] * 4000)  # 20,000 characters
 PREFIX = r"$^$ a sign that says $\foo$ <script>alert(1)</script> **bold** [link](http://x) | "
@@ -92,6 +92,24 @@ def test_attention_figure_draws_dollar_signs_literally(tmp_path: Path) -> None:
         path = tmp_path / "attention.png"
         attention_figure(heat, image, path, caption=caption)
         with Image.open(path) as im:
+            assert im.format == "PNG"
+
+
+def test_colorize_attention_with_dollar_signs_writes_both_outputs(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.png"
+    Image.fromarray(picture()).save(src)
+    out = tmp_path / "out"
+    caption = "$^$ a red disc $\\foo$"
+    args = ["colorize", str(src), "--caption", caption, "--attention", "--checkpoint",
+            str(tiny_checkpoint), "--out-dir", str(out), "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["in.attention.png", "in.png"]  # no temporary file left
+    for name in written:
+        with Image.open(out / name) as im:
             assert im.format == "PNG"
 
 
