@@ -19,7 +19,6 @@ PyTorch's meta device, so nothing is allocated) before the model is built.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tempfile
@@ -161,16 +160,22 @@ def load_model(
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     config = model_config(ckpt)
     state = ckpt["model"].get("state")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError("the checkpoint's model state is not a mapping of tensors")
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in create_model(config).state_dict().items()}
-    if sum(math.prod(s) for s in expected.values()) > MAX_PARAMETERS:
+        skeleton = create_model(config)
+    if sum(p.numel() for p in skeleton.state_dict().values()) > MAX_PARAMETERS:
         raise UserError(f"the checkpoint's model config describes over {MAX_PARAMETERS:,} weights")
-    _check_shapes(expected, {str(k): tuple(v.shape) for k, v in state.items()})
+    check_state_shapes(skeleton, state)
     model = create_model(config)
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def check_state_shapes(model: torch.nn.Module, state: Any) -> None:
+    """A state dict holds exactly the model's tensors, of the same shapes; UserError if not."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError("the checkpoint's model state is not a mapping of tensors")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_shapes(expected, {str(k): tuple(v.shape) for k, v in state.items()})
 
 
 def _check_shapes(expected: dict[str, tuple], got: dict[str, tuple]) -> None:

@@ -35,6 +35,7 @@ from colorfeat.store import StoreVersion, open_store
 from colortrain.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT,
+    check_state_shapes,
     load_checkpoint,
     save_checkpoint,
     trunk_entry,
@@ -261,13 +262,18 @@ def _resume(
 ) -> None:
     """Continue the run saved at `path`: weights, optimizer, schedule, RNG and where it stood."""
     ckpt = load_checkpoint(path)
-    t = ckpt["train"]
-    _check_resumable(t["config"], config, version)
-    run.model.load_state_dict(ckpt["model"]["state"])
-    run.optimizer.load_state_dict(t["optimizer"])
-    run.scheduler.load_state_dict(t["scheduler"])
-    set_rng_state(t["rng"], device)
-    run.state = TrainState(t["epoch"], t["batch_in_epoch"], t["step"], 0, list(t["metrics"]))
+    try:
+        t = ckpt["train"]
+        _check_resumable(t["config"], config, version)
+        check_state_shapes(run.model, ckpt["model"]["state"])
+        run.model.load_state_dict(ckpt["model"]["state"])
+        run.optimizer.load_state_dict(t["optimizer"])
+        run.scheduler.load_state_dict(t["scheduler"])
+        set_rng_state(t["rng"], device)
+        run.state = TrainState(t["epoch"], t["batch_in_epoch"], t["step"], 0, list(t["metrics"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"--resume: {path} cannot be continued by this run ({first})") from exc
     run.static = {k: ckpt[k] for k in ("vocab", "features", "trunk", "lab", "store")}
 
 

@@ -140,3 +140,19 @@ def test_epoch_lines_do_not_wrap_without_a_terminal(capsys: pytest.CaptureFixtur
     assert len(line) > 80
     log(line)
     assert capsys.readouterr().err == line + "\n"
+
+
+def test_resume_refuses_weights_that_do_not_fit_in_one_line(
+    run_copy: Path, tiny_store: Path
+) -> None:
+    ckpt = load_checkpoint(run_copy)
+    state = ckpt["model"]["state"]
+    key = next(k for k in state if k.endswith("conv2.weight"))
+    state[key] = state[key][:, :1]
+    save_checkpoint(run_copy, ckpt)
+    config = TrainConfig(
+        store=str(tiny_store), out=str(run_copy.parent), preset="small", epochs=3, batch_size=8,
+        resume=True, progress=False, tensorboard=False,
+    )  # fmt: skip
+    with pytest.raises(UserError, match=rf"{key} is \[64, 1, 3, 3\], the config implies"):
+        fit(config)
