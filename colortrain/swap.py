@@ -5,6 +5,8 @@ A model that reads its caption colours the picture the new way; one that ignores
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from colorfeat.captions import tokenize
@@ -20,12 +22,19 @@ def swap_colours(vocab: dict[str, int], lexicon: list[str]) -> list[str]:
 
 
 def swap_colour_word(caption: str, colours: list[str]) -> tuple[str, str] | None:
-    """(caption with its first colour word replaced by the next of `colours`, the new word)."""
+    """(the caption with its first colour word replaced by the next of `colours`, the new word).
+
+    The caption keeps its own wording, case and punctuation around the replaced word.
+    """
     words = tokenize(caption)
     for i, w in enumerate(words):
         if w in colours:
-            words[i] = colours[(colours.index(w) + 1) % len(colours)]
-            return " ".join(words), words[i]
+            new = colours[(colours.index(w) + 1) % len(colours)]
+            lowered = caption.lower()
+            match = re.search(rf"(?<![^\W_]){re.escape(w)}(?![^\W_])", lowered)
+            if len(lowered) != len(caption) or match is None:  # case folding moved the letters
+                return " ".join([*words[:i], new, *words[i + 1 :]]), new
+            return caption[: match.start()] + new + caption[match.end() :], new
     return None
 
 

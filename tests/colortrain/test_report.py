@@ -105,9 +105,10 @@ def test_colorfulness_and_swap_caption():
     red[..., 0] = 250
     assert colorfulness(red) == pytest.approx(0.3 * np.hypot(130, 65))
     assert (
-        swap_caption("A Red disc, and a blue one", ["blue", "red"]) == "a blue disc and a blue one"
+        swap_caption("A Red disc, and a blue one", ["blue", "red"]) == "A blue disc, and a blue one"
     )
     assert swap_caption("a plain disc", ["blue", "red"]) is None
+    assert swap_caption("reddish red-brick", ["blue", "red"]) == "reddish blue-brick"
 
 
 def test_headline_counts_single_hue_captions_and_their_swaps():
