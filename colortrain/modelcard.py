@@ -37,7 +37,13 @@ _MAX_DEPTH, _MAX_ITEMS, _MAX_NODES = 4, 50, 2000  # of a value rendered from a c
 
 
 def _store_attrs(path: str) -> dict[str, Any]:
-    """The store version's attrs, or {} when it is no longer reachable from here."""
+    """The store version's attrs, or {} when it is no longer reachable from here.
+
+    Only a local path is opened: the path comes from the checkpoint, which must not make this
+    process reach out to a URL of its choosing.
+    """
+    if "://" in path:
+        return {}
     try:
         return dict(open_store(path).attrs)
     except (UserError, OSError):

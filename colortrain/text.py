@@ -31,7 +31,7 @@ def shorten(text: str, limit: int = MAX_TEXT_CHARS) -> str:
 def wrapped_lines(text: str, width: int, max_lines: int) -> str:
     """At most `max_lines` lines of at most `width` characters, an ellipsis where it is cut."""
     text = str(text)
-    cap = 2 * width * max_lines  # enough for max_lines lines whatever the spacing
+    cap = 2 * width * max_lines  # what max_lines lines hold, twice: room for runs of spaces
     flat = " ".join(text[:cap].split())
     lines = textwrap.wrap(flat, width) or [""]
     if len(lines) > max_lines or (len(text) > cap and text[cap:].strip()):
