@@ -20,7 +20,7 @@ from colortrain.evalrun import Evaluation
 from colortrain.evaluate import colorfulness
 from colortrain.hues import confusion, dominant_hue
 from colortrain.modelcard import read_card_metadata
-from colortrain.report import SECTIONS, headline, swap_caption
+from colortrain.report import PICTURE_PX, SECTIONS, headline, swap_caption
 
 NEW_METRICS = ("ssim", "ciede2000", "colorfulness_pred", "colorfulness_true")
 
@@ -150,6 +150,8 @@ def test_report_in_headless_chromium_shows_each_caption_in_full(
         rows = tab.locator("section#examples tr").all_inner_texts()[1:]
         swap_rows = tab.locator("section#swapped tr").all_inner_texts()[1:]
         width = tab.locator("section#examples table").bounding_box()["width"]
+        pictures = [tab.locator("section#examples td.pic img").nth(i).bounding_box()
+                    for i in range(3)]  # fmt: skip
         browser.close()
     assert any("caption-colour accuracy" in line for line in first)
     assert len(rows) == len(swap_rows) == 6
@@ -158,3 +160,4 @@ def test_report_in_headless_chromium_shows_each_caption_in_full(
     for row, caption, new in zip(swap_rows, captions[6:], swapped, strict=True):
         assert caption in " ".join(row.split()) and new in " ".join(row.split())
     assert width > 1100
+    assert all(box["width"] == box["height"] == PICTURE_PX for box in pictures)  # not squashed
