@@ -5,8 +5,11 @@ Inputs:  image   (B, S, S, 3) RGB, uint8 or float32 in [0, 255] (see `--input-dt
          tokens  (B, T) int64 caption token ids, padded with 0 (the vocabulary is exported with
                  the graph as metadata, `vocab`, one token a line)
          lengths (B,) int64 caption lengths
-Output:  ab      (B, S, S, 2) float32 annealed-mean ab (T = 0.38) at the picture size S; join it
-                 with the picture's own L (resized to S, or ab resized to the picture) for colour.
+Outputs: ab      (B, S, S, 2) float32 annealed-mean ab (T = 0.38) at the picture size S; join it
+                 with the picture's own L (resized to S) for colour at S
+         ab_coarse (B, h, w, 2) the same at the model's own resolution (h = S/4), before any
+                 upsampling: resize it to the full picture and join it with the picture's L for
+                 colour at full resolution, as `colortrain colorize` does (docs/export.md)
 
 The batch and the caption length are dynamic; S is fixed by the checkpoint. Packed sequences do
 not export, so the bi-LSTM runs here over padded captions with the backward direction fed each
@@ -36,6 +39,7 @@ from colortrain.prepost import annealed_ab, upsample_ab
 
 INPUT_DTYPES = EXPORT_INPUT_DTYPES
 OPSET = 17
+OUTPUTS = ["ab", "ab_coarse"]
 TOLERANCE = 1e-3  # largest |ab| difference (ab units, range about +-110) ONNX vs PyTorch
 
 
@@ -83,11 +87,12 @@ class ExportModel(nn.Module):
 
     def forward(
         self, image: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.trunk(prepare_input(image))  # (B, C, S/8, S/8)
         logits = self.model(feats.float(), tokens, lengths)  # (B, K, h, w)
-        ab = upsample_ab(annealed_ab(logits, self.temperature), (self.size, self.size))
-        return ab.permute(0, 2, 3, 1)  # (B, S, S, 2)
+        coarse = annealed_ab(logits, self.temperature)  # (B, 2, h, w)
+        ab = upsample_ab(coarse, (self.size, self.size))  # (B, 2, S, S)
+        return ab.permute(0, 2, 3, 1), coarse.permute(0, 2, 3, 1)  # (B, S, S, 2), (B, h, w, 2)
 
 
 def example_inputs(
@@ -121,9 +126,10 @@ def export_onnx(
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(
             wrapper, tuple(torch.from_numpy(a) for a in inputs), str(tmp), dynamo=False,
-            input_names=["image", "tokens", "lengths"], output_names=["ab"], opset_version=OPSET,
+            input_names=["image", "tokens", "lengths"], output_names=OUTPUTS, opset_version=OPSET,
             dynamic_axes={"image": {0: "batch"}, "tokens": {0: "batch", 1: "length"},
-                          "lengths": {0: "batch"}, "ab": {0: "batch"}},
+                          "lengths": {0: "batch"}, "ab": {0: "batch"},
+                          "ab_coarse": {0: "batch"}},
         )  # fmt: skip
     _add_metadata(tmp, vocab, colorist.image_size, input_dtype)
     check = compare(tmp, colorist, inputs)
@@ -159,11 +165,14 @@ def compare(
 
     image, tokens, lengths = inputs
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(["ab"], {"image": image, "tokens": tokens, "lengths": lengths})[0]
-    gray = luma(image)  # (B, S, S)
+    got = session.run(OUTPUTS, {"image": image, "tokens": tokens, "lengths": lengths})
+    logits, _ = colorist.predict_logits(luma(image), torch.from_numpy(tokens),
+                                        torch.from_numpy(lengths))  # fmt: skip
+    coarse = annealed_ab(logits)  # (B, 2, h, w)
     size = (colorist.image_size, colorist.image_size)
-    want, _ = colorist.predict_ab_batch(
-        gray, torch.from_numpy(tokens), torch.from_numpy(lengths), size
-    )  # (B, S, S, 2)
-    return {"max_abs_ab_diff": float(np.abs(got - want).max()), "tolerance": TOLERANCE,
-            "batch": int(image.shape[0])}  # fmt: skip
+    want = [upsample_ab(coarse, size), coarse]  # (B, 2, S, S), (B, 2, h, w)
+    diff = max(
+        float(np.abs(g - w.permute(0, 2, 3, 1).cpu().numpy()).max())
+        for g, w in zip(got, want, strict=True)
+    )
+    return {"max_abs_ab_diff": diff, "tolerance": TOLERANCE, "batch": int(image.shape[0])}

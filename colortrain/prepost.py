@@ -7,19 +7,19 @@ app and the report.
     rejoin         picture (H, W, 3) + ab (2, h, w) -> colour (H, W, 3) at full resolution
     gray_picture   picture (..., 3) uint8 -> its luma (...) as uint8, to show
 
-The full-resolution steps run in bands of rows, so a picture costs a few bytes a pixel (its own
+The full-resolution join runs in bands of rows, so a picture costs a few bytes a pixel (its own
 RGB, the result's, and one band of floats) whatever its size.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from colorfeat.backbone import prepare_input
 from colorfeat.constants import ANNEALED_T
+from colorfeat.images import squash_resize
 from colorfeat.lab import decode_ab, lab_to_rgb, luma, rgb_to_lab
 
 BAND_PIXELS = 1 << 18  # pixels per band of the full-resolution steps (a few MB of floats)
@@ -37,22 +37,11 @@ def gray_picture(rgb: np.ndarray) -> np.ndarray:
 def gray_input(rgb: np.ndarray, size: int) -> np.ndarray:
     """uint8 RGB (H, W, 3) -> luma (S, S) float32 at the store's size S, not rounded.
 
-    The images stage squash-resizes with INTER_AREA; luma is linear, so resizing the luma equals
-    (up to float rounding) the luma of the resized picture the features were made from. Area
-    resizing is separable: each band of rows is first resized across, then the (H, S) result
-    down, so no full-resolution float copy is made.
+    Exactly the store's preprocessing: the images stage's squash-resize (INTER_AREA on the uint8
+    RGB), then the luma the extractor computes. No full-resolution copy is made.
     """
-    h, w = rgb.shape[:2]
-    if (h, w) == (size, size):
-        return luma(rgb)
-    if h < size or w < size:  # enlarged along an axis: small enough to do at once
-        return cv2.resize(luma(rgb), (size, size), interpolation=cv2.INTER_AREA)  # (S, S)
-    across = np.empty((h, size), np.float32)  # (H, S)
-    step = _band_rows(w)
-    for r in range(0, h, step):
-        band = luma(rgb[r : r + step])  # (n, W)
-        across[r : r + step] = cv2.resize(band, (size, band.shape[0]), interpolation=cv2.INTER_AREA)
-    return cv2.resize(across, (size, size), interpolation=cv2.INTER_AREA)  # (S, S)
+    small = rgb if rgb.shape[:2] == (size, size) else squash_resize(rgb, size)  # (S, S, 3)
+    return luma(small)  # (S, S)
 
 
 def trunk_input(
