@@ -218,5 +218,5 @@ def serve(
         print("colortrain app: stopped", file=sys.stderr, flush=True)
     finally:
         if page is not None:
-            page.close()
+            page.close(verbose=False)
         shutil.rmtree(workdir, ignore_errors=True)

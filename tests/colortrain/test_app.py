@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
+import queue
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -103,11 +107,19 @@ def _browser() -> str:
     return found
 
 
-def _serve(checkpoint: Path, port: int) -> subprocess.Popen:
-    """`colortrain app` as a user starts it, on loopback; returns once it answers HTTP."""
-    cmd = [str(Path(sys.executable).with_name("colortrain")), "app", "--checkpoint",
-           str(checkpoint), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _command(checkpoint: Path, port: int) -> list[str]:
+    """`colortrain app ...` as this checkout's code runs it (whatever the installed script)."""
+    program = "from colortrain.cli import app; app(prog_name='colortrain')"
+    return [sys.executable, "-c", program, "app", "--checkpoint", str(checkpoint),
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+
+
+def _serve(checkpoint: Path, port: int, tmp: Path) -> subprocess.Popen:
+    """`colortrain app` as a user starts it, on loopback, its temporary files under `tmp`;
+    returns once it answers HTTP."""
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen(_command(checkpoint, port), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
     for _ in range(600):  # bounded: at most 600 refused connections, each answered at once
         if proc.poll() is not None:
@@ -132,7 +144,9 @@ def test_app_in_headless_chromium(tiny_checkpoint: Path, tmp_path: Path):
     upload = tmp_path / "input.png"
     Image.fromarray(picture).save(upload)
     port = _free_port()
-    server = _serve(tiny_checkpoint, port)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    server = _serve(tiny_checkpoint, port, tmp)
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=browser_path, headless=True)
@@ -151,11 +165,37 @@ def test_app_in_headless_chromium(tiny_checkpoint: Path, tmp_path: Path):
             print(f"screenshot: {shot}")
             browser.close()
         body = httpx.get(src, timeout=10).content
+        assert list(tmp.rglob("*.png"))  # the upload and the results, while it runs
     finally:
         server.terminate()
         server.communicate(timeout=30)  # closes its pipe
+    assert server.returncode == 0
+    assert list(tmp.iterdir()) == []  # uploads, results and examples deleted when it stops
     result = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
     assert result.shape == picture.shape
     assert _mean_abs_dl(result, picture) < 1.0
     assert "caption A: none" in unknown
     assert shot.stat().st_size > 10_000
+
+
+def test_app_prints_its_address_when_ready_and_one_line_on_ctrl_c(
+    tiny_checkpoint: Path, tmp_path: Path
+):
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(_command(tiny_checkpoint, port), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+    try:
+        first = lines.get(timeout=180)  # the import and the page take long on a busy machine
+        url = f"http://127.0.0.1:{port}/"
+        assert first.strip() == f"colortrain app: serving on {url} (Ctrl-C stops it)"
+        assert httpx.get(url, timeout=10).status_code == 200  # ready when it says so
+        assert [p.name[:15] for p in tmp_path.iterdir()] == ["colortrain-app-"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert out == "" and err.strip().splitlines() == ["colortrain app: stopped"]
+    assert list(tmp_path.iterdir()) == []
