@@ -47,6 +47,7 @@ _DATA_ERRNOS = {
     errno.ENAMETOOLONG: "bad file name",
 }
 _SIXTEEN_BIT = 65535.0 / 255.0  # a 16-bit level per 8-bit level
+_BAND_PIXELS = 1 << 20  # pixels per band copied out of a decoded picture
 
 
 class PictureError(Exception):
@@ -128,7 +129,8 @@ def decode_rgb(data: bytes) -> np.ndarray:
     with _image(io.BytesIO(data)) as im:
         try:
             im.load()
-            rgb = to_rgb(ImageOps.exif_transpose(im))
+            ImageOps.exif_transpose(im, in_place=True)  # no copy of a picture the right way up
+            rgb = to_rgb(im)
         except PictureError:
             raise
         except Exception as exc:  # Pillow raises many types for broken data
@@ -150,7 +152,19 @@ def to_rgb(im: Image.Image) -> np.ndarray:
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, rgba)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return _rows_to_array(im if im.mode == "RGB" else im.convert("RGB"))
+
+
+def _rows_to_array(im: Image.Image) -> np.ndarray:
+    """uint8 (H, W, 3) of an RGB picture, copied out a band of rows at a time: `np.asarray` of the
+    whole picture would hold two more full copies at once (its bytes, joined from chunks)."""
+    width, height = im.size
+    out = np.empty((height, width, 3), np.uint8)
+    step = max(1, _BAND_PIXELS // max(width, 1))
+    for top in range(0, height, step):
+        band = im.crop((0, top, width, min(height, top + step)))
+        out[top : top + band.height] = np.asarray(band)
+    return out
 
 
 def is_gray(rgb: np.ndarray) -> bool:

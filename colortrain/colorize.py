@@ -118,10 +118,17 @@ class Colorist:
     def colorize_batch(
         self, rgbs: list[np.ndarray], tokens: torch.Tensor, temperature: float = ANNEALED_T
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Each uint8 RGB (H, W, 3) -> colorized uint8 RGB (H, W, 3) and its attention (h, w)."""
+        """Each uint8 RGB (H, W, 3) -> colorized uint8 RGB (H, W, 3) and its attention (h, w).
+
+        Each picture is dropped from `rgbs` (set to None) once its result is made, so that the
+        caller writing a result holds no more than that result besides the batch's other inputs.
+        """
         ab, heat = self.predict_small_ab(rgbs, tokens, temperature)
-        for i, rgb in enumerate(rgbs):
-            yield rejoin(rgb, ab[i]), heat[i]
+        for i in range(len(rgbs)):
+            rgb, rgbs[i] = rgbs[i], None
+            result = rejoin(rgb, ab[i])
+            del rgb
+            yield result, heat[i]
 
     def predict_ab(
         self, rgb: np.ndarray, tokens: torch.Tensor, temperature: float = ANNEALED_T
