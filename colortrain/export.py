@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -121,26 +123,37 @@ def export_onnx(
     vocab = sorted(colorist.vocab, key=colorist.vocab.__getitem__)
     inputs = example_inputs(colorist.image_size, len(vocab), dtype=input_dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)  # a new file of a random name: nothing planted there is followed
+    tmp = Path(name)
+    try:
+        _write_graph(wrapper, inputs, tmp)
+        _add_metadata(tmp, vocab, colorist.image_size, input_dtype)
+        check = compare(tmp, colorist, inputs)
+        if not check["max_abs_ab_diff"] < TOLERANCE:
+            raise UserError(
+                f"the ONNX graph differs from PyTorch by {check['max_abs_ab_diff']:.2e} in ab "
+                f"(tolerance {TOLERANCE})"
+            )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the graph is an ordinary file
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"onnx": str(out), "image_size": colorist.image_size, **check}
+
+
+def _write_graph(wrapper: ExportModel, inputs: tuple[np.ndarray, ...], path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(
-            wrapper, tuple(torch.from_numpy(a) for a in inputs), str(tmp), dynamo=False,
+            wrapper, tuple(torch.from_numpy(a) for a in inputs), str(path), dynamo=False,
             input_names=["image", "tokens", "lengths"], output_names=OUTPUTS, opset_version=OPSET,
             dynamic_axes={"image": {0: "batch"}, "tokens": {0: "batch", 1: "length"},
                           "lengths": {0: "batch"}, "ab": {0: "batch"},
                           "ab_coarse": {0: "batch"}},
         )  # fmt: skip
-    _add_metadata(tmp, vocab, colorist.image_size, input_dtype)
-    check = compare(tmp, colorist, inputs)
-    if not check["max_abs_ab_diff"] < TOLERANCE:
-        tmp.unlink(missing_ok=True)
-        raise UserError(
-            f"the ONNX graph differs from PyTorch by {check['max_abs_ab_diff']:.2e} in ab "
-            f"(tolerance {TOLERANCE})"
-        )
-    tmp.replace(out)
-    return {"onnx": str(out), "image_size": colorist.image_size, **check}
 
 
 def _add_metadata(path: Path, vocab: list[str], size: int, input_dtype: str) -> None:
