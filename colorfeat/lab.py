@@ -16,6 +16,7 @@ from colorfeat.constants import (
     AB_MIN,
     AB_STEP,
     ANNEALED_T,
+    LUMA_601,
     NUM_AB_BINS,
     SOFT_ENCODE_NEIGHBOURS,
     SOFT_ENCODE_SIGMA,
@@ -36,6 +37,20 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     flat = rgb.reshape(-1, 1, 3).astype(np.float32) / 255.0  # (P, 1, 3): OpenCV wants an image
     lab = cv2.cvtColor(flat, cv2.COLOR_RGB2Lab)
     return lab.reshape(rgb.shape)
+
+
+def luma(rgb: np.ndarray | torch.Tensor, divisor: float = 1.0) -> np.ndarray | torch.Tensor:
+    """ITU-R BT.601 luma of RGB (..., 3) divided by `divisor`, float32 and not rounded (...).
+
+    The one grayscale conversion: what the trunk sees (divisor 255), what colorize resizes, what
+    a report shows. numpy in, numpy out; a tensor in, a tensor out (on its device).
+    """
+    weights = np.asarray(LUMA_601, dtype=np.float32) / np.float32(divisor)  # (3,)
+    if isinstance(rgb, np.ndarray):
+        return rgb.astype(np.float32) @ weights
+    import torch
+
+    return rgb.to(torch.float32) @ torch.from_numpy(weights).to(rgb.device)
 
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:

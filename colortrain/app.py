@@ -4,12 +4,22 @@ A picture (uploaded, or one of a few generated examples), a caption, a second ca
 annealed-mean temperature; the page shows both colorizations at the picture's full resolution,
 their attention maps, and the words read as unknown. It binds to 127.0.0.1 unless told
 otherwise, loads no fonts or scripts from outside, and sends no analytics.
+
+An upload reaches the model only through colorfeat.pictures (its formats and limits, the size
+read from the header before anything is decoded: Gradio hands over the file, never decodes it).
+Requests wait in a queue of at most QUEUE_SIZE and run one at a time. Uploads, results and the
+examples live in one temporary folder of the server's own, emptied of files older than
+CACHE_SECONDS while it runs and deleted when it stops.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +29,16 @@ import torch.nn.functional as F
 
 from colorfeat.constants import ANNEALED_T
 from colorfeat.errors import UserError
+from colorfeat.pictures import MAX_PICTURE_BYTES, load_picture
 from colortrain.colorize import Colorist
 
 # Before gradio is imported: no analytics, no version check, no hub look-ups.
 OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-MAX_SIDE = 4096  # pixels, either side of an uploaded picture
 MAX_CAPTION_CHARS = 300
-MAX_UPLOAD = "20mb"
+QUEUE_SIZE = 8  # requests waiting at most; more are refused at once
+CACHE_SECONDS = 600  # uploads and results older than this are deleted while the page runs
 TEMPERATURE_RANGE = (0.05, 1.0)
 EXAMPLE_COUNT = 3
 FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # local fonts: nothing fetched from outside
@@ -41,19 +52,11 @@ def _gradio() -> Any:
     return gr
 
 
-def check_picture(image: np.ndarray | None) -> np.ndarray:
-    """The uploaded picture as uint8 RGB (H, W, 3), or a UserError saying what is wrong."""
-    if image is None:
+def check_picture(image: str | Path | None) -> np.ndarray:
+    """The uploaded picture file as uint8 RGB (H, W, 3), or a UserError saying what is wrong."""
+    if image is None or not str(image):
         raise UserError("upload a picture or pick an example first")
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)  # (H, W, 3)
-    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
-        raise UserError(f"expected an RGB picture, got an array {image.shape} {image.dtype}")
-    if max(image.shape[:2]) > MAX_SIDE:
-        raise UserError(f"the picture is {image.shape[1]} x {image.shape[0]}; at most {MAX_SIDE} "
-                        "pixels a side, please")  # fmt: skip
-    return np.ascontiguousarray(image[..., :3])
+    return load_picture(image)
 
 
 def check_caption(caption: str | None, which: str) -> str:
@@ -85,7 +88,7 @@ class Demo:
         self.colorist = colorist
 
     def run(
-        self, image: np.ndarray | None, caption_a: str, caption_b: str, temperature: float
+        self, image: str | Path | None, caption_a: str, caption_b: str, temperature: float
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None, str]:
         """(colorized A, colorized B, attention A, attention B, unknown words as Markdown)."""
         picture = check_picture(image)
@@ -138,12 +141,13 @@ def build_page(colorist: Colorist, examples_dir: Path) -> Any:
         except UserError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 
-    with gr.Blocks(title="Colour from language") as page:
+    with gr.Blocks(title="Colour from language", delete_cache=(60, CACHE_SECONDS)) as page:
         gr.Markdown("# Colour a picture from a sentence\nThe picture's own lightness is kept; "
                     "the colours come from the caption. Change one colour word in the second "
                     "caption to see what it does.")  # fmt: skip
         with gr.Row():
-            image = gr.Image(label="picture", type="numpy", image_mode="RGB", elem_id="picture",
+            # A file path: Gradio neither decodes the upload nor converts it (image_mode None).
+            image = gr.Image(label="picture", type="filepath", image_mode=None, elem_id="picture",
                              sources=["upload"], format="png")  # fmt: skip
             with gr.Column():
                 caption_a = gr.Textbox(label="caption A", elem_id="caption-a",
@@ -163,7 +167,7 @@ def build_page(colorist: Colorist, examples_dir: Path) -> Any:
         gr.Examples(example_pictures(examples_dir), inputs=[image, caption_a, caption_b])
         button.click(on_click, [image, caption_a, caption_b, temperature],
                      [out_a, out_b, heat_a, heat_b, unknown])  # fmt: skip
-    return page
+    return page.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
 
 
 def launch(
@@ -172,21 +176,47 @@ def launch(
     port: int = DEFAULT_PORT,
     *,
     device: str = "cpu",
-    block: bool = True,
+    workdir: Path,
 ) -> Any:
-    """Load the checkpoint, build the page and serve it; returns the page (with block=False)."""
+    """Load the checkpoint, build the page and start serving it (in the background) from
+    `workdir`, which holds every file the page writes; returns the page."""
     colorist = Colorist.from_checkpoint(checkpoint, device)
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "cache")  # before gradio is imported
     gr = _gradio()
-    examples_dir = Path(tempfile.mkdtemp(prefix="colortrain-app-"))
+    examples_dir = workdir / "examples"
+    examples_dir.mkdir()
     page = build_page(colorist, examples_dir)
     theme = gr.themes.Default(font=FONTS, font_mono=["ui-monospace", "monospace"])
     try:
         page.launch(
             server_name=host, server_port=port, share=False, inbrowser=False, theme=theme,
-            max_file_size=MAX_UPLOAD, allowed_paths=[str(examples_dir)], footer_links=[],
-            ssr_mode=False, mcp_server=False,
-            prevent_thread_lock=not block, quiet=True,
+            max_file_size=MAX_PICTURE_BYTES, allowed_paths=[str(examples_dir)], footer_links=[],
+            ssr_mode=False, mcp_server=False, prevent_thread_lock=True, quiet=True,
         )  # fmt: skip
     except OSError as exc:  # the port is taken, or the address cannot be bound
         raise UserError(f"cannot serve on {host}:{port}: {exc}") from exc
     return page
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(
+    checkpoint: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, device: str
+) -> None:
+    """`colortrain app`: serve until Ctrl-C; print the address when ready, one line at the end."""
+    workdir = Path(tempfile.mkdtemp(prefix="colortrain-app-"))
+    page = None
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop cleans up as Ctrl-C does
+    try:
+        page = launch(checkpoint, host, port, device=device, workdir=workdir)
+        print(f"colortrain app: serving on {page.local_url} (Ctrl-C stops it)", flush=True)
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("colortrain app: stopped", file=sys.stderr, flush=True)
+    finally:
+        if page is not None:
+            page.close(verbose=False)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -8,7 +8,6 @@ FIGURE_MAX_SIDE pixels on its long side first, and the figure's sides are clampe
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import cv2
@@ -16,9 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from colortrain.text import literal, wrapped_lines
+
 FIGURE_MAX_SIDE = 1024  # pixels of the picture drawn in the figure, long side
 FIGURE_INCHES = (6.0, 1.5, 12.0)  # width; least and most height
 FIGURE_DPI = 100
+CAPTION_WIDTH, CAPTION_LINES = 50, 4  # the caption over the figure: characters, lines
 COLOURBAR_LABEL = "mean activation of the last FiLM block"
 
 
@@ -55,6 +57,6 @@ def attention_figure(
     fig.colorbar(layer, ax=ax, label=COLOURBAR_LABEL, fraction=0.046, pad=0.04)
     ax.set_axis_off()
     if caption:
-        ax.set_title("\n".join(textwrap.wrap(caption, 50)), fontsize=9)
+        ax.set_title(wrapped_lines(caption, CAPTION_WIDTH, CAPTION_LINES), **literal(fontsize=9))
     fig.savefig(path, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
     plt.close(fig)

@@ -11,6 +11,10 @@ Only tensors and primitive containers go in, so it loads with `torch.load(weight
     store         {"path": version path, "version": id}
     train         {"config": TrainConfig dict, "epoch", "batch_in_epoch", "step", "metrics",
                    "optimizer", "scheduler", "rng": {"torch", "cuda"}}
+
+A checkpoint is not trusted: `load_model` validates the model config against MODEL_SCHEMA (types
+and bounds) and compares every state-dict shape with the shapes that config implies (computed on
+PyTorch's meta device, so nothing is allocated) before the model is built.
 """
 
 from __future__ import annotations
@@ -34,11 +38,34 @@ from colorfeat.trunk.backbone import (
     state_dict_hash,
     trunk_from_state,
 )
+from colortrain.config import ModelConfig
+from colortrain.data import store_shapes
+from colortrain.model import Colorizer, create_model
+from colortrain.text import shorten
 
 FORMAT = "colortrain/1"
 CHECKPOINT_NAME = "checkpoint.pt"  # what `fit` writes in its run directory
 WEIGHTS_ENV = "COLORTRAIN_WEIGHTS"  # where a `--weights FILE` trunk's file is found again
 _REQUIRED = ("format", "model", "vocab", "features", "trunk", "lab")
+# The model config's fields: type and inclusive bounds. The bounds hold the paper's model many
+# times over; past them a config describes a model no store of this project can feed.
+MODEL_SCHEMA: dict[str, tuple[type, Any, Any]] = {
+    "kind": (str, None, None),
+    "preset": (str, None, None),
+    "feature_channels": (int, 1, 8192),
+    "feature_size": (int, 1, 1024),
+    "target_size": (int, 1, 4096),
+    "vocab_size": (int, 2, 2_000_000),
+    "embedding_dim": (int, 1, 4096),
+    "num_bins": (int, 2, 4096),
+    "width": (int, 1, 8192),
+    "lstm_hidden": (int, 1, 8192),
+    "num_blocks": (int, 1, 64),
+    "dropout": (float, 0.0, 1.0),
+    "embedding_init": (str, None, None),
+}
+_OPTIONAL_FIELDS = ("num_blocks", "dropout", "embedding_init")  # ModelConfig has defaults
+MAX_PARAMETERS = 2**28  # 268 M, about 1 GiB in float32; the paper's model has about 15 M
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
@@ -76,8 +103,96 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED):
         raise UserError(f"{path} is not a colortrain checkpoint (missing keys)")
     if ckpt["format"] != FORMAT:
-        raise UserError(f"{path} has checkpoint format {ckpt['format']!r}, expected {FORMAT!r}")
+        found = shorten(repr(ckpt["format"]), 40)
+        raise UserError(f"{path} has checkpoint format {found}, expected {FORMAT!r}")
     return ckpt
+
+
+def model_config(ckpt: dict[str, Any]) -> ModelConfig:
+    """The checkpoint's ModelConfig, checked against MODEL_SCHEMA; UserError naming the field."""
+    entry = ckpt.get("model")
+    raw = entry.get("config") if isinstance(entry, dict) else None
+    if not isinstance(raw, dict):
+        raise UserError("the checkpoint's model config is missing or not a mapping")
+    unknown = sorted(str(k)[:40] for k in raw if k not in MODEL_SCHEMA)
+    if unknown:
+        names = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise UserError(f"the checkpoint's model config has unknown fields: {names}")
+    for key, spec in MODEL_SCHEMA.items():
+        if key in raw:
+            _check_field(key, raw[key], *spec)
+        elif key not in _OPTIONAL_FIELDS:
+            raise UserError(f"the checkpoint's model config lacks {key}")
+    config = ModelConfig.from_dict(raw)
+    vocab = ckpt.get("vocab")
+    if not isinstance(vocab, list) or len(vocab) != config.vocab_size:
+        raise UserError(
+            f"the checkpoint's vocabulary does not have the {config.vocab_size} words its model "
+            "config says"
+        )
+    return config
+
+
+def _check_field(key: str, value: Any, kind: type, low: Any, high: Any) -> None:
+    """One model config value: of its type (a bool is no number) and within its bounds."""
+    if kind is str:
+        ok = isinstance(value, str) and len(value) <= 64
+    else:
+        numbers = int | float if kind is float else int
+        ok = isinstance(value, numbers) and not isinstance(value, bool)
+    if not ok:
+        what = {int: "an integer", float: "a number", str: "a short string"}[kind]
+        raise UserError(
+            f"the checkpoint's model config {key} is not {what}: {shorten(repr(value), 40)}"
+        )
+    if low is not None and not low <= value <= high:
+        raise UserError(f"the checkpoint's model config {key}={value} is outside [{low}, {high}]")
+
+
+def load_model(
+    checkpoint: dict[str, Any] | str | Path, device: str | torch.device = "cpu"
+) -> Colorizer:
+    """The colorizer of a checkpoint (a loaded dict, a file or a run directory), in eval mode.
+
+    The config is validated and the state dict's names and shapes are compared with those the
+    config implies before any weight is allocated: a lying config is refused, never built.
+    """
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    config = model_config(ckpt)
+    state = ckpt["model"].get("state")
+    with torch.device("meta"):
+        skeleton = create_model(config)
+    if sum(p.numel() for p in skeleton.state_dict().values()) > MAX_PARAMETERS:
+        raise UserError(f"the checkpoint's model config describes over {MAX_PARAMETERS:,} weights")
+    check_state_shapes(skeleton, state)
+    model = create_model(config)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def check_state_shapes(model: torch.nn.Module, state: Any) -> None:
+    """A state dict holds exactly the model's tensors, of the same shapes; UserError if not."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError("the checkpoint's model state is not a mapping of tensors")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_shapes(expected, {str(k): tuple(v.shape) for k, v in state.items()})
+
+
+def _check_shapes(expected: dict[str, tuple], got: dict[str, tuple]) -> None:
+    """The state dict holds exactly the tensors the config implies, of the same shapes."""
+    missing = sorted(expected.keys() - got.keys())
+    extra = sorted(got.keys() - expected.keys())
+    wrong = [k for k in expected if k in got and expected[k] != got[k]]
+    if not (missing or extra or wrong):
+        return
+    if wrong:
+        k = wrong[0]
+        detail = f"{k[:80]} is {list(got[k])}, the config implies {list(expected[k])}"
+    else:
+        detail = (
+            f"missing {missing[:3]}" if missing else f"unexpected {[k[:80] for k in extra[:3]]}"
+        )
+    raise UserError(f"the checkpoint's weights do not fit its model config: {detail}")
 
 
 def trunk_config(name: str, attrs: dict[str, Any]) -> BackboneConfig:
@@ -156,9 +271,6 @@ def find_weights_file(weights: str, name: str) -> Path:
 
 def check_store_fit(ckpt: dict[str, Any], version: StoreVersion, split: str) -> None:
     """Refuse a store split whose features, vocabulary or shapes are not the checkpoint's."""
-    from colortrain.config import ModelConfig
-    from colortrain.data import store_shapes
-
     name = ckpt["features"]["name"]
     version.require_split(split)
     stored_hash = version.features(split, name).attrs.get("weights_hash")
@@ -167,7 +279,7 @@ def check_store_fit(ckpt: dict[str, Any], version: StoreVersion, split: str) -> 
             f"the store's {name} features were made by other weights than the checkpoint's trunk"
         )
     _check_same_vocab(version.vocab_tokens, list(ckpt["vocab"]))
-    config = ModelConfig.from_dict(ckpt["model"]["config"])
+    config = model_config(ckpt)
     shapes = store_shapes(version, name, split)
     wrong = {k: (v, getattr(config, k)) for k, v in shapes.items() if getattr(config, k) != v}
     if wrong:

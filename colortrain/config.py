@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, fields, replace
+from typing import Any, get_type_hints
 
+from colorfeat.config import DEVICES, Option, option
 from colorfeat.errors import UserError
+from colortrain.kinds import DEFAULT_KIND, MODEL_KINDS, model_kind
 
-MODEL_KINDS = ("film", "concat", "nolang")
 PRESETS = ("paper", "small")
-DEVICES = ("auto", "cpu", "cuda")
+# Without --preset: the paper's widths where a GPU trains, the CPU-sized ones elsewhere (a paper
+# step takes tens of seconds on a CPU).
+PRESET_BY_DEVICE = {"cuda": "paper", "cpu": "small"}
+EXPORT_INPUT_DTYPES = ("uint8", "float32")  # `colortrain export --input-dtype`, default first
 EMBEDDING_INITS = ("whitened", "standardized", "raw")  # the first is the default
 
 
@@ -50,8 +54,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         parse_embedding_init(self.embedding_init)
-        if self.kind not in MODEL_KINDS:
-            raise UserError(f"--model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
+        model_kind(self.kind)
         if self.preset not in PRESETS:
             raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         for name in ("feature_channels", "feature_size", "target_size", "vocab_size", "width"):
@@ -100,26 +103,43 @@ def create_model_config(
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run: `colortrain fit`'s options."""
+    """One training run. Fields made with `option()` are `colortrain fit`'s options (see
+    `fit_options`); the others are library settings."""
 
-    store: str
-    out: str
-    features: str | None = None  # None: the store's only (or first) feature set
-    model: str = "film"
-    preset: str = "paper"
+    store: str = option(MISSING, "Store root (follows LATEST) or one version.", required=True)
+    out: str = option(
+        MISSING,
+        "The run directory RUN_DIR: checkpoint, metrics, samples.",
+        required=True,
+        path=True,
+        metavar="RUN_DIR",
+    )
+    # None: the store's only (or first) feature set
+    features: str | None = option(None, "Feature set name; default: the store's first.")
+    model: str = option(DEFAULT_KIND, "Colorizer or baseline.", choices=lambda: tuple(MODEL_KINDS))
+    # None: chosen from the device (PRESET_BY_DEVICE) when the config is made
+    preset: str | None = option(
+        None,
+        "paper: the paper's widths; small: CPU-sized.",
+        choices=PRESETS,
+        show_default="paper on cuda, small on cpu",
+    )
     embedding_init: str = EMBEDDING_INITS[0]  # how store word vectors are rescaled; see ModelConfig
-    epochs: int = 10
-    max_steps: int | None = None
-    batch_size: int = 24
-    lr: float = 1e-3
+    epochs: int = option(10, "Epochs over the train split.", min=1)
+    max_steps: int | None = option(None, "Stop after this many optimizer steps in all.", min=1)
+    batch_size: int = option(24, "Images per step (per process under torchrun).", min=1)
+    lr: float = option(1e-3, "Adam learning rate.")
     weight_decay: float = 0.0
     grad_clip: float = 5.0
     schedule: str = "constant"  # "constant" or "cosine"
-    device: str = "auto"
-    seed: int = 0
-    resume: bool = False
-    in_memory: bool = False
-    workers: int = 0
+    device: str = option("auto", "Where to train.", choices=DEVICES)
+    seed: int = option(0, "Seed of initialisation, data order and caption choice.")
+    resume: bool = option(False, "Continue from RUN_DIR/checkpoint.pt.")
+    in_memory: bool = option(False, "Load the splits into RAM first (no workers).")
+    workers: int = option(
+        0, "DataLoader worker processes (spawned).", min=0, flag="--loader-workers",
+        aliases=("--workers",),
+    )  # fmt: skip
     checkpoint_every: int = 500  # steps; a checkpoint is also written after every epoch
     max_bad_steps: int = 5  # consecutive non-finite losses before giving up
     val_batches: int | None = None  # None: the whole val split
@@ -128,12 +148,14 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_KINDS:
-            raise UserError(f"--model must be one of {', '.join(MODEL_KINDS)}, got {self.model!r}")
+        model_kind(self.model)
+        if self.device not in DEVICES:
+            choices = ", ".join(DEVICES)
+            raise UserError(f"--device must be one of {choices}, got {self.device!r}")
+        if self.preset is None:
+            object.__setattr__(self, "preset", default_preset(self.device))
         if self.preset not in PRESETS:
             raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if self.device not in DEVICES:
-            raise UserError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         parse_embedding_init(self.embedding_init)
         if self.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {self.epochs}")
@@ -158,3 +180,38 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)
+
+
+def default_preset(device: str) -> str:
+    """The preset a run on `device` gets without --preset (PRESET_BY_DEVICE)."""
+    from colorfeat.device import resolve_device
+
+    return PRESET_BY_DEVICE.get(resolve_device(device).type, "paper")
+
+
+@dataclass(frozen=True)
+class FitOption(Option):
+    """One `colortrain fit` option, as declared by a TrainConfig field.
+
+    `choices` may be a function giving them (a registry read when the command runs); `flag` is
+    the option's name when it is not `--<field>`, `aliases` further (hidden) names, `metavar` and
+    `show_default` what the help shows.
+    """
+
+    flag: str | None = None
+    aliases: tuple[str, ...] = ()
+    metavar: str | None = None
+    show_default: str | bool = True
+
+    def current_choices(self) -> tuple[str, ...] | None:
+        return self.choices() if callable(self.choices) else self.choices
+
+
+def fit_options() -> list[FitOption]:
+    """`colortrain fit`'s options, in command-line order, from TrainConfig's fields."""
+    hints = get_type_hints(TrainConfig)
+    return [
+        FitOption(f.name, hints[f.name], f.default, **f.metadata)
+        for f in fields(TrainConfig)
+        if f.metadata
+    ]

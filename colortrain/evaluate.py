@@ -3,12 +3,13 @@
 Per pixel: acc@1/acc@5 and their rebalanced forms, the rebalanced loss, ab RMSE. Per picture
 (the predicted ab joined with the picture's own L, against the stored colour picture): PSNR,
 SSIM and mean CIEDE2000 (scikit-image), and the colourfulness of Hasler and Suesstrunk (2003) of
-the prediction and of the truth.
+the prediction and of the truth. With a report, every batch also runs once more with its captions'
+colour word swapped (the report's swap accuracy).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,78 +21,23 @@ from skimage.color import deltaE_ciede2000
 from skimage.metrics import structural_similarity
 
 from colorfeat.constants import ANNEALED_T
-from colorfeat.device import resolve_device
 from colorfeat.errors import UserError
 from colorfeat.lab import rgb_to_lab
-from colorfeat.store import open_store, schema
-from colortrain.checkpoint import check_store_fit, load_checkpoint
-from colortrain.config import ModelConfig
-from colortrain.data import StoreDataset, make_loader
+from colorfeat.store.staging import check_outside_store
+from colortrain.data import make_loader
+from colortrain.evalrun import EvalRun, Evaluation, colorize_batch, open_run
 from colortrain.hues import dominant_hue
-from colortrain.metrics import MetricAccumulator, predicted_ab, reconstruct_rgb
-from colortrain.model import Colorizer, create_model
-from colortrain.train import forward_batch
+from colortrain.metrics import LABELS, MetricAccumulator, format_metric
+from colortrain.modelcard import refresh_model_card
+from colortrain.report import write_report
+from colortrain.swap import encode_captions, swap_colour_word, swap_colours
+from colortrain.validation import forward_batch
 
+__all__ = [  # EvalRun, Evaluation, open_run and colorize_batch live in colortrain.evalrun
+    "LABELS", "EvalRun", "Evaluation", "colorize_batch", "evaluate_checkpoint", "evaluate_run",
+    "format_metric", "open_run", "render_table", "run_evaluation",
+]  # fmt: skip
 DEFAULT_BATCH_SIZE = 32
-LABELS = {
-    "loss": "rebalanced cross-entropy",
-    "acc1": "acc@1 (per pixel)",
-    "acc5": "acc@5 (per pixel)",
-    "acc1_weighted": "acc@1, rebalanced",
-    "acc5_weighted": "acc@5, rebalanced",
-    "psnr": "PSNR (dB, RGB)",
-    "ab_rmse": "ab RMSE",
-    "ssim": "SSIM (RGB)",
-    "ciede2000": "mean CIEDE2000",
-    "colorfulness_pred": "colourfulness, prediction",
-    "colorfulness_true": "colourfulness, truth",
-}
-
-
-@dataclass
-class EvalRun:
-    """A checkpoint's colorizer made ready to evaluate on one split of a store."""
-
-    checkpoint: dict[str, Any]
-    model: Colorizer
-    dataset: StoreDataset
-    texts: np.ndarray  # (M,) caption texts of the split
-    weights: torch.Tensor  # (K,) rebalancing weights
-    device: torch.device
-    lexicon: list[str]  # the colour words the store was built with
-
-
-@dataclass
-class Evaluation:
-    """The result dict (what `--json` prints), and per picture its caption and predicted hue."""
-
-    result: dict[str, Any]
-    captions: list[str] = field(default_factory=list)
-    hues: list[str] = field(default_factory=list)
-
-
-def open_run(checkpoint: Path, store: str, split: str = "val", device: str = "auto") -> EvalRun:
-    """Load a checkpoint and check that the store's split fits it (features, trunk, shapes)."""
-    ckpt = load_checkpoint(checkpoint)
-    dev = resolve_device(device)
-    version = open_store(store)
-    check_store_fit(ckpt, version, split)
-    name = ckpt["features"]["name"]
-    config = ModelConfig.from_dict(ckpt["model"]["config"])
-    model = create_model(config)
-    model.load_state_dict(ckpt["model"]["state"])
-    model.to(dev).eval()
-    dataset = StoreDataset(version, split, name, with_rgb=True)
-    texts = version.array(split, schema.CAPTION_TEXT)[:]
-    weights = ckpt["lab"]["weights"].to(dev, torch.float32)
-    return EvalRun(ckpt, model, dataset, texts, weights, dev, version.lexicon)
-
-
-def colorize_batch(logits: torch.Tensor, rgb: np.ndarray, temperature: float) -> np.ndarray:
-    """Predicted uint8 RGB (B, S, S, 3): the annealed-mean ab joined with the truth's own L."""
-    lab = rgb_to_lab(rgb)  # (B, S, S, 3)
-    ab = predicted_ab(logits, size=rgb.shape[1:3], temperature=temperature)  # (B, 2, S, S)
-    return reconstruct_rgb(lab[..., 0], ab.permute(0, 2, 3, 1).cpu().numpy())
 
 
 def colorfulness(rgb: np.ndarray) -> float:
@@ -123,8 +69,10 @@ def run_evaluation(
     batch_size: int = DEFAULT_BATCH_SIZE,
     temperature: float = ANNEALED_T,
     max_batches: int | None = None,
+    swap: bool = False,
 ) -> Evaluation:
-    """One pass over the split: every metric, and each picture's caption and dominant hue."""
+    """One pass over the split: every metric, each picture's caption and dominant hue, and with
+    `swap` the hue predicted from its caption with the colour word swapped."""
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     loader, _ = make_loader(run.dataset, batch_size, shuffle=False)
@@ -142,7 +90,10 @@ def run_evaluation(
             for k, v in picture_metrics(p, t).items():
                 sums[k] = sums.get(k, 0.0) + v
             out.hues.append(dominant_hue(rgb_to_lab(p)[..., 1:]))
-        out.captions += [str(run.texts[c]) for c in batch["caption"].numpy()]
+        captions = [str(run.texts[c]) for c in batch["caption"].numpy()]
+        out.captions += captions
+        if swap:
+            _swap_test(run, batch, captions, temperature, out)
     metrics = acc.result()
     metrics.update({k: v / max(len(out.hues), 1) for k, v in sums.items()})
     config = run.model.config
@@ -159,6 +110,26 @@ def run_evaluation(
     return out
 
 
+def _swap_test(
+    run: EvalRun,
+    batch: dict[str, torch.Tensor],
+    captions: list[str],
+    temperature: float,
+    out: Evaluation,
+) -> None:
+    """Colorize the batch again from its captions with the colour word swapped; note the hues."""
+    colours = swap_colours(run.vocab, run.lexicon)
+    swapped = [swap_colour_word(c, colours) if colours else None for c in captions]
+    texts = [s[0] if s else c for s, c in zip(swapped, captions, strict=True)]
+    tokens, lengths = encode_captions(texts, run.vocab)  # (B, T), (B,)
+    batch = {**batch, "tokens": tokens, "lengths": lengths}
+    logits = forward_batch(run.model, batch, run.device)  # (B, K, h, w)
+    pred = colorize_batch(logits, batch["rgb"].numpy(), temperature)  # (B, S, S, 3)
+    for p, s in zip(pred, swapped, strict=True):
+        out.swap_words.append(s[1] if s else None)
+        out.swap_hues.append(dominant_hue(rgb_to_lab(p)[..., 1:]) if s else None)
+
+
 def _evaluate(
     checkpoint: Path,
     store: str,
@@ -166,10 +137,11 @@ def _evaluate(
     device: str,
     batch_size: int,
     max_batches: int | None = None,
+    swap: bool = False,
 ) -> tuple[EvalRun, Evaluation]:
     """Open the checkpoint on the split and run it; the result names the checkpoint."""
     run = open_run(checkpoint, store, split, device)
-    evaluation = run_evaluation(run, batch_size=batch_size, max_batches=max_batches)
+    evaluation = run_evaluation(run, batch_size=batch_size, max_batches=max_batches, swap=swap)
     evaluation.result["checkpoint"] = str(checkpoint)
     return run, evaluation
 
@@ -196,18 +168,19 @@ def evaluate_run(
     batch_size: int = DEFAULT_BATCH_SIZE,
     report: Path | None = None,
 ) -> tuple[dict[str, Any], Path | None]:
-    """`colortrain evaluate`: the result, the report (with `report`), the run's model card."""
-    from colortrain.modelcard import CARD_NAME, write_model_card
+    """`colortrain evaluate`: the result, the report (with `report`), the run's model card.
 
-    run, evaluation = _evaluate(checkpoint, store, split, device, batch_size)
-    report_path = None
+    The report directory is checked before the evaluation runs; the model card is refreshed only
+    in the run directory `fit` made (see colortrain.modelcard.refresh_model_card).
+    """
     if report is not None:
-        from colortrain.report import write_report
-
-        report_path = write_report(run, evaluation, report)
-    run_dir = checkpoint.parent
-    if (run_dir / "metrics.json").is_file() or (run_dir / CARD_NAME).is_file():
-        write_model_card(checkpoint, evaluation.result)
+        check_outside_store(report, "--report")
+    run, evaluation = _evaluate(checkpoint, store, split, device, batch_size, swap=bool(report))
+    report_path = None if report is None else write_report(run, evaluation, report)
+    try:
+        refresh_model_card(checkpoint, evaluation.result)
+    except UserError as exc:  # the figures are still printed
+        print(f"colortrain: warning: the model card is not refreshed: {exc}", file=sys.stderr)
     return evaluation.result, report_path
 
 
@@ -223,8 +196,3 @@ def render_table(result: dict[str, Any], console: Console | None = None) -> None
         if key in result["metrics"]:
             table.add_row(label, format_metric(key, result["metrics"][key]))
     (console or Console()).print(table)
-
-
-def format_metric(key: str, value: float) -> str:
-    """Accuracies as percentages, everything else with four decimals."""
-    return f"{100 * value:.2f}%" if key.startswith("acc") else f"{value:.4f}"

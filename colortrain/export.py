@@ -5,8 +5,11 @@ Inputs:  image   (B, S, S, 3) RGB, uint8 or float32 in [0, 255] (see `--input-dt
          tokens  (B, T) int64 caption token ids, padded with 0 (the vocabulary is exported with
                  the graph as metadata, `vocab`, one token a line)
          lengths (B,) int64 caption lengths
-Output:  ab      (B, S, S, 2) float32 annealed-mean ab (T = 0.38) at the picture size S; join it
-                 with the picture's own L (resized to S, or ab resized to the picture) for colour.
+Outputs: ab      (B, S, S, 2) float32 annealed-mean ab (T = 0.38) at the picture size S; join it
+                 with the picture's own L (resized to S) for colour at S
+         ab_coarse (B, h, w, 2) the same at the model's own resolution (h = S/4), before any
+                 upsampling: resize it to the full picture and join it with the picture's L for
+                 colour at full resolution, as `colortrain colorize` does (docs/export.md)
 
 The batch and the caption length are dynamic; S is fixed by the checkpoint. Packed sequences do
 not export, so the bi-LSTM runs here over padded captions with the backward direction fed each
@@ -17,26 +20,29 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from colorfeat.constants import ANNEALED_T, LUMA_601
+from colorfeat.constants import ANNEALED_T
 from colorfeat.errors import UserError
-from colorfeat.lab import ab_grid
+from colorfeat.lab import luma
 from colorfeat.trunk.backbone import prepare_input
 from colortrain.colorize import Colorist
+from colortrain.config import EXPORT_INPUT_DTYPES
 from colortrain.model import CaptionEncoder
+from colortrain.prepost import annealed_ab, upsample_ab
 
-INPUT_DTYPES = ("uint8", "float32")
+INPUT_DTYPES = EXPORT_INPUT_DTYPES
 OPSET = 17
+OUTPUTS = ["ab", "ab_coarse"]
 TOLERANCE = 1e-3  # largest |ab| difference (ab units, range about +-110) ONNX vs PyTorch
-_PROB_FLOOR = 1e-12  # as colorfeat.lab.decode_ab
 
 
 class MaskedCaptionEncoder(nn.Module):
@@ -80,18 +86,15 @@ class ExportModel(nn.Module):
             self.model.encoder = MaskedCaptionEncoder(colorist.model.encoder)
         self.size = colorist.image_size
         self.temperature = temperature
-        self.register_buffer("grid", torch.from_numpy(ab_grid()))  # (K, 2)
 
     def forward(
         self, image: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.trunk(prepare_input(image))  # (B, C, S/8, S/8)
         logits = self.model(feats.float(), tokens, lengths)  # (B, K, h, w)
-        probs = torch.softmax(logits, dim=1).clamp_min(_PROB_FLOOR)
-        annealed = torch.softmax(torch.log(probs) / self.temperature, dim=1)  # (B, K, h, w)
-        ab = torch.einsum("bkhw,kc->bchw", annealed, self.grid)  # (B, 2, h, w)
-        ab = F.interpolate(ab, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return ab.permute(0, 2, 3, 1)  # (B, S, S, 2)
+        coarse = annealed_ab(logits, self.temperature)  # (B, 2, h, w)
+        ab = upsample_ab(coarse, (self.size, self.size))  # (B, 2, S, S)
+        return ab.permute(0, 2, 3, 1), coarse.permute(0, 2, 3, 1)  # (B, S, S, 2), (B, h, w, 2)
 
 
 def example_inputs(
@@ -120,25 +123,37 @@ def export_onnx(
     vocab = sorted(colorist.vocab, key=colorist.vocab.__getitem__)
     inputs = example_inputs(colorist.image_size, len(vocab), dtype=input_dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)  # a new file of a random name: nothing planted there is followed
+    tmp = Path(name)
+    try:
+        _write_graph(wrapper, inputs, tmp)
+        _add_metadata(tmp, vocab, colorist.image_size, input_dtype)
+        check = compare(tmp, colorist, inputs)
+        if not check["max_abs_ab_diff"] < TOLERANCE:
+            raise UserError(
+                f"the ONNX graph differs from PyTorch by {check['max_abs_ab_diff']:.2e} in ab "
+                f"(tolerance {TOLERANCE})"
+            )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the graph is an ordinary file
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"onnx": str(out), "image_size": colorist.image_size, **check}
+
+
+def _write_graph(wrapper: ExportModel, inputs: tuple[np.ndarray, ...], path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(
-            wrapper, tuple(torch.from_numpy(a) for a in inputs), str(tmp), dynamo=False,
-            input_names=["image", "tokens", "lengths"], output_names=["ab"], opset_version=OPSET,
+            wrapper, tuple(torch.from_numpy(a) for a in inputs), str(path), dynamo=False,
+            input_names=["image", "tokens", "lengths"], output_names=OUTPUTS, opset_version=OPSET,
             dynamic_axes={"image": {0: "batch"}, "tokens": {0: "batch", 1: "length"},
-                          "lengths": {0: "batch"}, "ab": {0: "batch"}},
+                          "lengths": {0: "batch"}, "ab": {0: "batch"},
+                          "ab_coarse": {0: "batch"}},
         )  # fmt: skip
-    _add_metadata(tmp, vocab, colorist.image_size, input_dtype)
-    check = compare(tmp, colorist, inputs)
-    if not check["max_abs_ab_diff"] < TOLERANCE:
-        tmp.unlink(missing_ok=True)
-        raise UserError(
-            f"the ONNX graph differs from PyTorch by {check['max_abs_ab_diff']:.2e} in ab "
-            f"(tolerance {TOLERANCE})"
-        )
-    tmp.replace(out)
-    return {"onnx": str(out), "image_size": colorist.image_size, **check}
 
 
 def _add_metadata(path: Path, vocab: list[str], size: int, input_dtype: str) -> None:
@@ -163,11 +178,14 @@ def compare(
 
     image, tokens, lengths = inputs
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(["ab"], {"image": image, "tokens": tokens, "lengths": lengths})[0]
-    gray = image.astype(np.float32) @ np.asarray(LUMA_601, np.float32)  # (B, S, S)
+    got = session.run(OUTPUTS, {"image": image, "tokens": tokens, "lengths": lengths})
+    logits, _ = colorist.predict_logits(luma(image), torch.from_numpy(tokens),
+                                        torch.from_numpy(lengths))  # fmt: skip
+    coarse = annealed_ab(logits)  # (B, 2, h, w)
     size = (colorist.image_size, colorist.image_size)
-    want, _ = colorist.predict_ab_batch(
-        gray, torch.from_numpy(tokens), torch.from_numpy(lengths), size
-    )  # (B, S, S, 2)
-    return {"max_abs_ab_diff": float(np.abs(got - want).max()), "tolerance": TOLERANCE,
-            "batch": int(image.shape[0])}  # fmt: skip
+    want = [upsample_ab(coarse, size), coarse]  # (B, 2, S, S), (B, 2, h, w)
+    diff = max(
+        float(np.abs(g - w.permute(0, 2, 3, 1).cpu().numpy()).max())
+        for g, w in zip(got, want, strict=True)
+    )
+    return {"max_abs_ab_diff": diff, "tolerance": TOLERANCE, "batch": int(image.shape[0])}

@@ -11,6 +11,25 @@ import torch.nn.functional as F
 from colorfeat.constants import ANNEALED_T
 from colorfeat.lab import decode_ab, lab_to_rgb, rgb_to_lab
 
+LABELS = {  # metric key -> how tables and reports name it
+    "loss": "rebalanced cross-entropy",
+    "acc1": "acc@1 (per pixel)",
+    "acc5": "acc@5 (per pixel)",
+    "acc1_weighted": "acc@1, rebalanced",
+    "acc5_weighted": "acc@5, rebalanced",
+    "psnr": "PSNR (dB, RGB)",
+    "ab_rmse": "ab RMSE",
+    "ssim": "SSIM (RGB)",
+    "ciede2000": "mean CIEDE2000",
+    "colorfulness_pred": "colourfulness, prediction",
+    "colorfulness_true": "colourfulness, truth",
+}
+
+
+def format_metric(key: str, value: float) -> str:
+    """Accuracies as percentages, everything else with four decimals."""
+    return f"{100 * value:.2f}%" if key.startswith("acc") else f"{value:.4f}"
+
 
 def rebalanced_loss(
     logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor

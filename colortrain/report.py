@@ -1,31 +1,42 @@
 """`colortrain evaluate --report DIR`: one self-contained HTML file, DIR/report.html.
 
-Sections (each a `<section id=...>`): the metrics table, the learning curves of the run, a grid
-of held-out pictures (gray | prediction | truth | caption), the same pictures with the caption's
-colour word swapped, and a confusion matrix of caption colour words against the predicted
-dominant hue. Figures are matplotlib (Agg) PNGs embedded as base64, so the file can be mailed.
+Sections (each a `<section id=...>`), in order: the headline figures (caption-colour and swap
+accuracy), the metrics table, the learning curves of the run, held-out examples (one row each:
+gray | prediction | truth, and the caption in full as text), the same pictures with the caption's
+colour word swapped (the swapped caption beside them), and a confusion matrix of caption colour
+words against the predicted dominant hue. Pictures and figures are PNGs embedded as base64, so
+the file can be mailed. Captions are untrusted: they appear only as escaped HTML text, never
+drawn into a figure.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
-from colorfeat.constants import ANNEALED_T, LUMA_601, UNK_ID
-from colorfeat.stages.captions import tokenize
-from colortrain.evaluate import LABELS, EvalRun, Evaluation, colorize_batch, format_metric
-from colortrain.hues import HUE_NAMES, confusion
+from colorfeat.constants import ANNEALED_T
+from colorfeat.errors import UserError
+from colortrain.evalrun import EvalRun, Evaluation, colorize_batch
+from colortrain.hues import HUE_NAMES, confusion, single_colour_word
+from colortrain.metrics import LABELS, format_metric
+from colortrain.prepost import gray_picture
 from colortrain.sheets import pyplot
+from colortrain.swap import encode_captions, swap_caption, swap_colours
+from colortrain.text import html_text, literal
 
+__all__ = ["REPORT_NAME", "SECTIONS", "headline", "swap_caption", "write_report"]
 REPORT_NAME = "report.html"
-SECTIONS = ("metrics", "curves", "examples", "swapped", "confusion")
+SECTIONS = ("headline", "metrics", "curves", "examples", "swapped", "confusion")
 EXAMPLES = 6
+PICTURE_PX = 192  # the side a picture is shown at (small ones are scaled up, pixelated)
 CURVES = (("loss", ("train_loss", "val_loss")), ("accuracy", ("val_acc1", "val_acc5")),
           ("PSNR (dB)", ("val_psnr",)))  # fmt: skip
 
@@ -35,6 +46,13 @@ def figure_png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     pyplot().close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def picture_png(img: np.ndarray) -> str:
+    """A uint8 picture (H, W) or (H, W, 3) as a base64 PNG data URI."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -56,31 +74,13 @@ def curves_figure(history: list[dict[str, Any]]) -> Any:
     return fig
 
 
-def picture_grid(rows: list[list[np.ndarray]], titles: list[str], captions: list[str]) -> Any:
-    """One row per picture, one column per title; the row's caption to the left."""
-    plt = pyplot()
-    n, m = max(1, len(rows)), len(titles)
-    fig, axes = plt.subplots(n, m, figsize=(2.4 * m + 1.5, 2.4 * n), squeeze=False)
-    for r, row in enumerate(rows):
-        for c, img in enumerate(row):
-            ax = axes[r, c]
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(titles[c], fontsize=9)
-        axes[r, 0].set_ylabel(_wrap(captions[r]), fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def confusion_figure(words: list[str], counts: np.ndarray) -> Any:
     """Caption colour word (rows) against predicted dominant hue (columns), with counts."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1 + 0.55 * len(HUE_NAMES), 1 + 0.45 * max(1, len(words))))
     ax.imshow(counts if len(words) else np.zeros((1, len(HUE_NAMES))), cmap="Blues")
     ax.set_xticks(range(len(HUE_NAMES)), HUE_NAMES, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(words)), words, fontsize=8)
+    ax.set_yticks(range(len(words)), words, **literal(fontsize=8))  # words of the store
     for (i, j), v in np.ndenumerate(counts):
         if v:
             ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
@@ -90,20 +90,44 @@ def confusion_figure(words: list[str], counts: np.ndarray) -> Any:
     return fig
 
 
-def swap_caption(caption: str, colours: list[str]) -> str | None:
-    """The caption with its first colour word replaced by the next colour of `colours`."""
-    words = tokenize(caption)
-    for i, w in enumerate(words):
-        if w in colours:
-            words[i] = colours[(colours.index(w) + 1) % len(colours)]
-            return " ".join(words)
-    return None
+def headline(evaluation: Evaluation, lexicon: frozenset[str]) -> dict[str, Any]:
+    """Caption-colour accuracy (the predicted dominant hue is the one hue the caption names) and
+    swap accuracy (with that word swapped, the hue is the new word), with their counts."""
+    named = [single_colour_word(c, lexicon) for c in evaluation.captions]
+    hits = [h == w for w, h in zip(named, evaluation.hues, strict=True) if w in HUE_NAMES]
+    swaps = [
+        hue == new
+        for w, new, hue in zip(named, evaluation.swap_words, evaluation.swap_hues, strict=False)
+        if w in HUE_NAMES and new is not None
+    ]
+    return {
+        "caption_accuracy": float(np.mean(hits)) if hits else None,
+        "caption_pictures": len(hits),
+        "swap_accuracy": float(np.mean(swaps)) if swaps else None,
+        "swap_pictures": len(swaps),
+        "chance": 1.0 / len(HUE_NAMES),
+    }
 
 
-def _wrap(text: str, width: int = 26) -> str:
-    import textwrap
+def headline_html(figures: dict[str, Any]) -> str:
+    """The two figures in large type, each with what it counts."""
 
-    return "\n".join(textwrap.wrap(text, width)[:4])
+    def figure(key: str, label: str, count: int, what: str) -> str:
+        value = figures[key]
+        shown = "n/a" if value is None else f"{100 * value:.1f}%"
+        big = f'<div class="big" data-figure="{key}" data-value="{value!r}">{shown}</div>'
+        note = f'<div class="note">{count} {what}</div>'
+        return f'<div class="figure">{big}<div>{label}</div>{note}</div>'
+
+    return (
+        '<div class="headline">'
+        + figure("caption_accuracy", "caption-colour accuracy", figures["caption_pictures"],
+                 "pictures whose caption names exactly one hue")
+        + figure("swap_accuracy", "swap accuracy", figures["swap_pictures"],
+                 "of them with the colour word swapped to another hue")
+        + f"</div><p class='note'>A picture counts as right when its predicted dominant hue is "
+        f"the colour its caption names; chance is about {100 * figures['chance']:.0f}%.</p>"
+    )  # fmt: skip
 
 
 def example_rows(run: EvalRun, count: int, temperature: float) -> dict[str, Any]:
@@ -111,27 +135,34 @@ def example_rows(run: EvalRun, count: int, temperature: float) -> dict[str, Any]
     n = run.dataset.num_rows
     rows = np.unique(np.linspace(0, n - 1, min(count, n)).astype(np.int64))
     batch = run.dataset[(0, rows)]
-    vocab = {w: i for i, w in enumerate(run.checkpoint["vocab"])}
-    # Swap among the named hues (not to gray or white); other colour words if none is known.
-    colours = [w for w in HUE_NAMES[:-1] if w in vocab]
-    if len(colours) < 2:
-        colours = sorted(w for w in run.lexicon if w in vocab)
+    colours = swap_colours(run.vocab, run.lexicon)
     captions = [str(run.texts[c]) for c in batch["caption"].numpy()]
-    swapped = [swap_caption(c, colours) or c for c in captions]
-    ids = [[vocab.get(w, UNK_ID) for w in tokenize(c)] or [UNK_ID] for c in swapped]
-    tokens = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.int64)  # (B, T)
-    for i, seq in enumerate(ids):
-        tokens[i, : len(seq)] = torch.tensor(seq)
+    swapped = [(swap_caption(c, colours) if colours else None) or c for c in captions]
+    tokens, lengths = encode_captions(swapped, run.vocab)  # (B, T), (B,)
     feats = batch["features"].to(run.device).float()  # (B, C, h, w)
     true = batch["rgb"].numpy()  # (B, S, S, 3)
     with torch.no_grad():
         logits = run.model(feats, batch["tokens"].to(run.device), batch["lengths"])
-        logits_swap = run.model(feats, tokens.to(run.device), torch.tensor([len(s) for s in ids]))
+        logits_swap = run.model(feats, tokens.to(run.device), lengths)
     pred = colorize_batch(logits, true, temperature)
     pred_swap = colorize_batch(logits_swap, true, temperature)
-    gray = true.astype(np.float32) @ np.asarray(LUMA_601, np.float32)  # (B, S, S)
-    return {"gray": gray.astype(np.uint8), "pred": pred, "true": true, "captions": captions,
-            "swapped": swapped, "pred_swap": pred_swap}  # fmt: skip
+    return {"gray": gray_picture(true), "pred": pred, "true": true,
+            "captions": captions, "swapped": swapped, "pred_swap": pred_swap}  # fmt: skip
+
+
+def picture_rows(columns: list[str], pictures: list[list[np.ndarray]], texts: list[str]) -> str:
+    """An HTML table: one row per example, its pictures, then its text (already HTML)."""
+    head = "".join(f"<th>{html_text(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="pic"><img alt="{html_text(c)}" src="{picture_png(p)}"></td>'
+            for c, p in zip(columns, row, strict=True)
+        )  # fmt: skip
+        + f'<td class="caption">{text}</td></tr>'
+        for row, text in zip(pictures, texts, strict=True)
+    )
+    return f'<table class="examples"><tr>{head}<th>caption</th></tr>{body}</table>'
 
 
 def metrics_table(metrics: dict[str, float]) -> str:
@@ -140,9 +171,42 @@ def metrics_table(metrics: dict[str, float]) -> str:
     for key, label in LABELS.items():
         if key in metrics:
             v = metrics[key]
-            rows.append(f'<tr><td>{html.escape(label)}</td><td class="num" data-key="{key}" '
+            rows.append(f'<tr><td>{html_text(label)}</td><td class="num" data-key="{key}" '
                         f'data-value="{v!r}">{format_metric(key, v)}</td></tr>')  # fmt: skip
     return "<table><tr><th>metric</th><th>value</th></tr>" + "".join(rows) + "</table>"
+
+
+def _sections(run: EvalRun, evaluation: Evaluation, temperature: float) -> dict[str, tuple]:
+    """Each section's heading and HTML, in SECTIONS order."""
+    history = [r for r in run.checkpoint.get("train", {}).get("metrics", []) if "epoch" in r]
+    ex = example_rows(run, EXAMPLES, temperature)
+    lexicon = frozenset(run.lexicon)
+    words, counts = confusion(evaluation.captions, evaluation.hues, lexicon)
+    examples = picture_rows(
+        ["gray", "prediction", "truth"],
+        [list(r) for r in zip(ex["gray"], ex["pred"], ex["true"], strict=True)],
+        [f'<span class="full">{html_text(c)}</span>' for c in ex["captions"]],
+    )
+    swapped = picture_rows(
+        ["gray", "from the caption", "colour word swapped"],
+        [list(r) for r in zip(ex["gray"], ex["pred"], ex["pred_swap"], strict=True)],
+        [f'<div class="label">caption</div><span class="full">{html_text(a)}</span>'
+         f'<div class="label">swapped</div><span class="full swapped">{html_text(b)}</span>'
+         for a, b in zip(ex["captions"], ex["swapped"], strict=True)],
+    )  # fmt: skip
+    curves = (_img(curves_figure(history), "learning curves") if history
+              else "<p>The checkpoint holds no training history.</p>")  # fmt: skip
+    confusion_html = (_img(confusion_figure(words, counts), "confusion matrix")
+                      + f"<p>{int(counts.sum())} pictures whose caption names exactly one "
+                      "colour.</p>")  # fmt: skip
+    return {
+        "headline": ("Headline", headline_html(headline(evaluation, lexicon))),
+        "metrics": ("Metrics", metrics_table(evaluation.result["metrics"])),
+        "curves": ("Learning curves", curves),
+        "examples": ("Held-out examples", examples),
+        "swapped": ("The same pictures, colour word swapped", swapped),
+        "confusion": ("Caption colour word against predicted dominant hue", confusion_html),
+    }
 
 
 def write_report(
@@ -150,45 +214,36 @@ def write_report(
 ) -> Path:
     """Write out_dir/report.html; returns its path."""
     result = evaluation.result
-    history = [r for r in run.checkpoint.get("train", {}).get("metrics", []) if "epoch" in r]
-    ex = example_rows(run, EXAMPLES, temperature)
-    words, counts = confusion(evaluation.captions, evaluation.hues, frozenset(run.lexicon))
-    examples = picture_grid(
-        [list(r) for r in zip(ex["gray"], ex["pred"], ex["true"], strict=True)],
-        ["gray", "prediction", "truth"], ex["captions"],
-    )  # fmt: skip
-    swapped = picture_grid(
-        [list(r) for r in zip(ex["gray"], ex["pred"], ex["pred_swap"], strict=True)],
-        ["gray", "caption", "colour word swapped"],
-        [f"{a}  ->  {b}" for a, b in zip(ex["captions"], ex["swapped"], strict=True)],
-    )  # fmt: skip
-    sections = {
-        "metrics": ("Metrics", metrics_table(result["metrics"])),
-        "curves": ("Learning curves", _img(curves_figure(history), "learning curves")
-                   if history else "<p>The checkpoint holds no training history.</p>"),
-        "examples": ("Held-out examples", _img(examples, "held-out examples")),
-        "swapped": ("The same pictures, colour word swapped", _img(swapped, "swapped captions")),
-        "confusion": ("Caption colour word against predicted dominant hue",
-                      _img(confusion_figure(words, counts), "confusion matrix")
-                      + f"<p>{int(counts.sum())} pictures whose caption names exactly one "
-                      "colour.</p>"),
-    }  # fmt: skip
-    title = f"{result['model']}/{result['preset']} on {result['split']} ({result['images']} images)"
     body = "".join(
-        f'<section id="{k}"><h2>{html.escape(h)}</h2>{content}</section>'
-        for k, (h, content) in sections.items()
+        f'<section id="{k}"><h2>{html_text(h)}</h2>{content}</section>'
+        for k, (h, content) in _sections(run, evaluation, temperature).items()
     )
+    title = f"{result['model']}/{result['preset']} on {result['split']} ({result['images']} images)"
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<p>checkpoint {html.escape(result['checkpoint'])}<br>store {html.escape(result['store'])}"
-        f"<br>annealed-mean temperature {temperature}</p>{body}</body></html>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html_text(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{html_text(title)}</h1>"
+        f"<p class='note'>checkpoint {html_text(result['checkpoint'])}<br>"
+        f"store {html_text(result['store'])}<br>annealed-mean temperature {temperature}</p>"
+        f"{body}</body></html>"
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / REPORT_NAME
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    return _write_page(out_dir / REPORT_NAME, page)
+
+
+def _write_page(path: Path, page: str) -> Path:
+    """Write through a new file of a random name, then rename (a link at `path` is replaced)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
 
 
@@ -197,7 +252,14 @@ def _img(fig: Any, alt: str) -> str:
 
 
 _CSS = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "body{font-family:sans-serif;max-width:1800px;margin:1.5em auto;padding:0 2em;color:#222}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px}"
     "td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}"
+    "table.examples{width:100%}table.examples td.pic{padding:4px}"
+    f"td.pic img{{width:{PICTURE_PX}px;height:{PICTURE_PX}px;max-width:none;"
+    "image-rendering:pixelated;display:block}"
+    "td.caption{font-size:1.05em;line-height:1.4;vertical-align:middle;overflow-wrap:anywhere}"
+    ".label{font-size:.8em;color:#777;margin-top:.4em}.swapped{font-weight:bold}"
+    ".headline{display:flex;gap:3em;flex-wrap:wrap}.figure{min-width:14em}"
+    ".big{font-size:2.6em;font-weight:bold}.note{color:#666;font-size:.9em}"
 )

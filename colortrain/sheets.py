@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import numpy as np
+
+from colortrain.text import literal, wrapped_lines
+
+CAPTION_WIDTH, CAPTION_LINES = 28, 6  # characters per line, lines per caption on a sheet
 
 
 def pyplot():
@@ -22,7 +25,8 @@ def sample_sheet(
 ) -> np.ndarray:
     """Write a PNG with one row per sample: grayscale | prediction | ground truth, and its caption.
 
-    Each row is (gray (S, S) uint8, prediction (S, S, 3) uint8, truth (S, S, 3) uint8, caption).
+    Each row is (gray (S, S) uint8, prediction (S, S, 3) uint8, truth (S, S, 3) uint8, caption);
+    the caption is drawn as written, in at most CAPTION_LINES lines.
     Returns the sheet as an (H, W, 3) uint8 array (for TensorBoard).
     """
     plt = pyplot()
@@ -37,10 +41,11 @@ def sample_sheet(
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(label, fontsize=10)
-        axes[r, 0].set_ylabel("\n".join(textwrap.wrap(caption, 28)), fontsize=8)
+                ax.set_title(label, **literal(fontsize=10))
+        text = wrapped_lines(caption, CAPTION_WIDTH, CAPTION_LINES)
+        axes[r, 0].set_ylabel(text, **literal(fontsize=8))
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, **literal(fontsize=11))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,14 @@
 """Training: `train_one_epoch`, `evaluate`, and `fit(config)`, which writes into RUN_DIR:
 
+    .colortrain-run.json   marks RUN_DIR as a run directory (see colortrain.modelcard)
+    README.md              the model card
     checkpoint.pt          the latest checkpoint (atomic; every epoch and every N steps)
     metrics.json           one record per epoch (train loss, val metrics, samples/s, lr)
     samples/epoch-NNN.png  grayscale | prediction | ground truth, with captions
     tb/                    TensorBoard scalars and sample sheets
 
-Runs alone or under `torchrun` (DistributedDataParallel: gloo on CPU, NCCL on GPU).
+Runs alone or under `torchrun` (DistributedDataParallel: gloo on CPU, NCCL on GPU). RUN_DIR may
+not lie inside a feature store. The validation pass and end-of-epoch work: colortrain.validation.
 """
 
 from __future__ import annotations
@@ -22,35 +25,35 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.utils.data import DataLoader
 
 from colorfeat.errors import UserError
-from colorfeat.lab import rgb_to_lab
-from colorfeat.store import StoreVersion, open_store, schema
+from colorfeat.store import StoreVersion, open_store
+from colorfeat.store.staging import check_outside_store
 from colortrain.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT,
+    check_state_shapes,
     load_checkpoint,
     save_checkpoint,
     trunk_entry,
 )
 from colortrain.config import ModelConfig, TrainConfig, create_model_config
 from colortrain.data import ChunkShuffleSampler, StoreDataset, make_loader, store_shapes
-from colortrain.metrics import MetricAccumulator, predicted_ab, rebalanced_loss, reconstruct_rgb
+from colortrain.metrics import rebalanced_loss
 from colortrain.model import Colorizer, create_model
-from colortrain.modelcard import write_model_card
-from colortrain.runtime import Dist, autocast, rng_state, set_rng_state, setup_distributed
-from colortrain.sheets import sample_sheet
+from colortrain.modelcard import mark_run_dir, refresh_model_card
+from colortrain.runtime import Dist, rng_state, set_rng_state, setup_distributed
+from colortrain.validation import EpochReporter, console, evaluate, forward_batch, log
 
 # Fields a resumed run must share with the run it continues.
 _RESUME_FIXED = (
     "store", "features", "model", "preset", "embedding_init", "batch_size", "seed", "schedule",
 )  # fmt: skip
 
-console = Console(stderr=True)
+__all__ = ["Diverged", "TrainState", "evaluate", "fit", "forward_batch", "train_one_epoch"]
 
 
 class Diverged(UserError):
@@ -66,16 +69,6 @@ class TrainState:
     step: int = 0  # optimizer steps over the whole run
     bad_steps: int = 0  # consecutive non-finite losses
     metrics: list[dict[str, Any]] = field(default_factory=list)
-
-
-def forward_batch(
-    model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
-) -> torch.Tensor:
-    """Logits (B, K, H, W) for a loader batch; float16 features become float32 on the device."""
-    feats = batch["features"].to(device, non_blocking=True).float()  # (B, C, h, w)
-    tokens = batch["tokens"].to(device, non_blocking=True)
-    with autocast(device):
-        return model(feats, tokens, batch["lengths"])
 
 
 def train_one_epoch(
@@ -137,7 +130,7 @@ def _finite_on_every_rank(loss: torch.Tensor) -> bool:
 def _skip_step(state: TrainState, config: TrainConfig) -> None:
     """Count a non-finite loss with a warning; Diverged after config.max_bad_steps in a row."""
     state.bad_steps += 1
-    console.print(
+    log(
         f"[yellow]warning:[/] non-finite loss at step {state.step + 1} "
         f"(epoch {state.epoch + 1}); step skipped ({state.bad_steps} in a row)"
     )
@@ -169,27 +162,6 @@ class _EpochBar:
             self.progress.remove_task(self.task)
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: Any,
-    class_weights: torch.Tensor,
-    device: torch.device,
-    *,
-    max_batches: int | None = None,
-) -> dict[str, float]:
-    """Loss, acc@1/acc@5 (plain and rebalanced), and with rgb in the batches PSNR and ab RMSE."""
-    model.eval()
-    acc = MetricAccumulator(class_weights)
-    for i, batch in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        targets = batch["targets"].to(device)
-        logits = forward_batch(model, batch, device)
-        acc.update(logits, targets, batch.get("rgb"))
-    return acc.result()
-
-
 def _scheduler(optimizer: torch.optim.Optimizer, kind: str, total_steps: int):
     if kind == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
@@ -211,75 +183,6 @@ def _check_resumable(old: dict[str, Any], new: TrainConfig, version: StoreVersio
             )
 
 
-def sample_rows(
-    model: nn.Module,
-    dataset: StoreDataset,
-    rows: np.ndarray,
-    device: torch.device,
-    texts: np.ndarray,
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]:
-    """(gray, prediction, truth, caption) for some rows of a split, for the sample sheet."""
-    batch = dataset[(0, rows)]
-    model.eval()
-    with torch.no_grad():
-        logits = forward_batch(model, batch, device)
-    rgb = batch["rgb"].numpy()  # (B, S, S, 3)
-    lab = rgb_to_lab(rgb)
-    ab = predicted_ab(logits, size=rgb.shape[1:3]).permute(0, 2, 3, 1).cpu().numpy()
-    pred = reconstruct_rgb(lab[..., 0], ab)  # (B, S, S, 3)
-    gray = reconstruct_rgb(lab[..., 0], np.zeros_like(ab))[..., 0]  # (B, S, S)
-    captions = [str(texts[c]) for c in batch["caption"].numpy()]
-    return list(zip(gray, pred, rgb, captions, strict=True))
-
-
-class _Reporter:
-    """End-of-epoch work on the main process: validation, sample sheet, TensorBoard, console."""
-
-    def __init__(
-        self, config: TrainConfig, version: StoreVersion, device: torch.device, out: Path
-    ) -> None:
-        self.config, self.device, self.out = config, device, out
-        split = "val" if "val" in version.splits else "train"  # a store without val: use train
-        self.dataset = StoreDataset(version, split, config.features, seed=config.seed,
-                                    in_memory=config.in_memory, with_rgb=True)  # fmt: skip
-        self.loader, _ = make_loader(self.dataset, config.batch_size, shuffle=False)
-        self.texts = version.array(split, schema.CAPTION_TEXT)[:]
-        n = self.dataset.num_rows
-        rows = np.linspace(0, n - 1, min(config.sample_images, n)).astype(np.int64)
-        self.rows = np.unique(rows)
-        self.writer = None
-        if config.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(out / "tb"))
-
-    def __call__(
-        self, model: nn.Module, record: dict[str, Any], class_weights: torch.Tensor
-    ) -> None:
-        val = evaluate(model, self.loader, class_weights, self.device,
-                       max_batches=self.config.val_batches)  # fmt: skip
-        record.update({f"val_{k}": v for k, v in val.items()})
-        if len(self.rows):
-            sheet = sample_sheet(
-                sample_rows(model, self.dataset, self.rows, self.device, self.texts),
-                self.out / "samples" / f"epoch-{record['epoch']:03d}.png",
-                title=f"{self.config.model}/{self.config.preset}, epoch {record['epoch']}, "
-                f"step {record['step']}",
-            )  # fmt: skip
-            if self.writer is not None:
-                self.writer.add_image("samples", sheet, record["step"], dataformats="HWC")
-        if self.writer is not None:
-            for k, v in record.items():
-                if isinstance(v, float) and math.isfinite(v):
-                    self.writer.add_scalar(k, v, record["step"])
-            self.writer.flush()
-        console.print(_summary_line(record))
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 @dataclass
 class Training:
     """What `fit` sets up once: model (and its DDP wrapper), optimizer, schedule, data, state."""
@@ -298,6 +201,7 @@ class Training:
 
 def fit(config: TrainConfig) -> dict[str, Any]:
     """Train a colorizer on a store version; returns the final metrics and the checkpoint path."""
+    check_outside_store(config.out, "--out")
     ddp, device = setup_distributed(config.device)
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
@@ -309,8 +213,7 @@ def fit(config: TrainConfig) -> dict[str, Any]:
     if ckpt_path.exists():
         _resume(run, ckpt_path, config, version, device)
         if ddp.main:
-            console.print(f"resuming {ckpt_path} at epoch {run.state.epoch + 1}, "
-                          f"step {run.state.step}")  # fmt: skip
+            log(f"resuming {ckpt_path} at epoch {run.state.epoch + 1}, step {run.state.step}")
     else:
         run.static = _static_entries(version, config.features, run.class_weights)
     run.net = run.model
@@ -320,11 +223,12 @@ def fit(config: TrainConfig) -> dict[str, Any]:
     reporter = None
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
-        reporter = _Reporter(config, version, device, out)
+        mark_run_dir(out)
+        reporter = EpochReporter(config, version, device, out)
     last = _train_epochs(run, config, ddp, device, ckpt_path, reporter)
     if reporter is not None:
         reporter.close()
-        write_model_card(ckpt_path, store_attrs=version.attrs)
+        refresh_model_card(ckpt_path, store_attrs=version.attrs)
     state = run.state
     return {"checkpoint": str(ckpt_path), "metrics": last, "step": state.step,
             "epoch": state.epoch}  # fmt: skip
@@ -358,13 +262,18 @@ def _resume(
 ) -> None:
     """Continue the run saved at `path`: weights, optimizer, schedule, RNG and where it stood."""
     ckpt = load_checkpoint(path)
-    t = ckpt["train"]
-    _check_resumable(t["config"], config, version)
-    run.model.load_state_dict(ckpt["model"]["state"])
-    run.optimizer.load_state_dict(t["optimizer"])
-    run.scheduler.load_state_dict(t["scheduler"])
-    set_rng_state(t["rng"], device)
-    run.state = TrainState(t["epoch"], t["batch_in_epoch"], t["step"], 0, list(t["metrics"]))
+    try:
+        t = ckpt["train"]
+        _check_resumable(t["config"], config, version)
+        check_state_shapes(run.model, ckpt["model"]["state"])
+        run.model.load_state_dict(ckpt["model"]["state"])
+        run.optimizer.load_state_dict(t["optimizer"])
+        run.scheduler.load_state_dict(t["scheduler"])
+        set_rng_state(t["rng"], device)
+        run.state = TrainState(t["epoch"], t["batch_in_epoch"], t["step"], 0, list(t["metrics"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"--resume: {path} cannot be continued by this run ({first})") from exc
     run.static = {k: ckpt[k] for k in ("vocab", "features", "trunk", "lab", "store")}
 
 
@@ -374,7 +283,7 @@ def _train_epochs(
     ddp: Dist,
     device: torch.device,
     ckpt_path: Path,
-    reporter: _Reporter | None,
+    reporter: EpochReporter | None,
 ) -> dict[str, Any]:
     """Epochs until config.epochs (or max_steps): checkpoint, report, metrics.json after each."""
 
@@ -441,12 +350,6 @@ def _static_entries(
         },
         "store": {"path": version.path, "version": version.path.rstrip("/").split("/")[-1]},
     }
-
-
-def _summary_line(record: dict[str, Any]) -> str:
-    keys = ("train_loss", "val_loss", "val_acc1", "val_acc5", "val_psnr", "samples_per_s")
-    parts = [f"{k} {record[k]:.4g}" for k in keys if k in record]
-    return f"epoch {record['epoch']} step {record['step']}: " + ", ".join(parts)
 
 
 def _checkpoint_dict(

@@ -8,6 +8,8 @@ import zarr
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from colortrain.text import markdown_code as code
+from colortrain.text import markdown_text as text
 from flows.summary import skip_reasons
 
 _MAX_SKIPPED_LISTED = 50
@@ -29,13 +31,18 @@ def colour_rows(caption_counts: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def summary_markdown(summary: dict[str, Any], skipped: list[dict[str, str]]) -> str:
-    """The rebuild summary: version, counts, skipped images with reasons, colours, stage timings."""
+    """The rebuild summary: version, counts, skipped images with reasons, colours, stage timings.
+
+    File names, reasons, paths and words come from the source: every one is escaped (`text`) or
+    put in a code span (`code`), so none can add a link, an image, HTML or a table cell.
+    """
     verb = "published" if summary["published"] else "reused (identical version already published)"
     lines = [
-        f"# Feature store version `{summary['version']}`",
+        f"# Feature store version {code(summary['version'])}",
         "",
-        f"- {verb}: `{summary['path']}`",
-        f"- source: `{summary['source']['spec']}` (identity `{summary['source']['identity']}`)",
+        f"- {verb}: {code(summary['path'])}",
+        f"- source: {code(summary['source']['spec'])} "
+        f"(identity {code(summary['source']['identity'])})",
         "",
         "## Counts",
         "",
@@ -45,7 +52,7 @@ def summary_markdown(summary: dict[str, Any], skipped: list[dict[str, str]]) -> 
     for split, c in sorted(summary["counts"]["images"].items()):
         n_skipped = sum(c.get("skipped", {}).values())
         lines.append(
-            f"| {split} | {c.get('candidates', '')} | {c.get('images', '')} "
+            f"| {text(split)} | {c.get('candidates', '')} | {c.get('images', '')} "
             f"| {c.get('captions', '')} | {n_skipped} |"
         )
     cap = summary["counts"]["captions"]
@@ -61,17 +68,19 @@ def summary_markdown(summary: dict[str, Any], skipped: list[dict[str, str]]) -> 
         reasons = skip_reasons(summary["counts"]["images"])
         lines += ["By reason: " + ", ".join(f"{r} {n}" for r, n in reasons.items()) + ".", ""]
         lines += ["| file | reason |", "|---|---|"]
-        lines += [f"| `{s['file']}` | {s['reason']} |" for s in skipped[:_MAX_SKIPPED_LISTED]]
+        shown = skipped[:_MAX_SKIPPED_LISTED]
+        lines += [f"| {code(s.get('file'))} | {text(s.get('reason'))} |" for s in shown]
         if len(skipped) > _MAX_SKIPPED_LISTED:
             lines.append(f"| ... | {len(skipped) - _MAX_SKIPPED_LISTED} more |")
     else:
         lines.append("None.")
     lines += ["", "## Colour words in kept captions", ""]
     rows = colour_rows(cap)
-    lines.append(", ".join(f"{r['colour']} {r['total']}" for r in rows) or "None.")
+    lines.append(", ".join(f"{text(r['colour'])} {r['total']}" for r in rows) or "None.")
     lines += ["", "## Stages", "", "| stage | key | did work | seconds |", "|---|---|---|---:|"]
     for name, s in summary["stages"].items():
-        lines.append(f"| {name} | `{s['key']}` | {_DID_WORK[s['executed']]} | {s['seconds']:.2f} |")
+        did = _DID_WORK[s["executed"]]
+        lines.append(f"| {text(name)} | {code(s['key'])} | {did} | {s['seconds']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

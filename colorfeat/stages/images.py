@@ -20,12 +20,8 @@ saved, the stage fails and a retry or rerun decodes that block again.
 
 from __future__ import annotations
 
-import errno
-import io
 import json
-import os
 import shutil
-import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +29,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import zarr
-from PIL import Image, ImageOps, UnidentifiedImageError
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from colorfeat.constants import (
-    DEFAULT_IMAGE_SIZE,
-    MAX_PICTURE_BYTES,
-    MAX_PICTURE_PIXELS,
-    TARGET_STRIDE,
-)
+from colorfeat import pictures
+from colorfeat.constants import DEFAULT_IMAGE_SIZE, TARGET_STRIDE
 from colorfeat.lab import ab_targets
 from colorfeat.parallel import commit, completed, executor, partial_dir, write_atomic
 from colorfeat.sources.coco import picture_path
@@ -57,94 +48,27 @@ STAGING_COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")  # s
 # Bumped when an unchanged source may give different arrays or skips: 2, an environment fault
 # fails the stage instead of being recorded as a corrupt picture, and paths must stay in the source.
 STAGE_VERSION = 2
-# The formats a source picture may have; no other Pillow plugin ever parses one.
-PICTURE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
-# Errors opening a picture that are the data set's own problem, and the reason recorded for each.
-_DATA_ERRNOS = {
-    errno.ENOENT: "missing file",
-    errno.ENOTDIR: "missing file",
-    errno.EISDIR: "not a file",
-    errno.ELOOP: "symlink loop",
-    errno.ENAMETOOLONG: "bad file name",
-}
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-_GRAY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 # --------------------------------------------------------------------------- one picture
 
 
-def _to_rgb(im: Image.Image) -> Image.Image | None:
-    """An RGB picture, or None for a single-channel (grayscale) one."""
-    if im.mode in _GRAY_MODES:
-        return None
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in _ALPHA_MODES:
-        rgba = im.convert("RGBA")  # composite over white: transparent areas have no colour
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
 def read_picture(path: str | Path) -> bytes | str:
-    """The bytes of a picture file, or why it cannot be used; a fault of the environment raises.
-
-    The file is opened without blocking (a FIFO must not hang the stage) and must be a regular
-    file of at most MAX_PICTURE_BYTES.
-    """
+    """The bytes of a picture file, or why it cannot be used; a fault of the environment raises."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno in _DATA_ERRNOS:
-            return _DATA_ERRNOS[exc.errno]
-        raise  # EIO, EACCES, EMFILE, ...: not the picture's fault
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return "not a file"
-        if st.st_size > MAX_PICTURE_BYTES:
-            return "too large"
-        with open(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_PICTURE_BYTES + 1)
-    finally:
-        os.close(fd)
-    return "too large" if len(data) > MAX_PICTURE_BYTES else data
+        return pictures.read_bytes(path)
+    except pictures.PictureError as exc:
+        return exc.reason
 
 
 def decode_picture(data: bytes) -> tuple[np.ndarray | None, str | None]:
-    """(RGB uint8 (H, W, 3), None), or (None, why the picture cannot be used).
-
-    Raises only for faults of the environment (MemoryError, an OSError carrying an errno): what
-    the picture's own bytes cause is a reason. The size limit is read from the header, before
-    decoding, so it holds whatever Pillow's own limit and the warning filters are.
-    """
+    """(RGB uint8 (H, W, 3), None), or (None, why the picture cannot be used: "grayscale" for
+    one without colour); only faults of the environment raise (colorfeat.pictures)."""
     try:
-        with Image.open(io.BytesIO(data), formats=PICTURE_FORMATS) as im:
-            if im.width * im.height > MAX_PICTURE_PIXELS:
-                return None, "too large"
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = _to_rgb(im)
-    except MemoryError:
-        raise
-    except UnidentifiedImageError:
-        return None, "not an image"
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return None, "too large"  # Pillow's own limit, if set below ours
-    except Exception as exc:  # PIL raises many types for broken data
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise
-        msg = str(exc).split("\n")[0]
-        return None, "truncated" if "truncated" in msg.lower() else f"corrupt: {msg}"
-    if rgb is None:
-        return None, "grayscale"
-    arr = np.asarray(rgb, dtype=np.uint8)  # (H, W, 3)
-    if arr.size == 0:
-        return None, "empty"
-    if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
-        return None, "grayscale"
-    return arr, None
+        arr = pictures.decode_rgb(data)
+    except pictures.PictureError as exc:
+        return None, exc.reason
+    return (None, "grayscale") if pictures.is_gray(arr) else (arr, None)
 
 
 def decode_image(path: str | Path) -> tuple[np.ndarray | None, str | None]:

@@ -120,5 +120,17 @@ def check_store_root(path: str | Path) -> None:
         raise UserError(f"--store {text} is a zarr group, not a store root")
 
 
+def check_outside_store(path: str | Path, option: str) -> None:
+    """Raise UserError if an output path lies in a feature store: a store root, a published
+    version or anything below either (links resolved), so nothing writes into a store."""
+    here = Path(path).expanduser().resolve()
+    for place in (here, *here.parents):
+        is_version = place.parent.name == VERSIONS and (place / "zarr.json").is_file()
+        if is_store_root(place) or is_version:
+            raise UserError(
+                f"{option} {path} is inside the feature store {place}; write it outside the store"
+            )
+
+
 def _refuse(path: str, root: str) -> None:
     raise UserError(f"--store {path} is inside the feature store {root}; use --store {root}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD, LUMA_601
+from colorfeat.constants import IMAGENET_MEAN, IMAGENET_STD
+from colorfeat.lab import luma
 
 
 def prepare_input(rgb: torch.Tensor) -> torch.Tensor:
@@ -14,10 +15,9 @@ def prepare_input(rgb: torch.Tensor) -> torch.Tensor:
     channels, then ImageNet-normalised per channel.
     """
     dev = rgb.device
-    luma = torch.tensor(LUMA_601, dtype=torch.float32, device=dev) / 255.0
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=dev)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=dev)
-    gray = rgb.to(torch.float32) @ luma  # (B, S, S)
+    gray = luma(rgb, 255.0)  # (B, S, S)
     x = (gray[..., None] - mean) / std  # (B, S, S, 3)
     return x.permute(0, 3, 1, 2)  # (B, 3, S, S), NHWC in memory = channels_last
 

@@ -15,6 +15,7 @@ import pytest
 import zarr
 from PIL import Image, ImageFile
 
+from colorfeat import pictures
 from colorfeat.constants import MAX_PICTURE_PIXELS, PRIORS_DIR
 from colorfeat.sources import acquire
 from colorfeat.sources.coco import picture_path
@@ -116,7 +117,7 @@ def test_oversize_header_is_too_large_before_decoding(side, monkeypatch):
 
 
 def test_pixel_limit_is_width_times_height(tmp_path, monkeypatch):
-    monkeypatch.setattr(images_mod, "MAX_PICTURE_PIXELS", 100)
+    monkeypatch.setattr(pictures, "MAX_PICTURE_PIXELS", 100)
     at_limit, over = io.BytesIO(), io.BytesIO()
     Image.new("RGB", (10, 10), (200, 10, 10)).save(at_limit, "PNG")
     Image.new("RGB", (10, 11), (200, 10, 10)).save(over, "PNG")
@@ -126,7 +127,7 @@ def test_pixel_limit_is_width_times_height(tmp_path, monkeypatch):
 
 
 def test_file_size_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(images_mod, "MAX_PICTURE_BYTES", 10)
+    monkeypatch.setattr(pictures, "MAX_PICTURE_BYTES", 10)
     (tmp_path / "ten").write_bytes(b"0123456789")
     (tmp_path / "eleven").write_bytes(b"0123456789A")
     assert read_picture(tmp_path / "ten") == b"0123456789"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,17 @@ def grayscale_batch(rgb: np.ndarray) -> torch.Tensor:
     return prepare_input(torch.from_numpy(rgb))
 
 
-def write_store(root: Path, n_train: int = 24, n_val: int = 8, chunk: int = 8) -> Path:
-    """Write ROOT/versions/0123456789abcdef and ROOT/LATEST; return the root."""
+def write_store(
+    root: Path,
+    n_train: int = 24,
+    n_val: int = 8,
+    chunk: int = 8,
+    caption_text: Callable[[str, int, str], str] | None = None,
+) -> Path:
+    """Write ROOT/versions/0123456789abcdef and ROOT/LATEST; return the root.
+
+    `caption_text(split, k, text)` may replace the text stored for caption k (its tokens stay).
+    """
     rng = np.random.default_rng(0)
     vocab = [PAD_TOKEN, UNK_TOKEN, "a", "the", "disc", "ball", "on", "gray", "floor", "small"]
     vocab += ["circle", *COLOURS]
@@ -118,6 +128,8 @@ def write_store(root: Path, n_train: int = 24, n_val: int = 8, chunk: int = 8) -
             tokens[k, : len(ids)] = ids
             lengths[k] = len(ids)
         g.create_array(f"{split}/captions/image_index", data=np.array(image_index, np.int32))
+        if caption_text is not None:
+            texts = [caption_text(split, k, t) for k, t in enumerate(texts)]
         _strings(g, f"{split}/captions/text", texts)
         g.create_array(f"{split}/captions/tokens", data=tokens)
         g.create_array(f"{split}/captions/length", data=lengths)

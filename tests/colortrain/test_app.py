@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
+import queue
 import shutil
+import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
+import zlib
 from pathlib import Path
 
 import httpx
@@ -17,7 +23,7 @@ from skimage.color import rgb2lab
 from typer.testing import CliRunner
 
 from colorfeat.errors import UserError
-from colortrain.app import MAX_CAPTION_CHARS, MAX_SIDE, Demo
+from colortrain.app import MAX_CAPTION_CHARS, Demo
 from colortrain.colorize import Colorist
 from flows.cli.colortrain import app
 
@@ -36,25 +42,45 @@ def _mean_abs_dl(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(rgb2lab(a)[..., 0] - rgb2lab(b)[..., 0]).mean())
 
 
-def test_demo_colorizes_at_full_size_and_enforces_limits(tiny_checkpoint: Path):
+def test_demo_colorizes_at_full_size_and_enforces_limits(tiny_checkpoint: Path, tmp_path: Path):
     demo = Demo(Colorist.from_checkpoint(tiny_checkpoint))
     picture = _picture()
-    a, b, heat_a, heat_b, note = demo.run(picture, "a red disc", "a blue blorp", 0.38)
+    upload = tmp_path / "upload.png"
+    Image.fromarray(picture).save(upload)
+    a, b, heat_a, heat_b, note = demo.run(str(upload), "a red disc", "a blue blorp", 0.38)
     assert a.shape == b.shape == heat_a.shape == heat_b.shape == picture.shape
     assert _mean_abs_dl(a, picture) < 1.0
     assert "caption A: none" in note and "caption B: blorp" in note
-    only_a = demo.run(picture, "a red disc", "  ", 0.38)
+    only_a = demo.run(str(upload), "a red disc", "  ", 0.38)
     assert only_a[1] is None and only_a[3] is None
-    too_big = np.zeros((8, MAX_SIDE + 1, 3), np.uint8)
+    tga = tmp_path / "upload.tga"  # a format Pillow reads but the picture reader does not
+    Image.fromarray(picture).save(tga)
     for args, message in (
         ((None, "a red disc", "", 0.38), "upload a picture"),
-        ((too_big, "a red disc", "", 0.38), f"at most {MAX_SIDE} pixels"),
-        ((picture, "   ", "", 0.38), "first caption is empty"),
-        ((picture, "red " * MAX_CAPTION_CHARS, "", 0.38), f"at most {MAX_CAPTION_CHARS}"),
-        ((picture, "a red disc", "", 5.0), "temperature must be in"),
+        ((str(tga), "a red disc", "", 0.38), "not an image of a format read here"),
+        ((str(upload), "   ", "", 0.38), "first caption is empty"),
+        ((str(upload), "red " * MAX_CAPTION_CHARS, "", 0.38), f"at most {MAX_CAPTION_CHARS}"),
+        ((str(upload), "a red disc", "", 5.0), "temperature must be in"),
     ):
         with pytest.raises(UserError, match=message):
             demo.run(*args)
+
+
+def test_demo_checks_the_header_before_decoding(tiny_checkpoint: Path, tmp_path: Path, monkeypatch):
+    """A small file claiming a huge picture is refused from its header: nothing is decoded."""
+    from PIL import ImageFile
+
+    bomb = tmp_path / "bomb.png"  # 13000 x 13000 claimed by a 70-byte file
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", 13_000, 13_000)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # IHDR CRC
+    bomb.write_bytes(bytes(data))
+    demo = Demo(Colorist.from_checkpoint(tiny_checkpoint))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded"))
+    with pytest.raises(UserError, match="too large"):
+        demo.run(str(bomb), "a red disc", "", 0.38)
 
 
 def test_app_command_reports_a_bad_checkpoint(tmp_path: Path):
@@ -81,11 +107,19 @@ def _browser() -> str:
     return found
 
 
-def _serve(checkpoint: Path, port: int) -> subprocess.Popen:
-    """`colortrain app` as a user starts it, on loopback; returns once it answers HTTP."""
-    cmd = [str(Path(sys.executable).with_name("colortrain")), "app", "--checkpoint",
-           str(checkpoint), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _command(checkpoint: Path, port: int) -> list[str]:
+    """`colortrain app ...` as this checkout's code runs it (whatever the installed script)."""
+    program = "from flows.cli.colortrain import app; app(prog_name='colortrain')"
+    return [sys.executable, "-c", program, "app", "--checkpoint", str(checkpoint),
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+
+
+def _serve(checkpoint: Path, port: int, tmp: Path) -> subprocess.Popen:
+    """`colortrain app` as a user starts it, on loopback, its temporary files under `tmp`;
+    returns once it answers HTTP."""
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen(_command(checkpoint, port), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
     for _ in range(600):  # bounded: at most 600 refused connections, each answered at once
         if proc.poll() is not None:
@@ -110,7 +144,9 @@ def test_app_in_headless_chromium(tiny_checkpoint: Path, tmp_path: Path):
     upload = tmp_path / "input.png"
     Image.fromarray(picture).save(upload)
     port = _free_port()
-    server = _serve(tiny_checkpoint, port)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    server = _serve(tiny_checkpoint, port, tmp)
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=browser_path, headless=True)
@@ -129,11 +165,37 @@ def test_app_in_headless_chromium(tiny_checkpoint: Path, tmp_path: Path):
             print(f"screenshot: {shot}")
             browser.close()
         body = httpx.get(src, timeout=10).content
+        assert list(tmp.rglob("*.png"))  # the upload and the results, while it runs
     finally:
         server.terminate()
         server.communicate(timeout=30)  # closes its pipe
+    assert server.returncode == 0
+    assert list(tmp.iterdir()) == []  # uploads, results and examples deleted when it stops
     result = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
     assert result.shape == picture.shape
     assert _mean_abs_dl(result, picture) < 1.0
     assert "caption A: none" in unknown
     assert shot.stat().st_size > 10_000
+
+
+def test_app_prints_its_address_when_ready_and_one_line_on_ctrl_c(
+    tiny_checkpoint: Path, tmp_path: Path
+):
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(_command(tiny_checkpoint, port), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+    try:
+        first = lines.get(timeout=180)  # the import and the page take long on a busy machine
+        url = f"http://127.0.0.1:{port}/"
+        assert first.strip() == f"colortrain app: serving on {url} (Ctrl-C stops it)"
+        assert httpx.get(url, timeout=10).status_code == 200  # ready when it says so
+        assert [p.name[:15] for p in tmp_path.iterdir()] == ["colortrain-app-"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert out == "" and err.strip().splitlines() == ["colortrain app: stopped"]
+    assert list(tmp_path.iterdir()) == []

@@ -16,11 +16,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from colorfeat.errors import UserError
+from colorfeat.pictures import MAX_PICTURE_PIXELS
+from colorfeat.pictures import load_picture as read_image
 from colortrain import checkpoint as ckpt_module
 from colortrain.attention import FIGURE_DPI, FIGURE_INCHES
 from colortrain.checkpoint import load_checkpoint, save_checkpoint, trunk_config, trunk_entry
-from colortrain.colorize import Colorist, read_image
-from colortrain.outputs import MAX_PIXELS
+from colortrain.colorize import Colorist
 from flows.cli.colortrain import app
 from tests.colortrain.conftest import error_line, picture
 
@@ -66,7 +67,7 @@ def test_pictures_over_the_pixel_limit_are_refused_from_the_header(
 ) -> None:
     good = tmp_path / "good.png"
     Image.fromarray(picture(20, 20)).save(good)
-    over_ours = _png_header(tmp_path / "big.png", 12_000, MAX_PIXELS // 12_000 + 1)
+    over_ours = _png_header(tmp_path / "big.png", 12_000, MAX_PICTURE_PIXELS // 12_000 + 1)
     over_pillows = _png_header(tmp_path / "huge.png", 40_000, 40_000)  # a decompression bomb
     for big in (over_ours, over_pillows):
         result = runner.invoke(
@@ -74,7 +75,7 @@ def test_pictures_over_the_pixel_limit_are_refused_from_the_header(
                   str(tiny_checkpoint), "--out-dir", str(tmp_path / "o")]
         )  # fmt: skip
         assert result.exit_code == 1
-        assert f"{big} is too large to colorize: over 100 megapixels" in error_line(result)
+        assert f"{big} is too large: over 67 megapixels" in error_line(result)
         assert not (tmp_path / "o").exists()  # checked before any picture is colorized
 
 

@@ -11,11 +11,14 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from colortrain.checkpoint import load_checkpoint, save_checkpoint
 from colortrain.colorize import Colorist
 from colortrain.export import TOLERANCE, MaskedCaptionEncoder, example_inputs, export_onnx
 from colortrain.model import CaptionEncoder
 from flows.cli.colortrain import app
 
+VIVID = 100.0  # logits scaled by this: the tiny model's colours reach ~55 levels from gray
+CAPTION = "a red bus parked by a white house"  # the caption of the docs example
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "export.md"
 
 
@@ -90,3 +93,65 @@ def test_export_rejects_a_wrong_suffix(tiny_checkpoint: Path, tmp_path: Path):
         f"colortrain: error: --onnx must name a .onnx file, got {tmp_path / 'model.pt'}"
     ]
     assert not list(tmp_path.iterdir())
+
+
+def _docs_example(tmp_path: Path, onnx: Path, picture: Path, monkeypatch) -> np.ndarray:
+    """Run docs/export.md's example (nothing of this project imported) on `picture`."""
+    code = re.search(r"```python\n(.*?)```", DOCS.read_text(), re.S)[1]
+    assert "colortrain" not in code and "colorfeat" not in code
+    code = code.replace('"colorizer.onnx"', repr(str(onnx))).replace(
+        '"photo.jpg"', repr(str(picture))
+    )
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, str(DOCS), "exec"), {"__name__": "docs"})
+    return np.asarray(Image.open(tmp_path / "colorized.png"))
+
+
+def _vivid(checkpoint: Path, out: Path) -> Path:
+    """The checkpoint with its logits scaled up: strong, fast-varying colours, which show any
+    difference in preprocessing or decoding."""
+    ckpt = load_checkpoint(checkpoint)
+    state = ckpt["model"]["state"]
+    state["classifier.weight"] = state["classifier.weight"] * VIVID
+    state["classifier.bias"] = state["classifier.bias"] * VIVID
+    return save_checkpoint(out, ckpt)
+
+
+def test_docs_example_agrees_with_colorize_within_one_level(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch
+):
+    ckpt = _vivid(tiny_checkpoint, tmp_path / "vivid.pt")
+    onnx = tmp_path / "vivid.onnx"
+    export_onnx(ckpt, onnx)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:301, 0:457]  # not a whole multiple of S = 32 either way
+    photo = np.stack([120 + 80 * np.sin(xx / 17.0), 100 + 60 * np.cos(yy / 13.0),
+                      90 + 50 * np.sin((xx + yy) / 29.0)], axis=-1)  # fmt: skip
+    photo = np.clip(photo + rng.normal(0, 20, photo.shape), 0, 255).astype(np.uint8)
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    out = tmp_path / "colorize.png"
+    result = CliRunner().invoke(app, ["colorize", str(path), "--caption", CAPTION,
+                                      "--checkpoint", str(ckpt), "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ours = np.asarray(Image.open(out)).astype(int)
+    theirs = _docs_example(tmp_path, onnx, path, monkeypatch).astype(int)
+    colourful = np.abs(ours - ours.mean(axis=2, keepdims=True)).max()
+    assert colourful > 40  # the model really colours: a gray result would agree trivially
+    assert np.abs(ours - theirs).max() <= 1
+
+
+def test_export_takes_checkpoint_as_option_and_shows_choices(tiny_checkpoint: Path, tmp_path):
+    out = tmp_path / "c.onnx"
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--onnx",
+                                 str(out), "--input-dtype", "float32"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str(out)
+    meta = ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map
+    assert meta["input_dtype"] == "float32"
+    both = runner.invoke(app, ["export", str(tiny_checkpoint), "--checkpoint",
+                               str(tiny_checkpoint), "--onnx", str(out)])  # fmt: skip
+    assert both.exit_code == 1 and "give the checkpoint once" in both.stderr
+    help_text = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "120"}).stdout
+    assert "[uint8|float32]" in help_text and "--checkpoint" in help_text

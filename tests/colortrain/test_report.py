@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import re
@@ -14,10 +15,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from colorfeat.sources.synthetic import PALETTE_AB
+from colortrain.evalrun import Evaluation
 from colortrain.evaluate import colorfulness
 from colortrain.hues import confusion, dominant_hue
 from colortrain.modelcard import read_card_metadata
-from colortrain.report import SECTIONS, swap_caption
+from colortrain.report import PICTURE_PX, SECTIONS, headline, swap_caption
 from flows.cli.colortrain import app
 
 NEW_METRICS = ("ssim", "ciede2000", "colorfulness_pred", "colorfulness_true")
@@ -34,7 +36,7 @@ def test_fit_writes_a_model_card(tiny_checkpoint: Path, tiny_store: Path):
     assert meta["training"]["last_epoch"]["epoch"] == 2
     assert meta["evaluation"] is None
     text = card.read_text()
-    assert "## Limits" in text and "random weights" in text and "built from\n  tiny" in text
+    assert "## Limits" in text and "random weights" in text and "from tiny;" in text
 
 
 def test_evaluate_report_and_card_match_json(run_copy: Path, tiny_store: Path, tmp_path: Path):
@@ -53,12 +55,16 @@ def test_evaluate_report_and_card_match_json(run_copy: Path, tiny_store: Path, t
         assert f'<section id="{section}">' in page
     in_page = {k: float(v) for k, v in re.findall(r'data-key="(\w+)" data-value="([^"]+)"', page)}
     assert in_page == metrics
+    figures = dict(re.findall(r'data-figure="(\w+)" data-value="([^"]+)"', page))
+    assert set(figures) == {"caption_accuracy", "swap_accuracy"}
+    assert all(0 <= float(v) <= 1 for v in figures.values())
+    assert page.index('id="headline"') < page.index('id="metrics"')
     pngs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(pngs) == 4  # curves, examples, swapped, confusion
+    assert len(pngs) == 2 + 2 * 6 * 3  # curves, confusion; six rows of three pictures, twice
     for data in pngs:
         with Image.open(io.BytesIO(base64.b64decode(data))) as im:
             im.verify()
-            assert im.format == "PNG" and min(im.size) > 50
+            assert im.format == "PNG" and min(im.size) >= 32  # pictures at the store's size
     card = read_card_metadata(run_copy.parent / "README.md")
     assert card["evaluation"]["metrics"] == metrics
     assert card["evaluation"]["split"] == "val" and card["evaluation"]["images"] == 8
@@ -99,6 +105,59 @@ def test_colorfulness_and_swap_caption():
     red[..., 0] = 250
     assert colorfulness(red) == pytest.approx(0.3 * np.hypot(130, 65))
     assert (
-        swap_caption("A Red disc, and a blue one", ["blue", "red"]) == "a blue disc and a blue one"
+        swap_caption("A Red disc, and a blue one", ["blue", "red"]) == "A blue disc, and a blue one"
     )
     assert swap_caption("a plain disc", ["blue", "red"]) is None
+    assert swap_caption("reddish red-brick", ["blue", "red"]) == "reddish blue-brick"
+
+
+def test_headline_counts_single_hue_captions_and_their_swaps():
+    lexicon = frozenset({"red", "blue", "green", "gray"})
+    evaluation = Evaluation(
+        result={},
+        captions=["a red disc", "a blue disc", "a red and blue disc", "a plain disc"],
+        hues=["red", "green", "red", "gray"],
+        swap_words=["green", "red", "blue", None],
+        swap_hues=["green", "blue", "blue", None],
+    )
+    figures = headline(evaluation, lexicon)
+    assert figures["caption_pictures"] == 2 and figures["caption_accuracy"] == 0.5
+    assert figures["swap_pictures"] == 2 and figures["swap_accuracy"] == 0.5
+
+
+def test_report_in_headless_chromium_shows_each_caption_in_full(
+    run_copy: Path, tiny_store: Path, tmp_path: Path
+):
+    """Opened in a browser, every example row shows its caption (and the swapped one) whole, and
+    the page uses the width of a 1,400-pixel window."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.colortrain.test_app import _browser
+
+    report_dir = tmp_path / "report"
+    args = ["evaluate", "--checkpoint", str(run_copy), "--store", str(tiny_store),
+            "--device", "cpu", "--report", str(report_dir)]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    page = (report_dir / "report.html").read_text()
+    captions = [html.unescape(c) for c in re.findall(r'<span class="full">([^<]*)<', page)]
+    swapped = [html.unescape(c) for c in re.findall(r'<span class="full swapped">([^<]*)<', page)]
+    assert len(captions) == 12 and len(swapped) == 6
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_browser(), headless=True)
+        tab = browser.new_page(viewport={"width": 1400, "height": 900})
+        tab.goto((report_dir / "report.html").as_uri())
+        first = tab.inner_text("section#headline + section, section#headline").splitlines()
+        rows = tab.locator("section#examples tr").all_inner_texts()[1:]
+        swap_rows = tab.locator("section#swapped tr").all_inner_texts()[1:]
+        width = tab.locator("section#examples table").bounding_box()["width"]
+        pictures = [tab.locator("section#examples td.pic img").nth(i).bounding_box()
+                    for i in range(3)]  # fmt: skip
+        browser.close()
+    assert any("caption-colour accuracy" in line for line in first)
+    assert len(rows) == len(swap_rows) == 6
+    for row, caption in zip(rows, captions[:6], strict=True):
+        assert caption in " ".join(row.split())
+    for row, caption, new in zip(swap_rows, captions[6:], swapped, strict=True):
+        assert caption in " ".join(row.split()) and new in " ".join(row.split())
+    assert width > 1100
+    assert all(box["width"] == box["height"] == PICTURE_PX for box in pictures)  # not squashed

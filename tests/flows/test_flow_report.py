@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import errno
+import html
+import re
 
 import httpx
+from markdown_it import MarkdownIt
 
 from colorfeat.errors import UserError
 from colorfeat.retry import is_transient
@@ -51,11 +54,37 @@ def test_summary_names_the_version_counts_skipped_pictures_colours_and_stage_tim
     assert text.startswith("# Feature store version `0123456789abcdef`")
     assert "- published: `/stores/x/versions/0123456789abcdef`" in text
     assert "| train | 8 | 7 | 8 | 1 |" in text
-    assert "| `train2014/COCO_1.jpg` | corrupt: truncated JPEG |" in text
+    assert "| `train2014/COCO_1.jpg` | corrupt\\: truncated JPEG |" in text
     assert "red 6, blue 2, green 2" in text
     assert "| features | `features-abc` | no (reused) | 0.01 |" in text
     assert "| publish | `0123456789abcdef` | yes | 1.25 |" in text
     assert "| acquire | `synthetic-42` | checked | 0.50 |" in text
+
+
+EVIL = [
+    "a`b`.jpg",
+    "![pwned](http://evil.example/x.png)",
+    "<img src=x onerror=alert(1)>",
+    "x | y | z.jpg",
+    "``` fence\n# heading",
+    "[link](javascript:alert(1))",
+]
+
+
+def test_file_names_and_reasons_cannot_break_out_of_the_skipped_table():
+    skipped = [{"file": name, "reason": name} for name in EVIL]
+    page = MarkdownIt("commonmark").enable("table").render(summary_markdown(SUMMARY, skipped))
+    for tag in ("<img", "<a ", "<h1>heading", "<script"):
+        assert tag not in page
+    table = page[page.index("<th>file</th>") :]
+    table = table[: table.index("</table>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)  # the body rows
+    assert len(rows) == len(EVIL)
+    for name, row in zip(EVIL, rows, strict=True):
+        cells = re.findall(r"<td>(.*?)</td>", row, flags=re.S)
+        shown = name.replace("\n", " ")
+        assert len(cells) == 2 and cells[0] == f"<code>{html.escape(shown, quote=False)}</code>"
+        assert html.unescape(cells[1]) == shown
 
 
 def test_a_reused_version_says_so_and_no_skips_say_none():
