@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from colorfeat.config import PipelineConfig, rebuild_options
@@ -148,11 +147,6 @@ FORBIDDEN = {
     "flows": ("flows.cli", "typer"),
 }
 CLI = "flows.cli"
-# Pairs of modules that still import each other. An entry goes once its cycle is gone: its test
-# then passes unexpectedly, which fails the run.
-KNOWN_CYCLES = [
-    ("colortrain.evaluate", "colortrain.report"),
-]
 
 
 def package_modules(root: Path = ROOT) -> dict[str, Path]:
@@ -271,19 +265,8 @@ def test_imports_run_down_the_layers():
     assert layer_violations(import_graph()) == []
 
 
-def test_no_modules_import_each_other_beyond_the_known_pairs():
-    known = {frozenset(pair) for pair in KNOWN_CYCLES}
-    found = [" -> ".join(c) for c in import_cycles(import_graph()) if frozenset(c) not in known]
-    assert found == []
-
-
-STILL_CYCLIC = pytest.mark.xfail(reason="the pair still imports each other")
-
-
-@pytest.mark.parametrize("pair", [pytest.param(p, marks=STILL_CYCLIC) for p in KNOWN_CYCLES])
-def test_a_known_pair_no_longer_imports_each_other(pair):
-    cycles = {frozenset(c) for c in import_cycles(import_graph())}
-    assert frozenset(pair) not in cycles
+def test_no_modules_import_each_other():
+    assert [" -> ".join(c) for c in import_cycles(import_graph())] == []
 
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> dict[str, set[str]]:

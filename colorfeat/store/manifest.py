@@ -104,6 +104,13 @@ class GuardedStore(WrapperStore):
         """The version this store reads (named in its errors)."""
         return self._where
 
+    def __str__(self) -> str:
+        return self._where
+
+    def use_manifest(self, manifest: dict | None) -> None:
+        """Check chunks against `manifest` from now on (read from the version's own attrs)."""
+        self._manifest = manifest
+
     def _with_store(self, store):
         return type(self)(store, self._where, self._manifest)
 

@@ -189,10 +189,11 @@ def open_version(path: str, storage_options: dict | None) -> StoreVersion:
         inner = LocalStore(base, read_only=True)
     else:
         inner = FsspecStore.from_url(path, storage_options=storage_options, read_only=True)
-    plain = zarr.open_group(store=inner, mode="r", zarr_format=3)
-    found = plain.attrs.get("schema")
+    store = GuardedStore(inner, path)  # opened once; its manifest comes from its own attrs
+    group = zarr.open_group(store=store, mode="r", zarr_format=3)
+    found = group.attrs.get("schema")
     if found != STORE_SCHEMA:
         raise UserError(f"{path} has store schema {found!r}; this code reads {STORE_SCHEMA!r}")
-    manifest = load_manifest(fs, base, plain.attrs.get(schema.ATTR_MANIFEST))
-    guarded = zarr.open_group(store=GuardedStore(inner, path, manifest), mode="r", zarr_format=3)
-    return StoreVersion(path, guarded, storage_options, manifest)
+    manifest = load_manifest(fs, base, group.attrs.get(schema.ATTR_MANIFEST))
+    store.use_manifest(manifest)
+    return StoreVersion(path, group, storage_options, manifest)

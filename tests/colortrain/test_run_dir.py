@@ -115,8 +115,8 @@ def test_fit_and_evaluate_refuse_outputs_inside_a_store(
     where: str, tiny_store: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
     before = sorted(p.relative_to(tiny_store) for p in tiny_store.rglob("*"))
-    out = {"root": tiny_store, "version": tiny_store / "versions" / "0123456789abcdef",
-           "inside": tiny_store / "versions" / "0123456789abcdef" / "val" / "run"}[where]  # fmt: skip
+    version = tiny_store / "versions" / "0123456789abcdef"
+    out = {"root": tiny_store, "version": version, "inside": version / "val" / "run"}[where]
     config = TrainConfig(store=str(tiny_store), out=str(out), preset="small", epochs=1,
                          progress=False)  # fmt: skip
     with pytest.raises(UserError, match="inside the feature store"):
