@@ -45,9 +45,10 @@ def tiny(store: Path, work: Path, *, limit: int, image_size: int = 64) -> dict:
 def _built(tmp_path: Path, latest: str | None) -> str:
     """Mark every stage of the OPTIONS rebuild complete and its version published; its id."""
     config = checked_config(tiny(tmp_path / "store", tmp_path / "work", limit=24))
-    from colorfeat.sources import _synthetic_dir
+    from colorfeat.sources import Request, kind_of
 
-    source = _synthetic_dir(tmp_path / "work", 24, 0)
+    request = Request(tmp_path / "work", limit=24, seed=0)
+    source = request.sources_dir / kind_of("synthetic").cache_name("synthetic", request)
     source.mkdir(parents=True)
     result = {"root": str(source), "splits": {}, "identity": source.name}
     (source / SUCCESS).write_text(json.dumps(result))
