@@ -131,7 +131,10 @@ def check(source: str, options: SourceOptions | None = None) -> None:
     extra = [name for name in (options or SourceOptions()).given() if name not in kind.options]
     if extra:
         flags = ", ".join("--" + name.replace("_", "-") for name in extra)
-        raise UserError(f"{flags} does not apply to {kind.label} (--source {redact_text(source)})")
+        verb = "does" if len(extra) == 1 else "do"
+        raise UserError(
+            f"{flags} {verb} not apply to {kind.label} (--source {redact_text(source)})"
+        )
 
 
 def estimate(
