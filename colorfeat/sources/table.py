@@ -230,26 +230,32 @@ def _why_not(picture: Path | bytes | str, split: str | None, texts: list[str]) -
 
 
 @functools.lru_cache(maxsize=8)
-def _named_files(
+def _named(
     path: Path, size: int, mtime_ns: int, options: SourceOptions
-) -> tuple[tuple[str, str], ...]:
-    """(name, real path) of the picture files a table names: read once per version of it."""
-    named = {}
+) -> tuple[tuple[str, str | None], ...]:
+    """(name, real path, None for a picture held in the table) of each usable picture a table
+    names: read once per version of it (for its identity, then its estimate)."""
+    named: dict[str, str | None] = {}
     for name, _, picture, _ in table_rows(path, Counter(), options):
-        if isinstance(picture, Path):
-            named.setdefault(name, str(picture))
+        named.setdefault(name, str(picture) if isinstance(picture, Path) else None)
     return tuple(named.items())
+
+
+def _pictures(path: Path, options: SourceOptions) -> tuple[tuple[str, str | None], ...]:
+    info = path.stat()
+    return _named(path.resolve(), info.st_size, info.st_mtime_ns, options)
 
 
 def identity(path: Path, options: SourceOptions = SourceOptions()) -> str:
     """table-<hash of the table's size and time, of each picture file it names: its path, size
     and time (`IDENTITY_RULE`), and of the options given that change what is read (`READ`)>;
     pictures held in the table are covered by the table's."""
-    info = path.stat()
     files = []
-    for name, real in _named_files(path.resolve(), info.st_size, info.st_mtime_ns, options):
-        picture = os.stat(real)
-        files.append((name, picture.st_size, picture.st_mtime_ns))
+    for name, real in _pictures(path, options):
+        if real is not None:
+            picture = os.stat(real)
+            files.append((name, picture.st_size, picture.st_mtime_ns))
+    info = path.stat()
     table = [info.st_size, info.st_mtime_ns]
     ident = {"rule": IDENTITY_RULE, "table": table, "pictures": value_hash(files)}
     if read := options.given(READ):
@@ -290,9 +296,14 @@ def _acquire(source: str, request: Request) -> dict:
 
 
 def _estimate(source: str, acquired: dict | None, request: Request) -> SourceEstimate:
+    """The pictures written, or before that the usable pictures the table names (read once for
+    its identity already)."""
     if acquired is not None:
         return SourceEstimate(capped(sum(acquired["counts"]["pictures"].values()), request.limit))
-    return SourceEstimate(request.limit)
+    path = Path(source).expanduser()
+    if not path.is_file():
+        return SourceEstimate(request.limit)
+    return SourceEstimate(capped(len(_pictures(path, request.options)), request.limit))
 
 
 KIND = SourceKind(

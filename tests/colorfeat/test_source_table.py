@@ -174,6 +174,7 @@ def test_a_parquet_table_with_odd_column_names_is_read_through_the_column_option
     )
     options = SourceOptions(image_column="Picture", caption_column="Sentence", split_column="Part")
     check(str(table), options)
+    assert estimate(str(table), None, options=options).pictures == 3  # before it is read
     src = acquire(str(table), tmp_path / "work", options=options)
     assert src["counts"]["pictures"] == {"test": 1, "train": 1, "val": 1}
     assert acquired(str(table), tmp_path / "work", options=options) == src
