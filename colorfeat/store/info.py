@@ -134,7 +134,7 @@ def _source_line(source: dict) -> str:
     kind = source.get("kind", "(kind not recorded)")
     line = f"source    {kind} {source.get('spec', '?')} (identity {source.get('identity', '?')})"
     options = source.get("options") or {}
-    return line + "".join(f", --{k.replace('_', '-')} {v}" for k, v in options.items())
+    return line + "".join(f", --{k.replace('_', '-')} {v}" for k, v in sorted(options.items()))
 
 
 def list_versions(root: str, *, storage_options: dict | None = None) -> list[dict]:
