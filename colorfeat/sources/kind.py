@@ -33,6 +33,10 @@ class SourceOptions:
     val_fraction: float = VAL_FRACTION
 
     def __post_init__(self) -> None:
+        try:  # one number whichever way it came (0 from a YAML file, 0.0 from the command line)
+            object.__setattr__(self, "val_fraction", float(self.val_fraction))
+        except (TypeError, ValueError):
+            raise UserError(f"--val-fraction must be a number, got {self.val_fraction!r}") from None
         if not 0 <= self.val_fraction < 1:
             raise UserError(
                 f"--val-fraction must be at least 0 and below 1, got {self.val_fraction}"

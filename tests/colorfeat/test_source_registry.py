@@ -109,6 +109,7 @@ def test_a_source_option_its_kind_does_not_read_is_one_line(tmp_path, kit):
         ({"val_fraction": 1.0}, "--val-fraction must be at least 0 and below 1, got 1.0"),
         ({"val_fraction": -0.1}, "--val-fraction must be at least 0 and below 1, got -0.1"),
         ({"caption_column": ""}, "--caption-column must not be empty"),
+        ({"val_fraction": "half"}, "--val-fraction must be a number, got 'half'"),
     ],
 )
 def test_bad_source_options_are_one_line(values, message):
@@ -117,6 +118,7 @@ def test_bad_source_options_are_one_line(values, message):
             build(**values)
         assert str(err.value) == message
     assert PipelineConfig(val_fraction=0.1).source_options == SourceOptions(val_fraction=0.1)
+    assert SourceOptions(val_fraction=0).given() == {"val_fraction": 0.0}  # 0 and 0.0: one source
 
 
 def _kind(name: str = "test") -> SourceKind:
