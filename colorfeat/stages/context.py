@@ -29,7 +29,7 @@ class Estimate:
     download_bytes: int
     cores: int  # CPU cores this process may use
     device: str  # "cpu" or "cuda": where the run would compute
-    generate_s: float = 0.0  # time and work-dir bytes a generated source still needs
+    generate_s: float = 0.0  # a generated source: the time and disk it still needs
     generate_bytes: int = 0
 
 

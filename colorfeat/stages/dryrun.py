@@ -15,7 +15,7 @@ from pathlib import Path
 from colorfeat.config import PipelineConfig
 from colorfeat.disk import free_bytes, human_bytes
 from colorfeat.sources import SourceEstimate
-from colorfeat.stages import Cost, Estimate, planned_device, stages_for
+from colorfeat.stages import Cost, Estimate, is_features, planned_device, stages_for
 from colorfeat.stages.plan import Preflight, feature_chunks
 
 STARTUP_S = 15.0  # Prefect, the embedded API, PyTorch (measured as the stages' rates were)
@@ -71,11 +71,25 @@ def report(config: PipelineConfig, check: Preflight) -> list[str]:
     lines.append(f"LATEST now: {check.latest or '(none)'}")
     down = source.download_bytes
     lines.append(f"download: {human_bytes(down) if down is not None else 'unknown (mirror)'}")
+    lines += _weights_lines(config, done)
     est = estimate(config, source)
     found = costs(config, est)
     lines += _disk_lines(config, check, found)
     lines.append(_time_line(config, check, est, found))
     return lines
+
+
+def _weights_lines(config: PipelineConfig, done: set[str]) -> list[str]:
+    """Where each trunk still to run gets its weights: cached, a download, a file, the problem."""
+    from colorfeat.trunk.weights import describe_weights
+
+    names = list(stages_for(config))
+    rows = [name for name in names if is_features(name)]
+    return [
+        f"weights {trunk.name}: {describe_weights(trunk)}"
+        for name, trunk in zip(rows, config.trunks, strict=True)
+        if name not in done
+    ]
 
 
 def _left(check: Preflight, costs: dict[str, Cost]) -> dict[str, float]:

@@ -57,7 +57,7 @@ def run(ctx: Context, trunk: int = 0) -> dict:
     return features_stage(
         ctx.inputs["images"], cfg.trunks[trunk], ctx.out_dir, device=cfg.device,
         batch_size=cfg.batch_size, devices=cfg.devices, precision=features_precision(cfg),
-        compile_trunk=cfg.compile_trunk,
+        compile_trunk=cfg.compile_trunk, dask_address=cfg.dask_address,
     )  # fmt: skip
 
 

@@ -4,8 +4,7 @@ One idea a module: `schema` (the layout), `layout` (a root's names, its file sys
 read back), `parts` (what a stage adds to a version), `staging` (staging folders and store-root
 checks), `manifest` (the chunk manifest and the store that reads against it), `validate`,
 `reader` (`open_store`, `StoreVersion`), `info` (`store info`, `store ls`), `publishing`,
-`verification`.
-This module only gathers their public names.
+`verification`, `retention` (pin, unpin, gc). This module only gathers their public names.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from colorfeat.store.manifest import ChunkError
 from colorfeat.store.parts import Part
 from colorfeat.store.publishing import point_latest, publish, version_id
 from colorfeat.store.reader import StoreVersion, open_store
+from colorfeat.store.retention import GRACE_S, Collection, gc, pin, pinned, unpin
 from colorfeat.store.schema import FEATURE_ATTRS
 from colorfeat.store.staging import (
     OWNER,
@@ -35,7 +35,9 @@ __all__ = [
     "STORE_SCHEMA",
     "TMP_PREFIX",
     "VERSIONS",
+    "GRACE_S",
     "ChunkError",
+    "Collection",
     "Part",
     "StoreVersion",
     "Verified",
@@ -43,12 +45,16 @@ __all__ = [
     "check_version",
     "clean_stale_staging",
     "describe_version",
+    "gc",
     "list_versions",
     "open_store",
+    "pin",
+    "pinned",
     "point_latest",
     "publish",
     "render_info",
     "render_versions",
+    "unpin",
     "verify",
     "version_id",
 ]

@@ -9,6 +9,7 @@ from collections import Counter
 from colorfeat.errors import UserError
 from colorfeat.store import schema
 from colorfeat.store.layout import (
+    PINS,
     TMP_PREFIX,
     VERSIONS,
     arrays,
@@ -145,6 +146,7 @@ def list_versions(root: str, *, storage_options: dict | None = None) -> list[dic
     if not fs.isdir(f"{base}/{VERSIONS}"):
         raise not_a_root(root)
     latest = read_latest(fs, base, root)
+    pins = {p.rstrip("/").rsplit("/", 1)[-1] for p in _listing(fs, f"{base}/{PINS}")}
     out = []
     for entry in fs.ls(f"{base}/{VERSIONS}", detail=False):
         vid = entry.rstrip("/").rsplit("/", 1)[-1]
@@ -159,6 +161,7 @@ def list_versions(root: str, *, storage_options: dict | None = None) -> list[dic
             {
                 "version": vid,
                 "latest": vid == latest,
+                "pinned": vid in pins,
                 "created": attrs.get("created"),
                 "bytes": int(fs.du(f"{base}/{VERSIONS}/{vid}")),
                 "features": attrs.get(schema.ATTR_FEATURES, []),
@@ -174,10 +177,17 @@ def render_versions(versions: list[dict]) -> str:
         return "no published versions"
     lines = [f"  {'version':<18} {'created':<26} {'size':>9}  features"]
     for v in versions:
-        mark = "*" if v["latest"] else " "
+        mark = "*" if v["latest"] else "p" if v.get("pinned") else " "
         lines.append(
             f"{mark} {v['version']:<18} {v['created'] or '?':<26} {human(v['bytes']):>9}  "
             f"{', '.join(v['features'])}"
         )
-    lines.append("* = LATEST")
+    lines.append("* = LATEST, p = pinned (kept by gc)")
     return "\n".join(lines)
+
+
+def _listing(fs, path: str) -> list[str]:
+    try:
+        return fs.ls(path, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []

@@ -18,6 +18,8 @@ from colorfeat.errors import UserError
 VERSIONS = "versions"
 LATEST = "LATEST"
 TMP_PREFIX = ".tmp-"
+PINS = "pins"  # ROOT/pins/<id>: kept by gc whatever its age
+RETIRED = "retired"  # ROOT/retired/<id>: when it stopped being LATEST (ISO time)
 VERSION_ID = re.compile(r"[0-9a-f]{16}")
 
 

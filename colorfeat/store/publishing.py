@@ -37,6 +37,7 @@ from colorfeat.parallel import fsync_dir, fsync_tree, write_atomic
 from colorfeat.store import schema
 from colorfeat.store.layout import (
     LATEST,
+    RETIRED,
     TMP_PREFIX,
     VERSION_ID,
     VERSIONS,
@@ -250,6 +251,19 @@ def point_latest(root: str, vid: str, storage_options: dict | None = None) -> No
 def _write_latest(fs: fsspec.AbstractFileSystem, base: str, vid: str) -> None:
     data = (vid + "\n").encode()
     if is_local(fs):
+        _retire(Path(base), vid)
         write_atomic(Path(base, LATEST), data)
     else:
         fs.pipe_file(f"{base}/{LATEST}", data)  # one object, one PUT: atomic for readers
+
+
+def _retire(base: Path, vid: str) -> None:
+    """Record that the version LATEST names stops being LATEST now, unless it is `vid`: the
+    readers' grace period of retention (colorfeat.store.retention) starts here."""
+    try:
+        old = (base / LATEST).read_text().strip()
+    except OSError:
+        return
+    if old != vid and VERSION_ID.fullmatch(old):
+        (base / RETIRED).mkdir(exist_ok=True)
+        write_atomic(base / RETIRED / old, datetime.now(UTC).isoformat(timespec="seconds") + "\n")

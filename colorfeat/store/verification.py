@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from colorfeat.errors import UserError
-from colorfeat.store.layout import VERSIONS, filesystem, join_url, read_latest
+from colorfeat.store.layout import VERSION_ID, VERSIONS, filesystem, join_url, read_latest
 from colorfeat.store.manifest import crc32
 from colorfeat.store.reader import open_store
 
@@ -36,6 +36,8 @@ def verify(
     """
     target = str(path).rstrip("/")
     if version is not None:
+        if not VERSION_ID.fullmatch(version):
+            raise UserError(f"{version!r} is not a version id (16 hex digits)")
         fs, base = filesystem(target, storage_options)
         read_latest(fs, base, target)  # a root, whose pointer (if any) is sane
         target = join_url(target, f"{VERSIONS}/{version}")

@@ -61,6 +61,8 @@ def test_a_version_records_every_chunk_and_verify_reads_them_back(parts, tmp_pat
     found = verify(tmp_path / "root")
     assert found.ok and found.version == r["version"] and found.files == len(v.manifest)
     assert verify(tmp_path / "root", r["version"]).ok and verify(r["path"]).ok
+    with pytest.raises(UserError, match="not a version id"):
+        verify(tmp_path / "root", f"../../elsewhere/versions/{r['version']}")
 
 
 def test_a_missing_chunk_raises_naming_array_and_chunk(parts, tmp_path) -> None:

@@ -58,13 +58,13 @@ def grayscale_batch(rgb: np.ndarray) -> torch.Tensor:
 
 
 def write_store(root: Path, n_train: int = 24, n_val: int = 8, chunk: int = 8) -> Path:
-    """Write ROOT/versions/v1 and ROOT/LATEST; return the root."""
+    """Write ROOT/versions/0123456789abcdef and ROOT/LATEST; return the root."""
     rng = np.random.default_rng(0)
     vocab = [PAD_TOKEN, UNK_TOKEN, "a", "the", "disc", "ball", "on", "gray", "floor", "small"]
     vocab += ["circle", *COLOURS]
     index = {w: i for i, w in enumerate(vocab)}
     trunk = create_trunk(BACKBONE)
-    version = root / "versions" / "v1"
+    version = root / "versions" / "0123456789abcdef"
     g = zarr.open_group(str(version), mode="w")
     g.attrs.update(
         {
@@ -125,7 +125,7 @@ def write_store(root: Path, n_train: int = 24, n_val: int = 8, chunk: int = 8) -
     g.create_array("lab/prior", data=prior)
     w = g.create_array("lab/weights", data=rebalance_weights(prior).astype(np.float32))
     w.attrs.update({"alpha": 1.0, "gamma": 0.5})
-    (root / "LATEST").write_text("v1\n")
+    (root / "LATEST").write_text("0123456789abcdef\n")
     return root
 
 
@@ -146,7 +146,7 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_version(tiny_store: Path) -> Path:
-    return tiny_store / "versions" / "v1"
+    return tiny_store / "versions" / "0123456789abcdef"
 
 
 @pytest.fixture(scope="session")

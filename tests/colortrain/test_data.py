@@ -29,7 +29,7 @@ def test_dataset_follows_latest_and_takes_an_open_version(
     assert StoreDataset(str(tiny_store), "val", FEATURES).path == str(tiny_version)
     version = open_store(tiny_store)
     assert StoreDataset(version, "val", FEATURES).path == str(tiny_version)
-    with pytest.raises(UserError, match="neither a store root"):
+    with pytest.raises(UserError, match="not a feature store root: .* use "):
         StoreDataset(str(tiny_store / "versions"), "val", FEATURES)
     with pytest.raises(UserError, match="no split 'test'"):
         StoreDataset(version, "test", FEATURES)
@@ -151,7 +151,7 @@ def test_docs_example_reads_the_store_through_colorfeat_store(
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "docs/feature-store.md", "exec"), {})
     header, shapes, caption = capsys.readouterr().out.splitlines()
-    assert header == "v1 ['train', 'val'] ['resnet18.layer2']"
+    assert header == "0123456789abcdef ['train', 'val'] ['resnet18.layer2']"
     assert shapes == "resnet18.layer2 (24, 128, 4, 4) 24 images 48"
     words, ab = caption.split(" | ")
     assert words.split()[-1] in ("disc", "ball", "floor", "circle") and ab == "(8, 8, 2)"

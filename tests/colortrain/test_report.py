@@ -26,7 +26,7 @@ NEW_METRICS = ("ssim", "ciede2000", "colorfulness_pred", "colorfulness_true")
 def test_fit_writes_a_model_card(tiny_checkpoint: Path, tiny_store: Path):
     card = tiny_checkpoint.parent / "README.md"
     meta = read_card_metadata(card)
-    assert meta["store"]["version"] == "v1"
+    assert meta["store"]["version"] == "0123456789abcdef"
     assert meta["store"]["schema"] == "colorfeat/1"
     assert meta["backbone"]["features"] == "resnet18.layer2"
     assert meta["backbone"]["weights"].startswith("none")

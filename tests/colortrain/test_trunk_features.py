@@ -29,7 +29,7 @@ def mobile_store(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """A copy of the tiny store whose only feature set comes from the real features stage."""
     root = tmp_path_factory.mktemp("mobile") / "store"
     shutil.copytree(tiny_store, root)
-    version = root / "versions" / "v1"
+    version = root / "versions" / "0123456789abcdef"
     images = {"path": str(version), "splits": ["train", "val"]}
     made = features_stage(images, MOBILE, version.parent / "f", device="cpu", precision="fp32")
     for split in ("train", "val"):
@@ -41,7 +41,7 @@ def mobile_store(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_features_stage_stores_the_mobilenet_node_and_its_trunk_attrs(mobile_store) -> None:
-    g = zarr.open_group(str(mobile_store / "versions" / "v1"), mode="r")
+    g = zarr.open_group(str(mobile_store / "versions" / "0123456789abcdef"), mode="r")
     arr = g[f"train/features/{MOBILE.name}"]
     assert arr.shape == (24, 24, 4, 4)  # mobilenet_v3_small.features.3: 24 channels, stride 8
     trunk = create_trunk(MOBILE)

@@ -90,6 +90,10 @@ def test_the_dry_run_says_what_would_run_and_creates_nothing(tmp_path, monkeypat
     assert [line.split()[1] for line in lines[1:8]] == ["runs"] * 7
     assert "publishes version (id known after acquire)" in lines[8]
     assert "download: 0 B" in lines
+    assert (
+        "weights resnet18.layer2: none: seeded random initialisation (seed 0), nothing to load"
+        in lines
+    )
     assert any(line.startswith("disk work dir") and "NOT ENOUGH" in line for line in lines)
     assert lines[-1].startswith("estimated time: about ") and lines[-1].endswith(" and no GPU")
     assert not (tmp_path / "work").exists() and not (tmp_path / "store").exists()
@@ -99,6 +103,7 @@ def test_the_dry_run_says_what_would_run_and_creates_nothing(tmp_path, monkeypat
     assert [line.split()[1] for line in again.stdout.splitlines()[1:8]] == ["reused"] * 7
     assert f"reuses published version {version}" in again.stdout
     assert "estimated time: 0 s (nothing to do)" in again.stdout
+    assert "weights " not in again.stdout  # no trunk left to run
     assert not (tmp_path / "store" / "LATEST").exists()
 
 
