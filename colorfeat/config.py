@@ -8,7 +8,8 @@ from typing import Any, get_type_hints
 
 from colorfeat.constants import DEFAULT_IMAGE_SIZE, EMBEDDING_DIM, PRIORS_DIR, TARGET_STRIDE
 from colorfeat.errors import UserError
-from colorfeat.sources import source_help
+from colorfeat.sources import SourceOptions, source_help
+from colorfeat.sources.kind import VAL_FRACTION
 
 # Compute precision of the trunk. "auto" is bf16 on CUDA and fp32 on CPU, whatever the CPU: the
 # features (and so the version id) must not change with the machine's bf16 support.
@@ -121,6 +122,23 @@ class PipelineConfig:
     work_dir: str = option(
         "work", "Local work dir: downloads, stage outputs, Prefect state.", path=True
     )
+    image_column: str | None = option(
+        None, "Caption table: the column naming the picture (default: found by its usual names)."
+    )
+    caption_column: str | None = option(
+        None, "Caption table: the column holding the caption (default: found by its usual names)."
+    )
+    split_column: str | None = option(
+        None, "Caption table: the column naming the split (default: 'split' if present)."
+    )
+    image_root: str | None = option(
+        None, "Caption table: the folder its picture paths start from (default: the table's)."
+    )
+    val_fraction: float = option(
+        VAL_FRACTION,
+        "Share of the pictures held out for val, chosen by a hash of their name, where the source "
+        "names no split (WebDataset shards, a caption table without a split column).",
+    )
     limit: int | None = option(None, "Use at most N images (synthetic: generate N).", min=1)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     device: str = option("auto", "Where to run the trunk.", choices=DEVICES)
@@ -161,6 +179,7 @@ class PipelineConfig:
             raise UserError("--min-count and --max-len must be at least 1")
         if self.backbone.image_size % TARGET_STRIDE:
             raise UserError(f"--image-size must be divisible by {TARGET_STRIDE}")
+        _ = self.source_options  # built here so that a bad value is one line before a run
         if self.devices is not None:
             object.__setattr__(self, "devices", tuple(self.devices))
         object.__setattr__(self, "more_layers", tuple(self.more_layers))
@@ -173,6 +192,11 @@ class PipelineConfig:
         """Every feature set's trunk, in the order given: the first is `backbone`."""
         more = (replace(self.backbone, layer=layer) for layer in self.more_layers)
         return (self.backbone, *more)
+
+    @property
+    def source_options(self) -> SourceOptions:
+        """How the source is read besides its `--source` value (`colorfeat.sources`)."""
+        return SourceOptions(**{f.name: getattr(self, f.name) for f in fields(SourceOptions)})
 
     @property
     def image_size(self) -> int:
@@ -193,10 +217,11 @@ class PipelineConfig:
             return path if "://" in path else str(Path(path).expanduser().resolve())
 
         weights = self.backbone.weights
-        source = self.source
+        source, root = self.source, self.image_root
         return replace(
             self,
             source=absolute(source) if Path(source).expanduser().is_dir() else source,
+            image_root=absolute(root) if root is not None else None,
             store=absolute(self.store),
             work_dir=absolute(self.work_dir),
             backbone=replace(

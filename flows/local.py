@@ -127,7 +127,7 @@ def checked_config(options: dict[str, Any] | PipelineConfig) -> PipelineConfig:
     config = options
     if not isinstance(config, PipelineConfig):
         config = PipelineConfig.from_options(**options)
-    check_source(config.source)
+    check_source(config)
     check_store_root(config.store)
     config.check_files()
     require_device(config.device)

@@ -6,6 +6,8 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import zarr
 
 from colorfeat.config import BackboneConfig, PipelineConfig
@@ -15,10 +17,12 @@ from tests.colorfeat.test_source_karpathy import write_karpathy
 from tests.colorfeat.test_source_webdataset import shard_bytes
 
 SPLITS = ("train", "train", "train", "val", "test", "train")
+ODD = {"image_column": "Picture", "caption_column": "Said", "split_column": "Part"}
 
 
 def _sources(tmp_path: Path) -> list[str]:
-    """The same six pictures and captions as shards, a Karpathy file and a table."""
+    """The same six pictures and captions as shards, a Karpathy file, a table, and a Parquet
+    table with odd column names whose paths start in the pictures' folder (ODD)."""
     folder = tmp_path / "pictures"
     folder.mkdir()
     names = {f"{i}.jpg": f"a red and blue thing number {i}" for i in range(len(SPLITS))}
@@ -35,7 +39,10 @@ def _sources(tmp_path: Path) -> list[str]:
     table = folder / "captions.csv"
     rows = "".join(f"{n},{t},{s}\n" for (n, t), s in zip(names.items(), SPLITS, strict=True))
     table.write_text("file_name,caption,split\n" + rows)
-    return [str(tmp_path / "shards"), str(karpathy), str(table)]
+    odd = tmp_path / "odd.parquet"
+    columns = [list(names), list(names.values()), list(SPLITS)]
+    pq.write_table(pa.table(dict(zip(ODD.values(), columns, strict=True))), odd)
+    return [str(tmp_path / "shards"), str(karpathy), str(table), str(odd)]
 
 
 def _held(version: Path) -> set[tuple[str, tuple[str, ...]]]:
@@ -57,13 +64,32 @@ def _held(version: Path) -> set[tuple[str, tuple[str, ...]]]:
 def test_the_three_kinds_of_one_data_set_publish_the_same_pictures_and_captions(tmp_path):
     trunk = BackboneConfig(backbone="resnet18", weights="none", image_size=32)
     held, splits = [], []
-    for i, source in enumerate(_sources(tmp_path)):
+    kinds = ("webdataset", "karpathy", "table", "table")
+    for i, (source, kind) in enumerate(zip(_sources(tmp_path), kinds, strict=True)):
+        odd = {**ODD, "image_root": str(tmp_path / "pictures")} if i == 3 else {}
         config = PipelineConfig(
             source=source, store=str(tmp_path / f"store{i}"), work_dir=str(tmp_path / f"w{i}"),
-            device="cpu", backbone=trunk, batch_size=8,
+            device="cpu", backbone=trunk, batch_size=8, **odd,
         )  # fmt: skip
-        version = Path(run_stages(config).version["path"])
+        run = run_stages(config)
+        version = Path(run.version["path"])
         held.append(_held(version))
         splits.append(sorted(zarr.open_group(str(version), mode="r").group_keys()))
-    assert held[0] == held[1] == held[2] and len(held[0]) == len(SPLITS)
-    assert "test" in splits[1] and "test" in splits[2]  # the files' own splits
+        _shows_its_source(config, version, kind, run.results["acquire"]["identity"])
+    assert held[0] == held[1] == held[2] == held[3] and len(held[0]) == len(SPLITS)
+    assert "test" in splits[1] and "test" in splits[2] == splits[3]  # the files' own splits
+
+
+def _shows_its_source(config: PipelineConfig, version: Path, kind: str, identity: str) -> None:
+    """`store info` names the source's kind and identity, which the version id does not hash."""
+    from colorfeat.stages.plan import preflight
+    from colorfeat.store import describe_version, open_store, render_info
+
+    info = describe_version(open_store(str(version)))
+    given = config.source_options.given()
+    source = {"spec": config.source, "kind": kind, "identity": identity}
+    assert info["source"] == ({**source, "options": given} if given else source)
+    line = f"source    {kind} {config.source} (identity {identity})"
+    line += "".join(f", --{k.replace('_', '-')} {v}" for k, v in sorted(given.items()))
+    assert line in render_info(info).splitlines()
+    assert preflight(config).version == version.name  # planned from the stage keys alone

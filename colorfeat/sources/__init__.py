@@ -14,6 +14,8 @@ it costs for the dry run, and its line of `--source` help. Everything that consu
 acquire stage, the planner, the dry run, the `--source` help and errors) iterates `KINDS`, so
 adding a kind is its module and one line below, or `registered(kind)`. Acquire results of the
 converted kinds also carry "counts": the pictures per split and what was skipped, by reason.
+How a source is read besides its value (`--image-column`, `--val-fraction`...) is one
+`SourceOptions`; each kind names the options it reads, and `check` refuses any other.
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ from colorfeat.sources import (
     table,
     webdataset,
 )  # fmt: skip
-from colorfeat.sources.kind import Request, SourceEstimate, SourceKind
+from colorfeat.sources.kind import Request, SourceEstimate, SourceKind, SourceOptions
 
 __all__ = [
-    "KINDS", "Request", "SourceEstimate", "SourceKind", "acquire", "acquired", "check", "estimate",
-    "kind_of", "registered", "source_help",
+    "KINDS", "Request", "SourceEstimate", "SourceKind", "SourceOptions", "acquire", "acquired",
+    "check", "estimate", "kind_of", "registered", "source_help",
 ]  # fmt: skip
 
 
@@ -84,8 +86,10 @@ def source_help() -> str:
     return "; ".join(kind.help for kind in KINDS) + "."
 
 
-def _request(work_dir: str | Path, limit: int | None, seed: int, **more: Any) -> Request:
-    return Request(Path(work_dir), limit, seed, **more)
+def _request(
+    work_dir: str | Path, limit: int | None, seed: int, options: SourceOptions | None, **more: Any
+) -> Request:
+    return Request(Path(work_dir), limit, seed, options=options or SourceOptions(), **more)
 
 
 def acquire(
@@ -96,40 +100,54 @@ def acquire(
     seed: int = 0,
     checksums: Mapping[str, Any] | None = None,
     progress: bool = True,
+    options: SourceOptions | None = None,
 ) -> dict:
     """-> {"root": COCO-layout dir, "splits": {source split: store split}, "identity": str}.
 
     `limit` sizes a generated source; for other sources the captions stage applies it.
     `checksums` replaces the shipped table of official archive sizes and SHA-256s.
     """
-    request = _request(work_dir, limit, seed, checksums=checksums, progress=progress)
+    request = _request(work_dir, limit, seed, options, checksums=checksums, progress=progress)
     return kind_of(source).acquire(source, request)
 
 
 def acquired(
-    source: str, work_dir: str | Path, *, limit: int | None = None, seed: int = 0
+    source: str,
+    work_dir: str | Path,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    options: SourceOptions | None = None,
 ) -> dict | None:
     """What `acquire` returns when that needs no download and no generation; otherwise None."""
-    return kind_of(source).acquired(source, _request(work_dir, limit, seed))
+    return kind_of(source).acquired(source, _request(work_dir, limit, seed, options))
 
 
-def check(source: str) -> None:
-    """Raise UserError, in one line, unless `source` is a kind that can work (before a run)."""
-    kind_of(source).check(source)
+def check(source: str, options: SourceOptions | None = None) -> None:
+    """Raise UserError, in one line, unless `source` is a kind that can work (before a run) and
+    reads every option given."""
+    kind = kind_of(source)
+    kind.check(source)
+    extra = [name for name in (options or SourceOptions()).given() if name not in kind.options]
+    if extra:
+        flags = ", ".join("--" + name.replace("_", "-") for name in extra)
+        verb = "does" if len(extra) == 1 else "do"
+        raise UserError(
+            f"{flags} {verb} not apply to {kind.label} (--source {redact_text(source)})"
+        )
 
 
 def estimate(
-    source: str, acquired: dict | None, *, limit: int | None = None, seed: int = 0
+    source: str,
+    acquired: dict | None,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    options: SourceOptions | None = None,
 ) -> SourceEstimate:
     """Pictures, download, generation time and disk of a source, for the dry run.
 
     `acquired` is what `acquired()` returned (None: not ready). No work dir is needed: an
     estimate reads only what `acquired` names and shipped tables.
     """
-    return kind_of(source).estimate(source, acquired, Request(Path("."), limit, seed))
-
-
-def _synthetic_dir(work_dir: str | Path, limit: int | None, seed: int) -> Path:
-    """Where `--source synthetic` is generated in a work dir (the old name of this lookup)."""
-    request = Request(Path(work_dir), limit, seed)
-    return request.sources_dir / generated.cache_name("synthetic", request)
+    return kind_of(source).estimate(source, acquired, _request(".", limit, seed, options))

@@ -20,21 +20,27 @@ import os
 import re
 import shutil
 from collections import Counter
+from fractions import Fraction
 from pathlib import Path
 
 from colorfeat.constants import MAX_PICTURE_BYTES
-from colorfeat.sources.coco import VAL_SHARE
+from colorfeat.sources.kind import VAL_FRACTION
 
 # Extensions kept from a source's picture name (the images stage reads the bytes, not the name).
 _EXT = re.compile(r"\.(jpe?g|png|webp|bmp|gif|tiff?)$", re.IGNORECASE)
 SPLITS = ("train", "val", "test")  # store splits a converted source may have
 
 
-def hashed_split(name: str) -> str:
-    """`val` for one picture name in VAL_SHARE, chosen by its hash, else `train`: the split of a
-    picture from a source that names none (the same name always goes the same way)."""
+def hashed_split(name: str, val_fraction: float = VAL_FRACTION) -> str:
+    """`val` for a share `val_fraction` of picture names, chosen by a hash of the name, else
+    `train`: the split of a picture from a source that names none (a name always goes one way).
+
+    The fraction is taken as p/q in lowest terms (q at most a million): a name is val when the
+    hash modulo q is below p, so the default 1/5 holds out the names whose hash is 0 modulo 5.
+    """
+    p, q = Fraction(val_fraction).limit_denominator(10**6).as_integer_ratio()
     digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()
-    return "val" if int.from_bytes(digest[:8], "big") % VAL_SHARE == 0 else "train"
+    return "val" if int.from_bytes(digest[:8], "big") % q < p else "train"
 
 
 def store_split(name: str, restval: str = "train") -> str | None:

@@ -11,8 +11,10 @@ remote one by its redacted URL and what the server says of its version (ETag, La
 length), so when new shards arrive a rebuild reads only those.
 
 The source itself is WORK/sources/wds-<hash of its shard ids> in the COCO layout
-(`colorfeat.sources.layout`, pictures hard-linked from the shards' folders): one picture in
-`VAL_SHARE` goes to val, by a hash of its key, the rest to train. Shards carry no split.
+(`colorfeat.sources.layout`, pictures hard-linked from the shards' folders). Shards carry no
+split: `--val-fraction` of the pictures (one in five by default) go to val, chosen by a hash of
+their key, the rest to train; a fraction other than the default enters the hash of the name, and
+the shards read before are reused as they are.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from colorfeat.sources.layout import LayoutWriter, fresh_dir, hashed_split
 SCHEMES = ("http://", "https://")
 MAX_SHARDS = 100_000
 MAX_SHARD_BYTES = 64 << 30  # read as a stream: this bounds the time, not the memory
+OPTIONS = ("val_fraction",)  # the `SourceOptions` this kind reads
 
 
 def _is_url(source: str) -> bool:
@@ -132,7 +135,9 @@ def _read(shard: str, shards_dir: Path) -> tuple[str, dict]:
     return shard_id, commit(partial, out, {"shard": redact_url(shard), **result})
 
 
-def _assemble(read: list[tuple[str, dict]], shards_dir: Path, out: Path) -> dict:
+def _assemble(
+    read: list[tuple[str, dict]], shards_dir: Path, out: Path, val_fraction: float
+) -> dict:
     """The shards' samples in the COCO layout under `out`."""
     writer = LayoutWriter(out)
     skipped: Counter[str] = Counter()
@@ -141,27 +146,33 @@ def _assemble(read: list[tuple[str, dict]], shards_dir: Path, out: Path) -> dict
         for sample in marker["samples"]:
             picture = shards_dir / shard_id / sample["file"]
             image_id = sum(len(v) for v in writer.images.values()) + 1
-            writer.add(hashed_split(sample["key"]), sample["file"], picture, [sample["caption"]],
-                       image_id)  # fmt: skip
+            split = hashed_split(sample["key"], val_fraction)
+            writer.add(split, sample["file"], picture, [sample["caption"]], image_id)
     writer.skipped.update(skipped)
     return writer.finish()
+
+
+def _name(shard_ids: list[str], request: Request) -> str:
+    """wds-<hash of the shard ids, and of the options given (none: the name it always had)>."""
+    given = request.options.given(OPTIONS)
+    return "wds-" + value_hash({"shards": shard_ids, **given} if given else shard_ids, 16)
 
 
 def _cache_name(source: str, request: Request) -> str | None:
     if any(_is_url(s) for s in shard_list(source)):
         return None  # not known without asking the server: a dry run stays offline
-    return "wds-" + value_hash([_local_id(s) for s in shard_list(source)], 16)
+    return _name([_local_id(s) for s in shard_list(source)], request)
 
 
 def _acquire(source: str, request: Request) -> dict:
     check(source)
     shards_dir = request.sources_dir / "shards"
     read = [_read(shard, shards_dir) for shard in shard_list(source)]
-    out = request.sources_dir / ("wds-" + value_hash([shard_id for shard_id, _ in read], 16))
+    out = request.sources_dir / _name([shard_id for shard_id, _ in read], request)
     if done := completed(out):
         return done
     partial = fresh_dir(partial_dir(out))
-    made = _assemble(read, shards_dir, partial)
+    made = _assemble(read, shards_dir, partial, request.options.val_fraction)
     if not made["splits"]:
         raise UserError(f"--source {redact_text(source)} gave no picture with a caption "
                         f"({made['counts']['skipped']})")  # fmt: skip
@@ -197,4 +208,5 @@ KIND = SourceKind(
     acquire=_acquire,
     check=check,
     estimate=_estimate,
+    options=OPTIONS,
 )

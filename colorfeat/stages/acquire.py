@@ -18,7 +18,10 @@ DOWNLOAD_BYTES_PER_S = 50e6
 def run(ctx: Context) -> dict:
     """The source of `ctx.config`, downloaded, generated or found -> {"root", "splits", ...}."""
     cfg = ctx.config
-    return sources.acquire(cfg.source, Path(cfg.work_dir), limit=cfg.limit, seed=cfg.seed)
+    return sources.acquire(
+        cfg.source, Path(cfg.work_dir), limit=cfg.limit, seed=cfg.seed,
+        options=cfg.source_options,
+    )  # fmt: skip
 
 
 def cost(est: Estimate) -> Cost:

@@ -14,44 +14,29 @@ from pathlib import Path
 
 from colorfeat.config import PipelineConfig
 from colorfeat.disk import free_bytes, human_bytes
+from colorfeat.sources import SourceEstimate
 from colorfeat.stages import Cost, Estimate, is_features, planned_device, stages_for
 from colorfeat.stages.plan import Preflight, feature_chunks
 
 STARTUP_S = 15.0  # Prefect, the embedded API, PyTorch (measured as the stages' rates were)
-OFFICIAL_IMAGES = {"coco2014": 82_783 + 40_504, "coco2017": 118_287 + 5_000}
 
 
-def n_pictures(config: PipelineConfig, check: Preflight) -> int | None:
-    """How many pictures the run reads (None: unknown before the source is downloaded)."""
+def source_estimate(config: PipelineConfig, check: Preflight) -> SourceEstimate:
+    """What the source's kind says it costs: pictures (None: unknown before it is downloaded),
+    download bytes (None: an unprobed mirror), and the time and disk generating it takes."""
     from colorfeat.sources import estimate
 
-    return estimate(config.source, check.source, limit=config.limit, seed=config.seed).pictures
+    return estimate(
+        config.source, check.source, limit=config.limit, seed=config.seed,
+        options=config.source_options,
+    )  # fmt: skip
 
 
-def download_bytes(config: PipelineConfig, check: Preflight) -> int | None:
-    """Bytes to download (0 when the source is local or ready; None for an unprobed mirror)."""
-    from colorfeat.sources import estimate
-
-    found = estimate(config.source, check.source, limit=config.limit, seed=config.seed)
-    return found.download_bytes
-
-
-def estimate(config: PipelineConfig, check: Preflight) -> Estimate:
+def estimate(config: PipelineConfig, found: SourceEstimate) -> Estimate:
     """What the stages' costs are computed from."""
-    n = n_pictures(config, check)
-    down = download_bytes(config, check)
     device = planned_device(config.device)
-    seconds, size = generation(config, check, n or 0)
-    return Estimate(config, n or 0, down or 0, cpu_cores(), device, seconds, size)
-
-
-def generation(config: PipelineConfig, check: Preflight, n: int) -> tuple[float, int]:
-    """(seconds, bytes) a generated source still needs: the synthetic generator's wall time in
-    `colorfeat run --source synthetic --limit 600 --image-size 64 --weights none --device cpu`
-    (a shared machine, best of the runs), and a generated JPEG with its caption records."""
-    if config.source != "synthetic" or check.source is not None:
-        return 0.0, 0
-    return n * 2.5 / 600, n * 30_000
+    n, down = found.pictures or 0, found.download_bytes or 0
+    return Estimate(config, n, down, cpu_cores(), device, found.generate_s, found.generate_bytes)
 
 
 def costs(config: PipelineConfig, est: Estimate) -> dict[str, Cost]:
@@ -70,7 +55,8 @@ def stage_bytes(config: PipelineConfig, n: int) -> dict[str, int]:
 
 def report(config: PipelineConfig, check: Preflight) -> list[str]:
     """The dry-run report, one line per fact."""
-    n = n_pictures(config, check)
+    source = source_estimate(config, check)
+    n = source.pictures
     done = set(check.reused)
     lines = [f"source {config.source}: {n if n is not None else 'an unknown number of'} pictures"]
     for stage in list(stages_for(config))[:-1]:
@@ -83,10 +69,10 @@ def report(config: PipelineConfig, check: Preflight) -> list[str]:
     publish = "reuses published version" if check.published else "publishes version"
     lines.append(f"  {'publish':<10} {publish} {check.version or '(id known after acquire)'}")
     lines.append(f"LATEST now: {check.latest or '(none)'}")
-    down = download_bytes(config, check)
+    down = source.download_bytes
     lines.append(f"download: {human_bytes(down) if down is not None else 'unknown (mirror)'}")
     lines += _weights_lines(config, done)
-    est = estimate(config, check)
+    est = estimate(config, source)
     found = costs(config, est)
     lines += _disk_lines(config, check, found)
     lines.append(_time_line(config, check, est, found))

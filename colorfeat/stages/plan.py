@@ -81,7 +81,10 @@ def preflight(config: PipelineConfig) -> Preflight:
     from colorfeat.store import version_id
 
     work_dir = Path(config.work_dir)
-    source = acquired(config.source, work_dir, limit=config.limit, seed=config.seed)
+    source = acquired(
+        config.source, work_dir, limit=config.limit, seed=config.seed,
+        options=config.source_options,
+    )  # fmt: skip
     latest = read_latest(config.store)
     if source is None:
         return Preflight(None, {}, None, False, latest)
@@ -127,11 +130,12 @@ def pending_feature_chunks(check: Preflight) -> tuple[int, int]:
     return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
-def check_source(source: str) -> None:
-    """Raise UserError unless `source` is a kind of source that can work (`colorfeat.sources`)."""
+def check_source(config: PipelineConfig) -> None:
+    """Raise UserError unless the source is a kind that can work and reads every source option
+    given (`colorfeat.sources`)."""
     from colorfeat.sources import check
 
-    check(source)
+    check(config.source, config.source_options)
 
 
 def require_device(device: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from colorfeat.config import PipelineConfig
 from colorfeat.hashing import file_sha256
 from colorfeat.redact import redact_url
+from colorfeat.sources import kind_of
 from colorfeat.stages.captions import load_lexicon
 from colorfeat.stages.context import Context
 from colorfeat.store.parts import Part
@@ -45,5 +46,13 @@ def version_attrs(config: PipelineConfig, results: Mapping[str, dict], content: 
 
 
 def source_attrs(config: PipelineConfig, acquired: dict) -> dict[str, Any]:
-    """The source as a version records it: its spec (credentials redacted) and content identity."""
-    return {"spec": redact_url(config.source), "identity": acquired["identity"]}
+    """The source as a version records it: its spec (credentials redacted), its kind, its
+    content identity and the source options given (none: no "options")."""
+    attrs = {
+        "spec": redact_url(config.source),
+        "kind": kind_of(config.source).name,
+        "identity": acquired["identity"],
+    }
+    if given := config.source_options.given():
+        attrs["options"] = given
+    return attrs

@@ -1,5 +1,5 @@
-"""What `colorfeat store info` and `store ls` show: a version described (its parts and their
-arrays, splits, feature sets, skipped pictures by reason) and a root's versions listed."""
+"""What `colorfeat store info` and `store ls` show: a version described (its source, its parts
+and their arrays, splits, feature sets, skipped pictures by reason) and a root's versions listed."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ def describe_version(v: StoreVersion) -> dict:
         "version": v.version,
         "schema": v.attrs.get("schema"),
         "created": v.attrs.get("created"),
+        "source": v.attrs.get("source") or {},
         "vocab_size": int(v.table(schema.VOCAB_TOKENS).shape[0]),
         "embedding_dim": int(v.table(schema.VOCAB_EMBEDDINGS).shape[1]),
         "parts": sorted({a["part"] for a in found.values() if a["part"]}),
@@ -99,6 +100,7 @@ def render_info(info: dict) -> str:
     lines = [
         f"version   {info['version']}  ({info['schema']}, created {info['created']})",
         f"path      {info['path']}",
+        _source_line(info.get("source") or {}),
         f"size      {human(info['stored_bytes'])} stored",
         f"vocab     {info['vocab_size']} tokens, embeddings dim {info['embedding_dim']}",
     ]
@@ -126,6 +128,14 @@ def render_info(info: dict) -> str:
             f"{human(a['stored_bytes']):>9}  {'+'.join(a['codecs']):<14} {a.get('part', '')}"
         )
     return "\n".join(lines)
+
+
+def _source_line(source: dict) -> str:
+    """`source    KIND SPEC (identity ID)`, and the source options given, if any."""
+    kind = source.get("kind", "(kind not recorded)")
+    line = f"source    {kind} {source.get('spec', '?')} (identity {source.get('identity', '?')})"
+    options = source.get("options") or {}
+    return line + "".join(f", --{k.replace('_', '-')} {v}" for k, v in sorted(options.items()))
 
 
 def list_versions(root: str, *, storage_options: dict | None = None) -> list[dict]:

@@ -258,7 +258,8 @@ def _rebuild_parameters() -> list[inspect.Parameter]:
 
     params = []
     for opt in rebuild_options():
-        kind = opt.type if opt.type in (str, int) else (int if int in get_args(opt.type) else str)
+        plain = opt.type in (str, int, float)
+        kind = opt.type if plain else (int if int in get_args(opt.type) else str)
         default = opt.default
         if opt.choices:
             kind = StrEnum(opt.name.title().replace("_", ""), {c: c for c in opt.choices})

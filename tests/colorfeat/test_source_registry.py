@@ -15,6 +15,7 @@ from colorfeat.sources import (
     KINDS,
     SourceEstimate,
     SourceKind,
+    SourceOptions,
     acquire,
     acquired,
     check,
@@ -79,6 +80,45 @@ def test_the_source_option_help_is_generated_from_the_registry():
     assert field.metadata["help"] == source_help()
     for kind in KINDS:
         assert kind.help in source_help()
+
+
+def test_a_source_option_its_kind_does_not_read_is_one_line(tmp_path, kit):
+    root = tmp_path / "coco"
+    kit.write_coco(root, "train2014", {"a.jpg": kit.jpeg_bytes(kit.colour_picture(0))}, {})
+    for source, options, message in (
+        ("synthetic", SourceOptions(image_column="pic"),
+         "--image-column does not apply to synthetic (--source synthetic)"),
+        (str(root), SourceOptions(val_fraction=0.5, image_root=str(tmp_path)),
+         "--image-root, --val-fraction do not apply to a COCO-layout directory "
+         f"(--source {root})"),
+        ("https://u:secret@mirror.example/coco", SourceOptions(split_column="s"),
+         "--split-column does not apply to an http(s) URL (--source https://***@mirror.example/coco)"),
+    ):  # fmt: skip
+        with pytest.raises(UserError) as err:
+            check(source, options)
+        assert str(err.value) == message
+    check("synthetic", SourceOptions(val_fraction=0.2))  # the default, given: nothing to refuse
+    taking = {kind.name: set(kind.options) for kind in KINDS if kind.options}
+    fields = {f.name for f in dataclasses.fields(SourceOptions)}
+    assert taking == {"table": fields, "webdataset": {"val_fraction"}}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"val_fraction": 1.0}, "--val-fraction must be at least 0 and below 1, got 1.0"),
+        ({"val_fraction": -0.1}, "--val-fraction must be at least 0 and below 1, got -0.1"),
+        ({"caption_column": ""}, "--caption-column must not be empty"),
+        ({"val_fraction": "half"}, "--val-fraction must be a number, got 'half'"),
+    ],
+)
+def test_bad_source_options_are_one_line(values, message):
+    for build in (SourceOptions, PipelineConfig):
+        with pytest.raises(UserError) as err:
+            build(**values)
+        assert str(err.value) == message
+    assert PipelineConfig(val_fraction=0.1).source_options == SourceOptions(val_fraction=0.1)
+    assert SourceOptions(val_fraction=0).given() == {"val_fraction": 0.0}  # 0 and 0.0: one source
 
 
 def _kind(name: str = "test") -> SourceKind:

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from colorfeat.errors import UserError
-from colorfeat.sources import acquire, acquired, check, estimate, kind_of
+from colorfeat.sources import SourceOptions, acquire, acquired, check, estimate, kind_of
+from colorfeat.sources.layout import hashed_split
 from tests.colorfeat.test_source_karpathy import _entry, write_karpathy
 
 
@@ -150,3 +151,114 @@ def test_the_identity_follows_the_table_and_its_pictures(folder, tmp_path):
     third = acquire(str(table), tmp_path / "work")
     assert len({first, second, third["identity"]}) == 3
     assert ("a green thing",) in {t for _, t in _pictures(Path(third["root"]))}
+
+
+def test_a_parquet_table_with_odd_column_names_is_read_through_the_column_options(folder, tmp_path):
+    names = ["a.jpg", "b.jpg", "c.jpg"]
+    table = folder / "odd.parquet"
+    pq.write_table(
+        pa.table({
+            "Picture": [f"img/{n}" for n in names],
+            "Sentence": ["a red thing", "a blue thing", "a green thing"],
+            "Other Sentence": ["a pink thing", "a grey thing", "a black thing"],
+            "Part": ["train", "val", "test"],
+        }),
+        table,
+    )  # fmt: skip
+    with pytest.raises(UserError) as err:
+        acquire(str(table), tmp_path / "work")
+    assert str(err.value) == (
+        f"{table}: no image column among Picture, Sentence, Other Sentence, Part (looked for "
+        "image, image_path, file_name, filename, filepath, file, path, img; name it with "
+        "--image-column)"
+    )
+    options = SourceOptions(image_column="Picture", caption_column="Sentence", split_column="Part")
+    check(str(table), options)
+    assert estimate(str(table), None, options=options).pictures == 3  # before it is read
+    src = acquire(str(table), tmp_path / "work", options=options)
+    assert src["counts"]["pictures"] == {"test": 1, "train": 1, "val": 1}
+    assert acquired(str(table), tmp_path / "work", options=options) == src
+    assert estimate(str(table), src, options=options).pictures == 3
+    texts = {t for _, t in _pictures(Path(src["root"]))}
+    assert texts == {("a red thing",), ("a blue thing",), ("a green thing",)}
+
+    # Another caption column is another source: never the copy read with the first one.
+    other = SourceOptions(image_column="Picture", caption_column="Other Sentence",
+                          split_column="Part")  # fmt: skip
+    assert acquired(str(table), tmp_path / "work", options=other) is None
+    again = acquire(str(table), tmp_path / "work", options=other)
+    assert again["identity"] != src["identity"] and again["root"] != src["root"]
+    assert {t for _, t in _pictures(Path(again["root"]))} == {
+        ("a pink thing",),
+        ("a grey thing",),
+        ("a black thing",),
+    }
+
+
+def test_a_column_option_naming_no_column_is_one_line_with_the_columns_present(folder, tmp_path):
+    table = folder / "captions.csv"
+    table.write_text("file_name,caption\nimg/a.jpg,a red thing\n")
+    for flag, options in (
+        ("--caption-column", SourceOptions(caption_column="text")),
+        ("--split-column", SourceOptions(split_column="fold")),
+    ):
+        with pytest.raises(UserError) as err:
+            acquire(str(table), tmp_path / "work", options=options)
+        name = options.caption_column or options.split_column
+        assert str(err.value) == f"{table}: no column {name!r} ({flag}) among file_name, caption"
+        assert "\n" not in str(err.value)
+
+
+def test_a_csv_with_an_image_root_reads_its_pictures_there(folder, tmp_path):
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    table = tables / "captions.csv"
+    table.write_text(
+        "file_name,caption,split\n"
+        "a.jpg,a red thing,train\nb.jpg,a blue thing,val\n"
+        "../../outside.jpg,a red thing,train\n"  # outside the picture root
+    )
+    with pytest.raises(UserError, match="gave no picture with a caption"):
+        acquire(str(table), tmp_path / "work")  # the pictures are not beside the table
+    options = SourceOptions(image_root=str(folder / "img"))
+    src = acquire(str(table), tmp_path / "work", options=options)
+    assert src["counts"]["pictures"] == {"train": 1, "val": 1}
+    assert src["counts"]["skipped"] == {"outside source": 1}
+    pictures = _pictures(Path(src["root"]))
+    assert {t for _, t in pictures} == {("a red thing",), ("a blue thing",)}
+    digest = hashlib.sha256((folder / "img" / "a.jpg").read_bytes()).hexdigest()
+    assert (digest, ("a red thing",)) in pictures
+    with pytest.raises(UserError, match=f"^--image-root {tmp_path / 'nowhere'} is not a direc"):
+        acquire(
+            str(table),
+            tmp_path / "work",
+            options=SourceOptions(image_root=str(tmp_path / "nowhere")),
+        )
+
+
+def test_the_val_fraction_splits_a_table_without_a_split_column(folder, tmp_path):
+    table = folder / "captions.csv"
+    names = [f"img/{n}.jpg" for n in "abc"]
+    table.write_text("file_name,caption\n" + "".join(f"{n},a red thing\n" for n in names))
+    default = acquire(str(table), tmp_path / "work")
+    expected = {s: sum(hashed_split(n) == s for n in names) for s in ("train", "val")}
+    assert default["counts"]["pictures"] == {s: n for s, n in expected.items() if n}
+    assert (
+        default["identity"]
+        == acquire(str(table), tmp_path / "work", options=SourceOptions(val_fraction=0.2))[
+            "identity"
+        ]
+    )  # the default, given: the same source
+    none_held = acquire(str(table), tmp_path / "work", options=SourceOptions(val_fraction=0))
+    assert none_held["counts"]["pictures"] == {"train": 3}
+    assert none_held["identity"] != default["identity"]
+
+
+def test_the_default_val_fraction_is_the_one_in_five_rule_pictures_were_always_split_by():
+    names = [f"{i:06d}.jpg" for i in range(2000)]
+    for name in names:
+        digest = hashlib.sha256(name.encode()).digest()
+        old = "val" if int.from_bytes(digest[:8], "big") % 5 == 0 else "train"
+        assert hashed_split(name) == old == hashed_split(name, 0.2)
+    held = sum(hashed_split(n, 0.5) == "val" for n in names)
+    assert 900 < held < 1100 and not any(hashed_split(n, 0) == "val" for n in names)

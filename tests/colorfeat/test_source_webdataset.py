@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from colorfeat.errors import UserError
-from colorfeat.sources import acquire, acquired, check, estimate, kind_of, shards
+from colorfeat.sources import SourceOptions, acquire, acquired, check, estimate, kind_of, shards
+from colorfeat.sources.layout import hashed_split
 from tests.colorfeat.test_source_karpathy import write_karpathy
 from tests.colorfeat.test_source_table import _pictures
 
@@ -81,6 +82,33 @@ def test_a_new_shard_reads_only_that_shard(tmp_path, kit, monkeypatch):
     monkeypatch.setattr(shards, "read_shard", lambda f, out: read.append(out) or original(f, out))
     acquire(str(folder / "{00000..00002}.tar"), tmp_path / "work")
     assert len(read) == 1
+
+
+def test_the_val_fraction_splits_shards_by_key_and_reuses_the_shards_read(
+    tmp_path, kit, monkeypatch
+):
+    folder = tmp_path / "shards"
+    write_shards(folder, kit, n_shards=2, per_shard=10)
+    keys = [f"{s:05d}{i:04d}" for s in range(2) for i in range(10)]
+    default = acquire(str(folder), tmp_path / "work")
+    held = sum(hashed_split(k) == "val" for k in keys)
+    assert default["counts"]["pictures"].get("val", 0) == held
+    read = []
+    original = shards.read_shard
+    monkeypatch.setattr(shards, "read_shard", lambda f, out: read.append(out) or original(f, out))
+    half = SourceOptions(val_fraction=0.5)
+    assert acquired(str(folder), tmp_path / "work", options=half) is None
+    src = acquire(str(folder), tmp_path / "work", options=half)
+    assert read == []  # the shards read before, reused: only the split differs
+    assert src["identity"] != default["identity"]
+    assert src["counts"]["pictures"] == {
+        "train": sum(hashed_split(k, 0.5) == "train" for k in keys),
+        "val": sum(hashed_split(k, 0.5) == "val" for k in keys),
+    }
+    assert src["counts"]["pictures"]["val"] != held
+    assert acquired(str(folder), tmp_path / "work", options=half) == src
+    none_held = acquire(str(folder), tmp_path / "work", options=SourceOptions(val_fraction=0))
+    assert none_held["counts"]["pictures"] == {"train": 20}
 
 
 def test_hostile_members_and_keys_are_skipped_and_counted(tmp_path, kit, monkeypatch):

@@ -45,9 +45,10 @@ def tiny(store: Path, work: Path, *, limit: int, image_size: int = 64) -> dict:
 def _built(tmp_path: Path, latest: str | None) -> str:
     """Mark every stage of the OPTIONS rebuild complete and its version published; its id."""
     config = checked_config(tiny(tmp_path / "store", tmp_path / "work", limit=24))
-    from colorfeat.sources import _synthetic_dir
+    from colorfeat.sources import Request, kind_of
 
-    source = _synthetic_dir(tmp_path / "work", 24, 0)
+    request = Request(tmp_path / "work", limit=24, seed=0)
+    source = request.sources_dir / kind_of("synthetic").cache_name("synthetic", request)
     source.mkdir(parents=True)
     result = {"root": str(source), "splits": {}, "identity": source.name}
     (source / SUCCESS).write_text(json.dumps(result))
@@ -282,3 +283,68 @@ def _breaks(doc: str) -> list[tuple[str, str]]:
     """(line, next line) at each single line break inside a docstring paragraph."""
     lines = [line.strip() for line in doc.splitlines()]
     return [(a, b) for a, b in zip(lines, lines[1:], strict=False) if a and b]
+
+
+def _dry_run(tmp_path: Path, source: str, *more: str) -> list[str]:
+    where = ["--store", str(tmp_path / "store"), "--work-dir", str(tmp_path / "work")]
+    out = CliRunner().invoke(colorfeat_app, ["run", "--source", source, *where, *more, "--dry-run"])
+    assert out.exit_code == 0, out.output
+    return out.stdout.splitlines()
+
+
+def test_the_dry_run_of_shards_and_of_a_table_read_through_its_options(tmp_path):
+    from types import SimpleNamespace
+
+    from tests.colorfeat.conftest import colour_picture, jpeg_bytes
+    from tests.colorfeat.test_source_webdataset import write_shards
+
+    kit = SimpleNamespace(jpeg_bytes=jpeg_bytes, colour_picture=colour_picture)
+    write_shards(tmp_path / "shards", kit)
+    lines = _dry_run(tmp_path, str(tmp_path / "shards"), "--val-fraction", "0.5")
+    assert lines[0] == f"source {tmp_path / 'shards'}: 6 pictures"  # from the _stats.json files
+    assert lines[1].split()[:2] == ["acquire", "runs"] and "download: 0 B" in lines
+
+    (tmp_path / "pictures").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "pictures" / name).write_bytes(kit.jpeg_bytes(kit.colour_picture(1)))
+    table = tmp_path / "captions.csv"
+    table.write_text("Pic,Words\na.jpg,a red thing\nb.jpg,a blue thing\nb.jpg,a blue one\n")
+    options = ["--image-column", "Pic", "--caption-column", "Words"]
+    lines = _dry_run(tmp_path, str(table), *options, "--image-root", str(tmp_path / "pictures"))
+    assert lines[0] == f"source {table}: 2 pictures"
+    assert not (tmp_path / "work").exists() and not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--val-fraction", "1.5"], "--val-fraction must be at least 0 and below 1, got 1.5"),
+        (["--image-column", "pic"], "--image-column does not apply to synthetic"),
+        (["--source", "TABLE", "--caption-column", "words"], "no column 'words'"),
+    ],
+)
+def test_bad_source_options_are_one_line_and_a_failed_exit(tmp_path, args, message):
+    table = tmp_path / "captions.csv"
+    table.write_text("file_name,caption\na.jpg,a red thing\n")
+    args = [str(table) if a == "TABLE" else a for a in args]
+    source = [] if "--source" in args else ["--source", "synthetic"]
+    where = ["--store", str(tmp_path / "store"), "--work-dir", str(tmp_path / "work")]
+    out = CliRunner().invoke(colorfeat_app, ["run", *source, *args, *where, "--dry-run"])
+    assert out.exit_code != 0 and message in out.output
+    assert len(out.output.strip().splitlines()) == 1 and "Traceback" not in out.output
+
+
+def test_what_generating_a_source_takes_comes_from_its_kind(tmp_path, monkeypatch):
+    from colorfeat.sources import SourceEstimate, SourceKind, registered
+
+    monkeypatch.setenv(FREE_BYTES_ENV, str(10**15))
+    slow = SourceKind(
+        name="slow", label="slow", help="slow: a slow thing", names=("slow",),
+        acquire=lambda source, request: {},
+        estimate=lambda source, got, request: SourceEstimate(24, 0, 36_000.0, 3 << 40),
+    )  # fmt: skip
+    with registered(slow):
+        lines = _dry_run(tmp_path, "slow", *OPTIONS)
+    assert lines[-1].startswith("estimated time: about 10 h")
+    (work,) = [line for line in lines if line.startswith("disk work dir")]
+    assert "needs 3.0 TiB" in work

@@ -73,6 +73,7 @@ def test_a_kind_registered_here_is_planned_built_and_published(tmp_path, capfd):
     version = Path(lines[-1])
     group = zarr.open_group(str(version), mode="r")
     assert group["train/image_id"].shape == (6,) and group["val/image_id"].shape == (2,)
+    assert group.attrs["source"]["kind"] == "checkerboard"  # recorded from the registry
     assert (tmp_path / "work" / "sources" / "checkerboard-0" / "_SUCCESS").is_file()
     gone = _dry_run(tmp_path)  # out of the registry again
     assert gone.exit_code == 1 and "'checkerboard' is none of these" in gone.stderr
