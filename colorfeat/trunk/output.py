@@ -31,29 +31,34 @@ def feature_array(
     """Open the split's feature array in the partial dir, or create it (again, if it differs)."""
     _check_rgb(split, rgb, backbone)
     n, c, h, w = rgb.shape[0], *feature_shape(backbone)
-    shape, chunks = (n, c, h, w), (max(1, min(chunk_n, n)), c, h, w)
+    settings = array_settings((n, c, h, w), chunk_n)
     attrs = feature_attrs(trunk, backbone, run)
     key = f"{split}/{backbone.name}"
     if key in root:
         arr = root[key]
-        if arr.shape == shape and arr.chunks == chunks and dict(arr.attrs) == attrs:
+        same_layout = (arr.shape, arr.chunks) == (settings["shape"], settings["chunks"])
+        if same_layout and arr.shards is None and dict(arr.attrs) == attrs:
             return arr
         # made with other settings (chunking, weights, precision): start this split afresh
         shutil.rmtree(partial / FEATURES_GROUP / split / backbone.name, ignore_errors=True)
         shutil.rmtree(partial / MARKERS / split, ignore_errors=True)
         root = zarr.open_group(str(partial / FEATURES_GROUP), mode="a")
     group = root.require_group(split)
-    return group.create_array(
-        backbone.name,
-        shape=shape,
-        chunks=chunks,
-        dtype="float16",
-        compressors=feature_compressors(),
-        fill_value=0.0,
-        attributes=attrs,
-        dimension_names=("image", "channel", "y", "x"),
-        config={"write_empty_chunks": True},
-    )
+    return group.create_array(backbone.name, attributes=attrs, **settings)
+
+
+def array_settings(shape: tuple[int, ...], chunk_n: int) -> dict[str, Any]:
+    """How a (N, C, H, W) feature array is laid out and encoded (`create_array` keywords)."""
+    n = shape[0]
+    return {
+        "shape": shape,
+        "chunks": (max(1, min(chunk_n, n)), *shape[1:]),
+        "dtype": "float16",
+        "compressors": feature_compressors(),
+        "fill_value": 0.0,
+        "dimension_names": ("image", "channel", "y", "x"),
+        "config": {"write_empty_chunks": True},
+    }
 
 
 def feature_attrs(trunk: Trunk, backbone: BackboneConfig, run: Compute) -> dict[str, Any]:

@@ -71,6 +71,20 @@ def test_features_match_the_trunk_and_carry_their_provenance(store_images, tmp_p
     assert not list((tmp_path / "f").rglob("*.partial"))
 
 
+def test_feature_chunks_are_one_object_each_read_by_plain_zarr_and_dask(store_images, tmp_path):
+    import dask.array as da
+
+    result = features_stage(store_images, R18, tmp_path / "f", device="cpu", chunk_images=4)
+    arr = zarr.open_group(result["path"], mode="r")["train/resnet18.layer2"]
+    assert arr.chunks == (4, 128, 4, 4) and arr.shards is None  # no sharding codec
+    meta = json.loads((Path(result["path"]) / "train/resnet18.layer2/zarr.json").read_text())
+    assert [c["name"] for c in meta["codecs"]] == ["bytes", "zstd"]
+    folder = Path(result["path"]) / "train/resnet18.layer2"
+    objects = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert objects == [f"c/{i}/0/0/0" for i in range(4)] + ["zarr.json"]  # ceil(13 / 4) chunks
+    np.testing.assert_array_equal(da.from_zarr(arr).compute(), arr[:])
+
+
 def test_bf16_autocast_stays_within_the_stated_tolerance_of_fp32(store_images, tmp_path) -> None:
     runs = {
         p: features_stage(store_images, R18, tmp_path / p, device="cpu", precision=p)
