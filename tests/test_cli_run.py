@@ -156,7 +156,8 @@ def test_a_failing_stage_is_one_line_and_a_nonzero_exit(tmp_path):
     (coco / "annotations").mkdir(parents=True)
     (coco / "annotations" / "captions_val2014.json").write_text("{not json")
     out = colorfeat(tmp_path, "run", "--source", str(coco), "--store", str(tmp_path / "s"),
-                    "--work-dir", str(tmp_path / "w"), "--device", "cpu")  # fmt: skip
+                    "--work-dir", str(tmp_path / "w"), "--device", "cpu",
+                    "--weights", "none")  # fmt: skip
     assert out.returncode == 1
     assert out.stdout == ""
     last = out.stderr.strip().splitlines()[-1]

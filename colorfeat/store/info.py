@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime
 
 from colorfeat.errors import UserError
 from colorfeat.store import schema
@@ -168,7 +169,15 @@ def list_versions(root: str, *, storage_options: dict | None = None) -> list[dic
                 "path": join_url(root, f"{VERSIONS}/{vid}"),
             }
         )
-    return sorted(out, key=lambda d: (d["created"] or "", d["version"]))
+    return sorted(out, key=lambda d: (_created(d["created"]), d["version"]))
+
+
+def _created(text: str | None) -> datetime:
+    """A version's creation time for ordering (to the microsecond; older versions to the second)."""
+    try:
+        return datetime.fromisoformat(text) if text else datetime.min.replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def render_versions(versions: list[dict]) -> str:

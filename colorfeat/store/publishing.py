@@ -158,7 +158,7 @@ def _assemble(build: Path, merged: list[tuple[Part, list[dict]]], attrs: dict, v
     meta.update(
         schema=STORE_SCHEMA,
         version=vid,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="microseconds"),
         config_hash=value_hash(meta.get("config"), 16),
         parts={part.name: [s.to_dict() for s in part.arrays] for part, _ in merged if part.arrays},
     )
@@ -266,4 +266,6 @@ def _retire(base: Path, vid: str) -> None:
         return
     if old != vid and VERSION_ID.fullmatch(old):
         (base / RETIRED).mkdir(exist_ok=True)
-        write_atomic(base / RETIRED / old, datetime.now(UTC).isoformat(timespec="seconds") + "\n")
+        write_atomic(
+            base / RETIRED / old, datetime.now(UTC).isoformat(timespec="microseconds") + "\n"
+        )

@@ -21,6 +21,7 @@ from colorfeat.config import BackboneConfig
 from colorfeat.disk import feature_bytes_needed, require_free
 from colorfeat.errors import UserError
 from colorfeat.parallel import SUCCESS, commit
+from colorfeat.store import schema
 from colorfeat.store.codecs import FEATURE_CODEC, images_per_chunk
 from colorfeat.trunk.backbone import create_trunk
 from colorfeat.trunk.blocks import Block, pending_blocks
@@ -77,14 +78,21 @@ def features_stage(
     splits = _split_names(images, src)
     c, h, w = feature_shape(backbone)
     chunk_n = chunk_images or images_per_chunk(c * h * w * 2, None)
-    n_total = sum(src[f"{s}/rgb"].shape[0] for s in splits)
+    n_total = sum(src[schema.split_path(s, schema.RGB)].shape[0] for s in splits)
     run = Compute.choose(devices[0], precision, chunk_n, batch_size, compile_trunk, n_total)
     root = zarr.open_group(str(partial / FEATURES_GROUP), mode="a")
     shapes: dict[str, list[int]] = {}
     blocks: list[Block] = []
     for split in splits:
         arr = feature_array(
-            root, split, src[f"{split}/rgb"], trunk, backbone, chunk_n, run, partial
+            root,
+            split,
+            src[schema.split_path(split, schema.RGB)],
+            trunk,
+            backbone,
+            chunk_n,
+            run,
+            partial,
         )
         shapes[split] = list(arr.shape)
         blocks += pending_blocks(split, arr, run.batch, partial / MARKERS / split)
@@ -140,7 +148,7 @@ def _open_images(images: dict) -> zarr.Group:
 
 def _split_names(images: dict, src: zarr.Group) -> list[str]:
     names = list(images.get("splits") or sorted(k for k, _ in src.groups()))
-    missing = [s for s in names if f"{s}/rgb" not in src]
+    missing = [s for s in names if schema.split_path(s, schema.RGB) not in src]
     if missing:
         raise UserError(f"images store {images.get('path')} has no rgb array for {missing}")
     return names

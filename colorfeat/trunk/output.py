@@ -12,6 +12,7 @@ import zarr
 
 from colorfeat.config import BackboneConfig
 from colorfeat.errors import UserError
+from colorfeat.store import schema
 from colorfeat.store.codecs import FEATURE_CODEC, feature_compressors
 from colorfeat.trunk.engine import Compute
 from colorfeat.trunk.graph import Trunk
@@ -83,7 +84,8 @@ def _check_rgb(split: str, rgb: zarr.Array, backbone: BackboneConfig) -> None:
     """UserError unless `rgb` is (N, S, S, 3) uint8 at the trunk's image size."""
     s = rgb.shape[1] if rgb.ndim > 1 else None
     if rgb.ndim != 4 or rgb.shape[2] != s or rgb.shape[3] != 3 or rgb.dtype != np.uint8:
-        raise UserError(f"{split}/rgb must be (N, S, S, 3) uint8, got {rgb.shape} {rgb.dtype}")
+        where = schema.split_path(split, schema.RGB)
+        raise UserError(f"{where} must be (N, S, S, 3) uint8, got {rgb.shape} {rgb.dtype}")
     if s != backbone.image_size:
         raise UserError(
             f"images are {s}x{s} but the backbone config says --image-size {backbone.image_size}"

@@ -20,6 +20,7 @@ import torch
 import zarr
 
 from colorfeat.device import keep_freed_memory
+from colorfeat.store import schema
 from colorfeat.trunk import engine as compute
 from colorfeat.trunk import markers as marking
 from colorfeat.trunk.blocks import Block
@@ -89,7 +90,7 @@ def _read_blocks(
             if stop.is_set():
                 break
             if b.split not in rows:
-                rows[b.split] = ChunkReader(src[f"{b.split}/rgb"])
+                rows[b.split] = ChunkReader(src[schema.split_path(b.split, schema.RGB)])
             host = torch.from_numpy(rows[b.split].read(b.start, b.stop))  # (n, S, S, 3) uint8
             _put(reads, (b, host.pin_memory() if cuda else host), stop)
     except BaseException as exc:  # noqa: BLE001 - handed to the main thread

@@ -15,7 +15,6 @@ PACKAGES = ("colorfeat", "colortrain", "flows", "benchmarks")
 # The schema module; writers, validation, planning and the dry run use its names.
 WRITERS = {
     "colorfeat/store/schema.py",
-    "colorfeat/trunk/extract.py",  # the features stage reads the images stage's rgb
 }
 # A schema path inside a string: a table, a caption array, or a per-split array after a split.
 SCHEMA_PATH = re.compile(
