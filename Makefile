@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=25
 
 demo: $(STAMP)
 	$(BIN)/python -m flows.cli.demo --out $(DEMO_DIR)
