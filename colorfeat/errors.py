@@ -1,4 +1,4 @@
-"""The one exception type for problems a user can cause (the CLIs report it: cli_errors)."""
+"""The one exception type for problems a user can cause (the CLIs report it: flows.cli.errors)."""
 
 from __future__ import annotations
 

@@ -33,10 +33,6 @@ from colortrain.report import write_report
 from colortrain.swap import encode_captions, swap_colour_word, swap_colours
 from colortrain.validation import forward_batch
 
-__all__ = [  # EvalRun, Evaluation, open_run and colorize_batch live in colortrain.evalrun
-    "LABELS", "EvalRun", "Evaluation", "colorize_batch", "evaluate_checkpoint", "evaluate_run",
-    "format_metric", "open_run", "render_table", "run_evaluation",
-]  # fmt: skip
 DEFAULT_BATCH_SIZE = 32
 
 

@@ -129,12 +129,6 @@ store_app = typer.Typer(
 app.add_typer(store_app, name="store")
 
 
-class Device(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 @app.command(**COMMAND)
 def grid(
     out: Path = typer.Option(Path("priors/lab_grid_625.npy"), help="Where to write the grid."),
