@@ -12,15 +12,20 @@ whole output is built in `out_dir.partial` and renamed into place when complete.
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import zarr
 
+from colorfeat import reuse as reusing
 from colorfeat.config import BackboneConfig
 from colorfeat.disk import feature_bytes_needed, require_free
 from colorfeat.errors import UserError
-from colorfeat.parallel import SUCCESS, commit
+from colorfeat.parallel import SUCCESS, commit, write_atomic
 from colorfeat.store import schema
 from colorfeat.store.codecs import FEATURE_CODEC, images_per_chunk
 from colorfeat.trunk.backbone import create_trunk
@@ -80,43 +85,140 @@ def features_stage(
     chunk_n = chunk_images or images_per_chunk(c * h * w * 2, None)
     n_total = sum(src[schema.split_path(s, schema.RGB)].shape[0] for s in splits)
     run = Compute.choose(devices[0], precision, chunk_n, batch_size, compile_trunk, n_total)
+    job = _Extraction(trunk, backbone, chunk_n, run, devices, dask_address)
+    rows = _rows(images, trunk, backbone, run, chunk_n)
+    before = reusing.previous(out_dir, rows.reuse) if rows else None
+    if before is None:
+        shapes, extracted = _extract(job, str(images["path"]), src, splits, partial)
+        counts = {"extracted": extracted, "reused": 0}
+    else:
+        shapes, counts = _extract_changed(job, src, splits, partial, rows, before)
+    if rows:
+        rows.save(partial)
+    result = _stage_result(out_dir, trunk, backbone, run, shapes)
+    result.update(counts, previous=before.path.name if before else None)
+    return commit(partial, out_dir, result)
+
+
+@dataclass(frozen=True)
+class _Extraction:
+    """How this stage runs the trunk: what every extraction of it shares."""
+
+    trunk: Trunk
+    backbone: BackboneConfig
+    chunk_n: int
+    run: Compute
+    devices: Sequence[str]
+    dask_address: str | None
+
+
+def _extract(
+    job: _Extraction, src_path: str, src: zarr.Group, splits: Sequence[str], partial: Path
+) -> tuple[dict[str, list[int]], int]:
+    """Features of every picture of `src` into partial/features.zarr (resuming from its markers);
+    -> (each split's array shape, the pictures extracted now)."""
+    backbone, run = job.backbone, job.run
     root = zarr.open_group(str(partial / FEATURES_GROUP), mode="a")
     shapes: dict[str, list[int]] = {}
     blocks: list[Block] = []
     for split in splits:
-        arr = feature_array(
-            root,
-            split,
-            src[schema.split_path(split, schema.RGB)],
-            trunk,
-            backbone,
-            chunk_n,
-            run,
-            partial,
-        )
+        rgb = src[schema.split_path(split, schema.RGB)]
+        arr = feature_array(root, split, rgb, job.trunk, backbone, job.chunk_n, run, partial)
         shapes[split] = list(arr.shape)
         blocks += pending_blocks(split, arr, run.batch, partial / MARKERS / split)
-    pending = sum(b.stop - b.start for b in blocks) * c * h * w  # float16 values to store
+    pending = sum(b.stop - b.start for b in blocks) * math.prod(feature_shape(backbone))
     require_free(partial, feature_bytes_needed(pending), f"the {backbone.name} features")
-    if blocks and (dask_address or len(devices) > 1):
-        _run_on_cluster(images, backbone, partial, blocks, run, devices, dask_address)
+    if blocks and (job.dask_address or len(job.devices) > 1):
+        _run_on_cluster(src_path, backbone, partial, blocks, run, job.devices, job.dask_address)
     elif blocks:
-        configure_threads(devices[0], 1)
-        extract_blocks(trunk, src, root, backbone.name, blocks, run, partial / MARKERS)
+        configure_threads(job.devices[0], 1)
+        extract_blocks(job.trunk, src, root, backbone.name, blocks, run, partial / MARKERS)
     finish(root, partial, splits)
-    result = _stage_result(out_dir, trunk, backbone, run, shapes)
-    return commit(partial, out_dir, result)
+    return shapes, sum(b.stop - b.start for b in blocks)
+
+
+def _rows(images: dict, trunk: Trunk, backbone: BackboneConfig, run: Compute, chunk_n: int):
+    """This output's row record (colorfeat.reuse): the images' rows under the features' reuse key
+    (everything a picture's features depend on besides its pixels); None without image rows."""
+    found = reusing.Rows.load(Path(images["path"]).parent) if images.get("reuse") else None
+    if found is None:
+        return None
+    key = reusing.reuse_key(
+        stage="features", backbone=backbone.to_dict() | {"weights": trunk.weights_hash},
+        compute=[run.amp, run.compiled, run.batch, run.device.split(":")[0]], chunk=chunk_n,
+        version=FEATURES_VERSION, images=images["reuse"],
+    )  # fmt: skip
+    return reusing.Rows(key, found.splits)
+
+
+def _extract_changed(
+    job: _Extraction, src: zarr.Group, splits: Sequence[str], partial: Path,
+    rows: reusing.Rows, before: reusing.Rows,
+) -> tuple[dict[str, list[int]], dict[str, int]]:  # fmt: skip
+    """Features of the pictures `before` does not hold, then every split assembled from both
+    (colorfeat.reuse.assemble: unchanged chunks hard-linked) -> (shapes, counts)."""
+    fresh_dir = partial / "_fresh"
+    sources = {
+        s: reusing.source_rows(rows.digests(s), before.digests(s) if s in before.splits else [])
+        for s in splits
+    }
+    todo = {s: [r for r, k in enumerate(sources[s]) if k is None] for s in splits}
+    extracted, done = 0, fresh_dir / SUCCESS
+    if not done.is_file():  # else finished before the stage was stopped
+        staged = _stage_fresh(src, fresh_dir / "images.zarr", todo)
+        extracted = _extract(job, str(fresh_dir / "images.zarr"), staged, splits, fresh_dir)[1]
+        write_atomic(done, "")
+    fresh_root = zarr.open_group(str(fresh_dir / FEATURES_GROUP), mode="r")
+    root = zarr.open_group(str(partial / FEATURES_GROUP), mode="a")
+    old = zarr.open_group(str(before.path / FEATURES_GROUP), mode="r")
+    shapes: dict[str, list[int]] = {}
+    counts = {"extracted": extracted, "reused": 0, "chunks_linked": 0, "chunks_written": 0}
+    name = job.backbone.name
+    for split in splits:
+        rgb = src[schema.split_path(split, schema.RGB)]
+        arr = feature_array(root, split, rgb, job.trunk, job.backbone, job.chunk_n, job.run,
+                            partial)  # fmt: skip
+        shapes[split] = list(arr.shape)
+        at = {r: i for i, r in enumerate(todo[split])}
+        made_now = fresh_root[split][name]
+        previous = old[split][name] if split in before.splits else None
+
+        def fresh(wanted, at=at, made_now=made_now):
+            return reusing.read_rows(made_now, [at[r] for r in wanted])
+
+        made = reusing.assemble(arr, 0, arr.shape[0], previous, sources[split], fresh)
+        counts["chunks_linked"] += made["linked"]
+        counts["chunks_written"] += made["written"]
+        counts["reused"] += arr.shape[0] - len(todo[split])
+    shutil.rmtree(fresh_dir)
+    return shapes, counts
+
+
+def _stage_fresh(src: zarr.Group, path: Path, todo: dict[str, list[int]]) -> zarr.Group:
+    """The pictures to extract, as an images group of their own (kept when it is complete)."""
+    group = zarr.open_group(str(path), mode="a")
+    listed = reusing.reuse_key(todo=todo)
+    if group.attrs.get("rows") == listed:
+        return group
+    for split, wanted in todo.items():
+        rgb = src[schema.split_path(split, schema.RGB)]
+        data = reusing.read_rows(rgb, wanted) if wanted else np.zeros((0, *rgb.shape[1:]), np.uint8)
+        chunk = (max(1, min(rgb.chunks[0], len(wanted))), *rgb.shape[1:])
+        group.create_array(schema.split_path(split, schema.RGB), data=data, chunks=chunk,
+                           overwrite=True)  # fmt: skip
+    group.attrs["rows"] = listed
+    return group
 
 
 def _run_on_cluster(
-    images: dict, backbone: BackboneConfig, partial: Path, blocks: list[Block], run: Compute,
+    images: str, backbone: BackboneConfig, partial: Path, blocks: list[Block], run: Compute,
     devices: Sequence[str], dask_address: str | None,
 ) -> None:  # fmt: skip
     """The blocks as Dask tasks: on the cluster at `dask_address`, or a local one per device."""
     threads = local_threads(dask_address, devices)
     here = partial.resolve()  # the workers' paths: the same file system, another directory
     features, markers = str(here / FEATURES_GROUP), str(here / MARKERS)
-    job = Job(str(Path(images["path"]).resolve()), features, markers, backbone, run, threads)
+    job = Job(str(Path(images).resolve()), features, markers, backbone, run, threads)
     with cluster_client(dask_address, devices) as client:
         run_tasks(client, job, blocks)
 

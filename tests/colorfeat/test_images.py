@@ -235,15 +235,15 @@ def test_interrupted_stage_resumes_without_decoding_again(synthetic_inputs, monk
     def crash(task):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(images_mod, "_copy_region", crash)
+    monkeypatch.setattr(images_mod, "_assemble_region", crash)
     with pytest.raises(KeyboardInterrupt):
         images_stage(src, caps, voc, work / "r", image_size=32)
     assert not (work / "r").exists() and (work / "r.partial").is_dir()
     monkeypatch.undo()
     monkeypatch.setattr(images_mod, "STAGING_BLOCK", 16)
     calls = []
-    real = images_mod.process_image
-    monkeypatch.setattr(images_mod, "process_image", lambda *a: calls.append(1) or real(*a))
+    real = images_mod.decode_picture
+    monkeypatch.setattr(images_mod, "decode_picture", lambda *a: calls.append(1) or real(*a))
     res = images_stage(src, caps, voc, work / "r", image_size=32)
     assert len(calls) == 16  # only val, which the crash in train's copy never reached
     assert (work / "r" / "_SUCCESS").is_file()
