@@ -1,9 +1,11 @@
 """Reading a file over http(s) as a stream: remote tar shards, read front to back as they arrive.
 
-`head(url)` gives what a server says of a file's version (its headers); `stream(url)` opens its
-body as a read-only file object for `tarfile`'s stream mode, so a shard is never stored whole.
-Failures are classified as in `colorfeat.sources.download`: a transient one is a NetworkError
-(the flow retries the stage; the shards already read are kept), a permanent one a UserError.
+`head(url)` gives what a server says of a file's version (its headers), `version(url)` the part
+of them that names the version (ETag, Last-Modified, length); `stream(url)` opens its body as
+a read-only file object for `tarfile`'s stream mode, so a shard is never stored whole. Shards in
+an object store (`s3://`) are read the same way by `colorfeat.sources.objects`. Failures are
+classified as in `colorfeat.sources.download`: a transient one is a NetworkError (the flow
+retries the stage; the shards already read are kept), a permanent one a UserError.
 """
 
 from __future__ import annotations
@@ -31,8 +33,15 @@ def head(url: str) -> dict[str, str]:
     return {name.lower(): value for name, value in r.headers.items()}
 
 
-class _Body(io.RawIOBase):
-    """A response body as a file that reads forward only."""
+def version(url: str) -> list[str | None]:
+    """What the server says of url's version: its ETag, Last-Modified and length (None: unsaid)."""
+    headers = head(url)
+    return [headers.get(k) for k in ("etag", "last-modified", "content-length")]
+
+
+class Blocks(io.RawIOBase):
+    """Blocks of bytes as they arrive (a response body, an object's ranges) as a file that reads
+    forward only."""
 
     def __init__(self, blocks: Iterator[bytes]) -> None:
         self._blocks = blocks
@@ -61,6 +70,6 @@ def stream(url: str) -> Iterator[io.BufferedReader]:
         with httpx.stream("GET", url, timeout=TIMEOUT, follow_redirects=True) as r:
             if r.status_code != 200:
                 raise status_error(url, r.status_code)
-            yield io.BufferedReader(_Body(r.iter_bytes()), buffer_size=1 << 20)
+            yield io.BufferedReader(Blocks(r.iter_bytes()), buffer_size=1 << 20)
     except httpx.HTTPError as exc:
         raise http_error(url, exc) from None

@@ -1,14 +1,17 @@
-"""The `webdataset` source kind: tar shards as img2dataset writes them, local or over http(s).
+"""The `webdataset` source kind: tar shards as img2dataset writes them, local, http(s) or S3.
 
-`--source DIR` (a directory of `*.tar` shards), `--source 'data/{00000..00099}.tar'` or
-`--source 'https://host/cc3m/{00000..00331}.tar'` (brace patterns expand as WebDataset's do,
-with the `braceexpand` package it uses; see `colorfeat.sources.shards` for why the webdataset
-package itself is not). Each shard is read as a stream, front to back, without
-unpacking the tar to disk (`colorfeat.sources.shards`), into WORK/sources/shards/<shard id>:
-its pictures under names made there, and a marker with its samples and skip counts. A shard is
-the unit of identity: a local one is named by its file name, size and modification time, a
-remote one by its redacted URL and what the server says of its version (ETag, Last-Modified,
-length), so when new shards arrive a rebuild reads only those.
+`--source DIR` (a directory of `*.tar` shards), `--source 'data/{00000..00099}.tar'`,
+`--source 'https://host/cc3m/{00000..00331}.tar'` or `--source 's3://bucket/cc/{00000..00009}.tar'`
+(brace patterns expand as WebDataset's do, with the `braceexpand` package it uses; see
+`colorfeat.sources.shards` for why the webdataset package itself is not); `--source
+s3://bucket/cc/` (a prefix, with its `/`: the `*.tar` objects directly under it). Each shard
+is read as a stream, front to back, without unpacking the tar to disk (`colorfeat.sources.shards`;
+over http by `streaming`, from an object store through fsspec by `objects`, with the store
+roots' credentials from the environment), into WORK/sources/shards/<shard id>: its pictures
+under names made there, and a marker with its samples and skip counts. A shard is the unit of
+identity: a local one is named by its file name, size and modification time, a remote one by its
+redacted URL and what the server says of its version (http: ETag, Last-Modified, length; S3: the
+object's ETag and size), so when new shards arrive a rebuild reads only those.
 
 The source itself is WORK/sources/wds-<hash of its shard ids> in the COCO layout
 (`colorfeat.sources.layout`, pictures hard-linked from the shards' folders). Shards carry no
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,14 +41,27 @@ from colorfeat.sources.files import open_bounded
 from colorfeat.sources.kind import Request, SourceEstimate, SourceKind, capped
 from colorfeat.sources.layout import LayoutWriter, fresh_dir, hashed_split
 
-SCHEMES = ("http://", "https://")
+HTTP = ("http://", "https://")
+OBJECT_STORES = ("s3://",)  # read through fsspec (`colorfeat.sources.objects`)
+SCHEMES = HTTP + OBJECT_STORES
 MAX_SHARDS = 100_000
 MAX_SHARD_BYTES = 64 << 30  # read as a stream: this bounds the time, not the memory
+MAX_STATS_BYTES = 64 << 10  # an img2dataset `_stats.json`; a few hundred bytes
+MAX_ESTIMATED_SHARDS = 10_000  # the dry run reads remote `_stats.json` files up to this many
 OPTIONS = ("val_fraction",)  # the `SourceOptions` this kind reads
 
 
 def _is_url(source: str) -> bool:
     return source.startswith(SCHEMES)
+
+
+def _in_object_store(source: str) -> bool:
+    return source.startswith(OBJECT_STORES)
+
+
+def _is_prefix(source: str) -> bool:
+    """An object-store URL ending in `/` (as a directory): the `*.tar` objects under that prefix."""
+    return _in_object_store(source) and "{" not in source and source.endswith("/")
 
 
 def recognises(source: str) -> bool:
@@ -57,7 +74,7 @@ def recognises(source: str) -> bool:
         first = next(iter(braceexpand(source)), "")
     except UnbalancedBracesError:
         first = source
-    if urlsplit(first).path.endswith(".tar"):
+    if urlsplit(first).path.endswith(".tar") or _is_prefix(source):
         return True
     path = Path(source).expanduser()
     if _is_url(source) or not path.is_dir():
@@ -72,6 +89,10 @@ def shard_list(source: str) -> list[str]:
     path = Path(source).expanduser()
     if not _is_url(source) and path.is_dir():
         return [str(p) for p in sorted(path.glob("*.tar"))]
+    if _is_prefix(source):
+        from colorfeat.sources.objects import listing
+
+        return _at_most(source, listing(reveal(source), ".tar"))
     shards = []
     # A URL's credentials were concealed for the records (`colorfeat.redact`): the requests need
     # them back; every id, marker and message redacts them again.
@@ -85,9 +106,19 @@ def shard_list(source: str) -> list[str]:
     return shards
 
 
+def _at_most(source: str, shards: list[str]) -> list[str]:
+    if len(shards) > MAX_SHARDS:
+        raise UserError(f"--source {redact_text(source)} names over {MAX_SHARDS} shards")
+    return shards
+
+
 def check(source: str) -> None:
-    """Local shards exist as regular files (remote ones are asked for when the run reads them)."""
-    for shard in shard_list(source):
+    """Local shards exist as regular files (remote ones are asked for when the run reads them),
+    and a prefix in an object store holds some."""
+    shards = shard_list(source)
+    if not shards:
+        raise UserError(f"--source {redact_text(source)}: no *.tar shards under it")
+    for shard in shards:
         if not _is_url(shard) and not Path(shard).is_file():
             raise UserError(f"--source {redact_text(source)}: no shard file {shard}")
 
@@ -100,16 +131,21 @@ def _local_id(shard: str) -> str:
 
 
 def _remote_id(url: str) -> str:
-    from colorfeat.sources.streaming import head
+    from colorfeat.sources import objects, streaming
 
-    headers = head(url)
-    version = [headers.get(k) for k in ("etag", "last-modified", "content-length")]
+    version = (objects if _in_object_store(url) else streaming).version(url)
     return "url-" + value_hash([redact_url(url), version], 16)
 
 
 @contextmanager
 def _opened(shard: str) -> Iterator[BinaryIO]:
     """A shard's bytes as a stream: a regular local file, or a remote body as it arrives."""
+    if _in_object_store(shard):
+        from colorfeat.sources.objects import stream as stream_object
+
+        with stream_object(shard, limit=MAX_SHARD_BYTES) as body:
+            yield body
+        return
     if _is_url(shard):
         from colorfeat.sources.streaming import stream
 
@@ -159,7 +195,7 @@ def _name(shard_ids: list[str], request: Request) -> str:
 
 
 def _cache_name(source: str, request: Request) -> str | None:
-    if any(_is_url(s) for s in shard_list(source)):
+    if _is_url(source) or any(_is_url(s) for s in shard_list(source)):
         return None  # not known without asking the server: a dry run stays offline
     return _name([_local_id(s) for s in shard_list(source)], request)
 
@@ -179,19 +215,50 @@ def _acquire(source: str, request: Request) -> dict:
     return commit(partial, out, {"root": str(out), "identity": out.name, **made})
 
 
+def _stats_name(shard: str) -> str:
+    """Where img2dataset writes a shard's statistics: `<shard stem>_stats.json` beside it."""
+    return posixpath.splitext(shard)[0] + "_stats.json"
+
+
+def _successes(text: bytes | str | None) -> int | None:
+    """The `successes` of an img2dataset `_stats.json`, or None."""
+    try:
+        return int(json.loads(text)["successes"])  # type: ignore[arg-type]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _stats_pictures(shard: str) -> int | None:
     """The `successes` img2dataset wrote in `<shard>_stats.json` beside a local shard."""
-    stats = Path(shard).with_name(Path(shard).stem + "_stats.json")
     try:
-        return int(json.loads(stats.read_text())["successes"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return _successes(Path(_stats_name(shard)).read_text())
+    except OSError:
         return None
+
+
+def _object_estimate(shards: list[str], limit: int | None) -> SourceEstimate:
+    """Shards in an object store: their sizes and `_stats.json` from a listing of each prefix."""
+    from colorfeat.sources import objects
+
+    stats = {_stats_name(s): s for s in shards}
+    try:
+        found = objects.sizes([*shards, *stats])
+        small = [name for name in stats if found.get(name, MAX_STATS_BYTES + 1) <= MAX_STATS_BYTES]
+        read = objects.read_small(small)
+    except UserError:  # unreachable now: the run itself says why
+        return SourceEstimate(limit, download_bytes=None)
+    download = sum(found[s] for s in shards) if all(s in found for s in shards) else None
+    counts = [_successes(read.get(name)) for name in stats]
+    known = None if None in counts else sum(c or 0 for c in counts)
+    return SourceEstimate(capped(known, limit), download_bytes=download)
 
 
 def _estimate(source: str, acquired: dict | None, request: Request) -> SourceEstimate:
     if acquired is not None:
         return SourceEstimate(capped(sum(acquired["counts"]["pictures"].values()), request.limit))
     shards = shard_list(source)
+    if all(_in_object_store(s) for s in shards) and len(shards) <= MAX_ESTIMATED_SHARDS:
+        return _object_estimate(shards, request.limit)
     if any(_is_url(s) for s in shards):
         return SourceEstimate(request.limit, download_bytes=None)
     counts = [_stats_pictures(s) for s in shards]
@@ -202,7 +269,7 @@ def _estimate(source: str, acquired: dict | None, request: Request) -> SourceEst
 KIND = SourceKind(
     name="webdataset",
     label="WebDataset shards",
-    help="SHARDS: WebDataset tar shards, a directory or a brace pattern, local or http(s)",
+    help="SHARDS: WebDataset tar shards, a directory or a brace pattern, local, http(s) or s3",
     recognises=recognises,
     cache_name=_cache_name,
     acquire=_acquire,

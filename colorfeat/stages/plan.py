@@ -15,11 +15,12 @@ from pathlib import Path
 
 from colorfeat.config import PipelineConfig
 from colorfeat.errors import UserError
+from colorfeat.filesystems import filesystem
 from colorfeat.parallel import SUCCESS
 from colorfeat.stages import STAGES as TABLE
 from colorfeat.stages import is_features, planned_device
 from colorfeat.stages.runner import plan_keys, stages_dir
-from colorfeat.store.layout import VERSIONS, filesystem
+from colorfeat.store.layout import VERSIONS
 from colorfeat.store.layout import read_latest as layout_latest
 
 ZARR_JSON = "zarr.json"  # a version's root metadata: it is published when this is there

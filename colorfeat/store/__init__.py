@@ -1,10 +1,11 @@
 """The versioned feature store: publish immutable versions, move LATEST, read, verify them.
 
-One idea a module: `schema` (the layout), `layout` (a root's names, its file system, LATEST as
-read back), `parts` (what a stage adds to a version), `staging` (staging folders and store-root
-checks), `manifest` (the chunk manifest and the store that reads against it), `validate`,
-`reader` (`open_store`, `StoreVersion`), `info` (`store info`, `store ls`), `publishing`,
-`verification`, `retention` (pin, unpin, gc). This module only gathers their public names.
+One idea a module: `schema` (the layout), `layout` (a root's names, LATEST as read back),
+`parts` (what a stage adds to a version), `staging` (staging folders and store-root checks),
+`manifest` (the chunk manifest and the store that reads against it), `validate`, `reader`
+(`open_store`, `StoreVersion`), `info` (`store info`, `store ls`), `publishing`, `verification`,
+`retention` (pin, unpin, gc); a root's file system comes from `colorfeat.filesystems`. This
+module only gathers their public names.
 """
 
 from __future__ import annotations

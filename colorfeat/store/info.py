@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from colorfeat.errors import UserError
+from colorfeat.filesystems import filesystem
 from colorfeat.store import schema
 from colorfeat.store.layout import (
     PINS,
@@ -15,7 +16,6 @@ from colorfeat.store.layout import (
     VERSIONS,
     arrays,
     dtype_name,
-    filesystem,
     human,
     join_url,
     read_latest,

@@ -1,6 +1,7 @@
 """Where things sit in a store root and how to reach them: the root's names (versions/, LATEST,
-staging prefix, the version-id pattern), the file system of a root or URL, the LATEST pointer as
-read back (checked: a version id, nothing else), and walking a version's arrays and chunk keys."""
+staging prefix, the version-id pattern), the LATEST pointer as read back (checked: a version id,
+nothing else), and walking a version's arrays and chunk keys. A root's file system comes from
+`colorfeat.filesystems`, shared with the object-store shards of a source."""
 
 from __future__ import annotations
 
@@ -21,15 +22,6 @@ TMP_PREFIX = ".tmp-"
 PINS = "pins"  # ROOT/pins/<id>: kept by gc whatever its age
 RETIRED = "retired"  # ROOT/retired/<id>: when it stopped being LATEST (ISO time)
 VERSION_ID = re.compile(r"[0-9a-f]{16}")
-
-
-def filesystem(path: str, storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec file system of a local path or URL, and the path on it."""
-    try:
-        fs, base = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
-    except (ImportError, ValueError) as exc:
-        raise UserError(f"cannot open store location {path}: {exc}") from exc
-    return fs, base.rstrip("/") or "/"
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:

@@ -32,6 +32,7 @@ import zarr
 
 from colorfeat.constants import STORE_SCHEMA
 from colorfeat.errors import UserError
+from colorfeat.filesystems import filesystem
 from colorfeat.hashing import canonical_json, value_hash
 from colorfeat.parallel import fsync_dir, fsync_tree, write_atomic
 from colorfeat.store import schema
@@ -43,7 +44,6 @@ from colorfeat.store.layout import (
     VERSIONS,
     arrays,
     chunk_regions,
-    filesystem,
     is_local,
     join_url,
     local_files,

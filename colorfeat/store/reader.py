@@ -12,11 +12,11 @@ from zarr.storage import FsspecStore, LocalStore
 
 from colorfeat.constants import STORE_SCHEMA
 from colorfeat.errors import UserError
+from colorfeat.filesystems import filesystem
 from colorfeat.store import schema
 from colorfeat.store.layout import (
     LATEST,
     VERSIONS,
-    filesystem,
     is_local,
     is_store_root,
     join_url,

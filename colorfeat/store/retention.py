@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from colorfeat.errors import UserError
+from colorfeat.filesystems import filesystem
 from colorfeat.parallel import write_atomic
 from colorfeat.store.info import list_versions
 from colorfeat.store.layout import (
@@ -34,7 +35,6 @@ from colorfeat.store.layout import (
     TMP_PREFIX,
     VERSION_ID,
     VERSIONS,
-    filesystem,
     read_latest,
 )
 from colorfeat.worklock import work_dir_free

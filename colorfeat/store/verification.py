@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from colorfeat.errors import UserError
-from colorfeat.store.layout import VERSION_ID, VERSIONS, filesystem, join_url, read_latest
+from colorfeat.filesystems import filesystem
+from colorfeat.store.layout import VERSION_ID, VERSIONS, join_url, read_latest
 from colorfeat.store.manifest import crc32
 from colorfeat.store.reader import open_store
 

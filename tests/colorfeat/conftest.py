@@ -1,4 +1,5 @@
-"""Fixtures for ingestion tests: a fault-injecting HTTP server on loopback and tiny COCO trees."""
+"""Fixtures for ingestion tests: a fault-injecting HTTP server and an S3 server on loopback, tiny
+COCO trees."""
 
 from __future__ import annotations
 
@@ -145,6 +146,40 @@ def file_server():
     httpd.shutdown()
     httpd.server_close()
     thread.join()
+
+
+@pytest.fixture(scope="session")
+def _s3_server():
+    """One S3-compatible server (moto) on 127.0.0.1 for the session: fsspec keeps its file
+    systems by their options, so one made for a server on another port would be handed out again."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(_s3_server):
+    """The S3 server, emptied, with one bucket, `colorfeat-test`; its URL is in AWS_ENDPOINT_URL
+    and test credentials in AWS_*, for the module's tests."""
+    import httpx
+    import s3fs
+
+    httpx.post(f"{_s3_server}/moto-api/reset").raise_for_status()
+    settings = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": _s3_server,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in settings.items():
+            mp.setenv(key, value)
+        s3fs.S3FileSystem(skip_instance_cache=True).mkdir("colorfeat-test")
+        yield _s3_server
 
 
 def jpeg_bytes(rgb: np.ndarray, **kw) -> bytes:

@@ -1,4 +1,5 @@
-"""Store roots on S3: publish, read back, list, interrupted uploads; against a local moto server."""
+"""Store roots on S3: publish, read back, list, interrupted uploads; against a local moto server
+(the `s3_endpoint` fixture of conftest.py)."""
 
 from __future__ import annotations
 
@@ -17,31 +18,6 @@ from flows.cli.colorfeat import app
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest_store import make_stage_parts, publish_parts  # noqa: E402
-
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """An S3-compatible server on 127.0.0.1 with one bucket; its URL is in AWS_ENDPOINT_URL."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {
-            **CREDENTIALS,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": url,
-        }.items():
-            mp.setenv(key, value)
-        import s3fs
-
-        s3fs.S3FileSystem(skip_instance_cache=True).mkdir("colorfeat-test")
-        yield url
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +53,7 @@ def test_s3_with_explicit_storage_options(s3_endpoint, store_parts, monkeypatch)
     root = "s3://colorfeat-test/explicit"
     publish_parts(root, store_parts)
     monkeypatch.delenv("AWS_ENDPOINT_URL")
-    for key in CREDENTIALS:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(key)
     options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
     v = open_store(root, storage_options=options)
