@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from colortrain.config import EMBEDDING_INITS
-from colortrain.learnability import BASELINE_EPOCHS, EPOCHS, run
+from colortrain.learnability import BASELINE_EPOCHS, EPOCHS, IMAGE_SIZE, LIMIT, LR, run
 
 COLUMNS = [
     ("caption all", "caption_accuracy"), ("swap all", "swap_accuracy"),
@@ -44,12 +44,12 @@ def _row(label: str, values: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/colortrain-learnability"))
-    parser.add_argument("--limit", type=int, default=2000, help="synthetic pictures (train + val)")
-    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--limit", type=int, default=LIMIT, help="synthetic pictures (train + val)")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--baseline-epochs", type=int, default=BASELINE_EPOCHS, help="nolang")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
     parser.add_argument("--embedding-init", choices=EMBEDDING_INITS, default=EMBEDDING_INITS[0])
     parser.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")

@@ -1,4 +1,4 @@
-"""The colorizer learns colour from language: synthetic source, real stages, CPU, a few minutes.
+"""The colorizer learns colour from language: synthetic source, real stages, CPU, about two minutes.
 
 The synthetic palette is isoluminant (equal L* and equal BT.601 luma), so the grayscale features
 carry no hint of any shape's colour: only the caption can tell. FiLM must colour the held-out
@@ -8,8 +8,10 @@ star on the right"), and follow a swapped colour word just as well; the no-langu
 must stay within 15 points of chance.
 
 The run is deterministic on one machine (fp32 features, one thread, deterministic kernels, fixed
-seeds) but not across CPU kinds, whose kernels round differently: the thresholds sit far below
-what FiLM reaches (benchmarks/learnability.py over three seeds; see README "Does it learn?").
+seeds) but not across CPU kinds, whose kernels round differently: the thresholds sit at least 5
+points below what FiLM reached on every seed (benchmarks/learnability.py over three seeds: 90.5%
+caption and 95.5% swap accuracy, 87.3% on several objects at the lowest; see README "Does it
+learn?").
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ MAX_BASELINE_GAIN = 0.15  # no-language: at most this far from chance
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(900)
 def test_film_learns_colour_from_language_and_nolang_does_not(tmp_path: Path) -> None:
-    # Seed 0 of benchmarks/learnability.py: FiLM 17 epochs, no-language 5, on 1,600 pictures.
-    result = run(tmp_path, models=("film", "nolang"), limit=2000, image_size=96, seed=0)
+    # Seed 0 of benchmarks/learnability.py: 800 train / 200 held-out pictures at S = 64, FiLM 14
+    # epochs, no-language 3 (the defaults of colortrain.learnability).
+    result = run(tmp_path, models=("film", "nolang"), limit=1000, image_size=64, seed=0)
     film, nolang = result["models"]["film"], result["models"]["nolang"]
     chance = result["chance"]
     summary = {
