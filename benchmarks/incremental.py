@@ -129,7 +129,7 @@ def summary(results: dict) -> dict:
         + feats.get("chunks_linked", 0),
         "written": sum(c.get("chunks_written", 0) for c in counts.values())
         + feats.get("chunks_written", 0),
-        "pictures": sum(c["images"] for c in counts.values()),
+        "stored": sum(c["images"] for c in counts.values()),
     }
 
 
@@ -187,7 +187,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         shutil.rmtree(args.work / f"scratch-{i}")
     print(f"\n{args.pictures} pictures, {args.backbone}.{args.layer} at {args.image_size} px, "
-          f"first build {first_s:.1f} s ({summary(first)['pictures']} stored)")  # fmt: skip
+          f"first build {first_s:.1f} s ({summary(first)['stored']} stored)")  # fmt: skip
     print("| change | pictures changed | rebuild | of the first build | decoded | extracted | "
           "chunks linked / written | from scratch | same pictures as from scratch |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")

@@ -210,15 +210,19 @@ def _gather(before, sources, rows: np.ndarray, fresh) -> np.ndarray:
 
 
 def read_rows(arr: zarr.Array, wanted: Sequence[int] | np.ndarray) -> np.ndarray:
-    """arr[wanted] for sorted or unsorted row indices, reading each run of rows once."""
+    """arr[wanted] for sorted or unsorted row indices, decoding each chunk they touch once: rows
+    that are consecutive or share a chunk are read as one span."""
     wanted = np.asarray(wanted, dtype=np.int64)
     order = np.argsort(wanted, kind="stable")
     ranked = wanted[order]
     out = np.empty((len(wanted), *arr.shape[1:]), dtype=arr.dtype)
+    c = arr.chunks[0]
     lo = 0
-    while lo < len(ranked):  # contiguous runs of rows
+    while lo < len(ranked):
         hi = lo + 1
-        while hi < len(ranked) and ranked[hi] - ranked[hi - 1] <= 1:
+        while hi < len(ranked) and (
+            ranked[hi] - ranked[hi - 1] <= 1 or ranked[hi] // c == ranked[hi - 1] // c
+        ):
             hi += 1
         block = arr[int(ranked[lo]) : int(ranked[hi - 1]) + 1]
         out[order[lo:hi]] = block[ranked[lo:hi] - ranked[lo]]

@@ -24,7 +24,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
 
 from colorfeat.errors import UserError
-from colorfeat.store.schema import MANIFEST_FILE, MANIFEST_GROUP
+from colorfeat.store.schema import ATTR_MANIFEST, MANIFEST_FILE, MANIFEST_GROUP
 
 FORMAT = 1
 METADATA = "zarr.json"
@@ -40,22 +40,43 @@ def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-def build_manifest(path: Path) -> dict:
-    """(the manifest's attrs, what to hash them with) of the version built at `path`."""
+def build_manifest(path: Path, previous: Path | None = None) -> dict:
+    """The manifest's attrs of the version built at `path`. A file that is the same file (a hard
+    link) as the one at the same place in the `previous` local version takes its size and CRC-32
+    from that version's manifest, unread: a rebuild reads only the chunks it wrote."""
+    known = _local_manifest(previous) if previous is not None else {}
     files = {}
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = file.relative_to(path).as_posix()
         if rel in (METADATA, MANIFEST_FILE):
+            continue
+        if rel in known and _same_file(file, previous / rel):
+            files[rel] = list(known[rel])
             continue
         data = file.read_bytes()
         files[rel] = [len(data), crc32(data)]
     return {"format": FORMAT, "files": files}
 
 
-def write_manifest(path: Path) -> dict:
+def _local_manifest(version: Path) -> dict:
+    try:
+        attr = json.loads((version / METADATA).read_text())["attributes"].get(ATTR_MANIFEST)
+        return load_manifest(fsspec.filesystem("file"), str(version), attr) or {}
+    except (OSError, ValueError, KeyError, ChunkError):
+        return {}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def write_manifest(path: Path, previous: Path | None = None) -> dict:
     """Write the manifest group of the version built at `path` -> the root attr naming it."""
     group = zarr.open_group(str(path), mode="r+").require_group(MANIFEST_GROUP)
-    group.attrs.update(build_manifest(path))
+    group.attrs.update(build_manifest(path, previous))
     raw = (path / MANIFEST_FILE).read_bytes()
     return {"file": MANIFEST_FILE, "sha256": hashlib.sha256(raw).hexdigest()}
 

@@ -100,9 +100,10 @@ def publish(
         build = staging / "version"
         try:
             meta = _assemble(build, merged, {**attrs, **listed, "stages": dict(keys)}, vid)
-            if local:
-                _share_unchanged(build, _latest_dir(base))
-            _seal(build, meta)
+            previous = _latest_dir(base) if local else None
+            if previous is not None:
+                _share_unchanged(build, previous)
+            _seal(build, meta, previous)
             check_version(zarr.open_group(str(build), mode="r"), local_files(build), _of(merged))
             if local:
                 fsync_tree(build)
@@ -166,9 +167,9 @@ def _assemble(build: Path, merged: list[tuple[Part, list[dict]]], attrs: dict, v
     return meta
 
 
-def _seal(build: Path, meta: dict) -> None:
+def _seal(build: Path, meta: dict, previous: Path | None = None) -> None:
     """Write the manifest of every file, then the root attrs naming it: the version is complete."""
-    attr = write_manifest(build)
+    attr = write_manifest(build, previous)
     zarr.open_group(str(build), mode="r+").attrs.update({**meta, schema.ATTR_MANIFEST: attr})
 
 
