@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import cocolike  # noqa: E402
 from colorfeat.config import BackboneConfig, PipelineConfig  # noqa: E402
 from colorfeat.stages.runner import run_stages  # noqa: E402
+from colorfeat.store import schema  # noqa: E402
 
 TRAIN = "annotations/captions_train2014.json"
 
@@ -103,12 +104,12 @@ def pictures(results: dict) -> dict[tuple[str, int], str]:
     out = {}
     for split in results["images"]["splits"]:
         g = images[split]
-        owner = g["captions/image_index"][:]
-        texts, tokens = g["captions/text"][:], g["captions/tokens"][:]
-        ids = g["image_id"][:]
+        owner = g[schema.CAPTION_IMAGE_INDEX][:]
+        texts, tokens = g[schema.CAPTION_TEXT][:], g[schema.CAPTION_TOKENS][:]
+        ids = g[schema.IMAGE_ID][:]
         step = feats[split][name].chunks[0] * 16
         for lo in range(0, len(ids), step):
-            rgb, ab = g["rgb"][lo : lo + step], g["ab_bins"][lo : lo + step]
+            rgb, ab = g[schema.RGB][lo : lo + step], g[schema.AB_BINS][lo : lo + step]
             f = feats[split][name][lo : lo + step]
             for j, image_id in enumerate(ids[lo : lo + step]):
                 mine = owner == lo + j

@@ -11,7 +11,7 @@ stages on the annotations of a full-size COCO 2014 (617k captions, no pictures).
 
     python benchmarks/scale.py --sizes 1000,4000,16000 --captions-full [--weights none]
         [--image-size 224] [--workers 2] [--device cpu] [--work /tmp/scale] [--out docs/scale]
-        [--format webdataset|karpathy|table]
+        [--format webdataset|karpathy|table] [--until images]
 
 `--format` also runs each size from the same pictures and captions written as that kind of
 source (`cocolike.write_format`, not timed) and compares, in the same run, the images stage's
@@ -129,7 +129,7 @@ def run_stages(spec: dict) -> dict:
         return result
 
     try:
-        run_table(cfg, timed, until="embeddings" if spec["captions_only"] else None)
+        run_table(cfg, timed, until="embeddings" if spec["captions_only"] else spec.get("until"))
     finally:
         rss.close()
     return out
@@ -171,6 +171,7 @@ def measure(args: argparse.Namespace, n: int, captions_only: bool, fmt: str = "c
         "workers": args.workers,
         "batch_size": args.batch_size,
         "captions_only": captions_only,
+        "until": args.until,
     }
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
@@ -334,6 +335,7 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/colorfeat-scale")
     p.add_argument("--out", default=str(REPO / "docs" / "scale"), help="writes OUT.md and OUT.png")
     p.add_argument("--format", default="coco", help="also from webdataset, karpathy or table")
+    p.add_argument("--until", default=None, help="stop after this stage (e.g. images)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:

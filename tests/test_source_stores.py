@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import zarr
 
 from colorfeat.config import BackboneConfig, PipelineConfig
+from colorfeat.errors import UserError
 from colorfeat.stages.runner import run_stages
 from tests.colorfeat.conftest import colour_picture, jpeg_bytes
 from tests.colorfeat.test_source_karpathy import write_karpathy
@@ -93,3 +95,27 @@ def _shows_its_source(config: PipelineConfig, version: Path, kind: str, identity
     line += "".join(f", --{k.replace('_', '-')} {v}" for k, v in sorted(given.items()))
     assert line in render_info(info).splitlines()
     assert preflight(config).version == version.name  # planned from the stage keys alone
+
+
+def test_shards_with_no_val_fraction_make_a_train_only_store_that_fit_trains_on(tmp_path):
+    """--val-fraction 0: every picture in train; fit validates on train, evaluate says so."""
+    from colortrain.config import TrainConfig
+    from colortrain.evaluate import evaluate_checkpoint
+    from colortrain.train import fit
+
+    shards = _sources(tmp_path)[0]
+    config = PipelineConfig(
+        source=shards, store=str(tmp_path / "store"), work_dir=str(tmp_path / "w"), device="cpu",
+        backbone=BackboneConfig(backbone="resnet18", weights="none", image_size=32),
+        batch_size=8, val_fraction=0,
+    )  # fmt: skip
+    version = zarr.open_group(run_stages(config).version["path"], mode="r")
+    assert version.attrs["splits"] == ["train"] and "val" not in version
+    assert version["train/rgb"].shape[0] == len(SPLITS)
+    trained = fit(TrainConfig(
+        store=str(tmp_path / "store"), out=str(tmp_path / "run"), preset="small", batch_size=2,
+        max_steps=2, device="cpu", sample_images=0, tensorboard=False, progress=False,
+    ))  # fmt: skip
+    assert Path(trained["checkpoint"]).is_file() and trained["metrics"]
+    with pytest.raises(UserError, match="has no split 'val'; it has train"):
+        evaluate_checkpoint(Path(trained["checkpoint"]), str(tmp_path / "store"), split="val")

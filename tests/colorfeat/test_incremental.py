@@ -131,9 +131,9 @@ def per_picture(results) -> dict[tuple[str, int], dict]:
     out = {}
     for split in ("train", "val"):
         g = images[split]
-        owner = g[schema.CAPTIONS + "/image_index"][:]
-        tokens = g[schema.CAPTIONS + "/tokens"][:]
-        texts = g[schema.CAPTIONS + "/text"][:]
+        owner = g[schema.CAPTION_IMAGE_INDEX][:]
+        tokens = g[schema.CAPTION_TOKENS][:]
+        texts = g[schema.CAPTION_TEXT][:]
         features = feats[split][FEATURES][:].view(np.uint16)
         for row, image_id in enumerate(g["image_id"][:]):
             mine = owner == row
