@@ -81,9 +81,14 @@ def fsync_dir(path: Path) -> None:
 
 
 def fsync_tree(root: Path) -> None:
-    """Flush every file and folder under `root` to disk, folders after their contents."""
+    """Flush every file and folder under `root` to disk, folders after their contents.
+
+    A file with other hard links is a finished stage output's or a published version's, which
+    were flushed when they were made: only the folder entry naming it here needs flushing."""
     for folder, _, files in os.walk(root, topdown=False):
         for name in files:
+            if os.lstat(os.path.join(folder, name)).st_nlink > 1:
+                continue
             fd = os.open(os.path.join(folder, name), os.O_RDONLY)
             try:
                 os.fsync(fd)

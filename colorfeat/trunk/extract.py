@@ -11,6 +11,7 @@ whole output is built in `out_dir.partial` and renamed into place when complete.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -25,6 +26,7 @@ from colorfeat import reuse as reusing
 from colorfeat.config import BackboneConfig
 from colorfeat.disk import feature_bytes_needed, require_free
 from colorfeat.errors import UserError
+from colorfeat.hashing import content_of
 from colorfeat.parallel import SUCCESS, commit, write_atomic
 from colorfeat.store import schema
 from colorfeat.store.codecs import FEATURE_CODEC, images_per_chunk
@@ -78,15 +80,14 @@ def features_stage(
         cluster_devices(dask_address, device) if dask_address else resolve_devices(device, devices)
     )
     partial = out_dir.with_name(out_dir.name + ".partial")
-    trunk = create_trunk(backbone)
     src = _open_images(images)
     splits = _split_names(images, src)
     c, h, w = feature_shape(backbone)
     chunk_n = chunk_images or images_per_chunk(c * h * w * 2, None)
     n_total = sum(src[schema.split_path(s, schema.RGB)].shape[0] for s in splits)
     run = Compute.choose(devices[0], precision, chunk_n, batch_size, compile_trunk, n_total)
-    job = _Extraction(trunk, backbone, chunk_n, run, devices, dask_address)
-    rows = _rows(images, trunk, backbone, run, chunk_n)
+    job = _Extraction(backbone, chunk_n, run, devices, dask_address)
+    rows = _rows(images, backbone, run, chunk_n)
     before = reusing.previous(out_dir, rows.reuse) if rows else None
     if before is None:
         shapes, extracted = _extract(job, str(images["path"]), src, splits, partial)
@@ -95,21 +96,37 @@ def features_stage(
         shapes, counts = _extract_changed(job, src, splits, partial, rows, before)
     if rows:
         rows.save(partial)
-    result = _stage_result(out_dir, trunk, backbone, run, shapes)
+    result = _stage_result(out_dir, job.made_by(before), backbone, run, shapes)
     result.update(counts, previous=before.path.name if before else None)
     return commit(partial, out_dir, result)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Extraction:
-    """How this stage runs the trunk: what every extraction of it shares."""
+    """How this stage runs the trunk: what every extraction of it shares. The trunk is built
+    when first asked for: a rebuild with no picture to extract builds none."""
 
-    trunk: Trunk
     backbone: BackboneConfig
     chunk_n: int
     run: Compute
     devices: Sequence[str]
     dask_address: str | None
+
+    @functools.cached_property
+    def trunk(self) -> Trunk:
+        return create_trunk(self.backbone)
+
+    def made_by(self, before: reusing.Rows | None) -> dict:
+        """What the stage result says of the trunk: from the previous output of the same reuse
+        key when this one built no trunk (the same trunk, by its key)."""
+        if "trunk" not in self.__dict__ and before is not None:
+            done = json.loads((before.path / SUCCESS).read_text())
+            return {k: done[k] for k in ("weights", "weights_hash", "trunk")}
+        trunk = self.trunk
+        return {
+            "weights": trunk.weights_id, "weights_hash": trunk.weights_hash,
+            "trunk": describe_trunk(trunk, self.backbone, self.run.amp),
+        }  # fmt: skip
 
 
 def _extract(
@@ -137,14 +154,15 @@ def _extract(
     return shapes, sum(b.stop - b.start for b in blocks)
 
 
-def _rows(images: dict, trunk: Trunk, backbone: BackboneConfig, run: Compute, chunk_n: int):
+def _rows(images: dict, backbone: BackboneConfig, run: Compute, chunk_n: int):
     """This output's row record (colorfeat.reuse): the images' rows under the features' reuse key
-    (everything a picture's features depend on besides its pixels); None without image rows."""
+    (everything a picture's features depend on besides its pixels: the trunk by its config, its
+    weights by content as in the stage key); None without image rows."""
     found = reusing.Rows.load(Path(images["path"]).parent) if images.get("reuse") else None
     if found is None:
         return None
     key = reusing.reuse_key(
-        stage="features", backbone=backbone.to_dict() | {"weights": trunk.weights_hash},
+        stage="features", backbone=backbone.to_dict() | {"weights": content_of(backbone.weights)},
         compute=[run.amp, run.compiled, run.batch, run.device.split(":")[0]], chunk=chunk_n,
         version=FEATURES_VERSION, images=images["reuse"],
     )  # fmt: skip
@@ -164,11 +182,12 @@ def _extract_changed(
     }
     todo = {s: [r for r, k in enumerate(sources[s]) if k is None] for s in splits}
     extracted, done = 0, fresh_dir / SUCCESS
-    if not done.is_file():  # else finished before the stage was stopped
+    if any(todo.values()) and not done.is_file():  # else finished before the stage was stopped
         staged = _stage_fresh(src, fresh_dir / "images.zarr", todo)
         extracted = _extract(job, str(fresh_dir / "images.zarr"), staged, splits, fresh_dir)[1]
         write_atomic(done, "")
-    fresh_root = zarr.open_group(str(fresh_dir / FEATURES_GROUP), mode="r")
+    made_now = fresh_dir / FEATURES_GROUP
+    fresh_root = zarr.open_group(str(made_now), mode="r") if made_now.is_dir() else None
     root = zarr.open_group(str(partial / FEATURES_GROUP), mode="a")
     old = zarr.open_group(str(before.path / FEATURES_GROUP), mode="r")
     shapes: dict[str, list[int]] = {}
@@ -176,21 +195,22 @@ def _extract_changed(
     name = job.backbone.name
     for split in splits:
         rgb = src[schema.split_path(split, schema.RGB)]
-        arr = feature_array(root, split, rgb, job.trunk, job.backbone, job.chunk_n, job.run,
-                            partial)  # fmt: skip
+        previous = old[split][name] if split in before.splits else None
+        attrs = dict(previous.attrs) if previous is not None else None  # the same trunk's
+        arr = feature_array(root, split, rgb, None if attrs else job.trunk, job.backbone,
+                            job.chunk_n, job.run, partial, attrs=attrs)  # fmt: skip
         shapes[split] = list(arr.shape)
         at = {r: i for i, r in enumerate(todo[split])}
-        made_now = fresh_root[split][name]
-        previous = old[split][name] if split in before.splits else None
+        computed = fresh_root[split][name] if todo[split] else None
 
-        def fresh(wanted, at=at, made_now=made_now):
-            return reusing.read_rows(made_now, [at[r] for r in wanted])
+        def fresh(wanted, at=at, computed=computed):
+            return reusing.read_rows(computed, [at[r] for r in wanted])
 
         made = reusing.assemble(arr, 0, arr.shape[0], previous, sources[split], fresh)
         counts["chunks_linked"] += made["linked"]
         counts["chunks_written"] += made["written"]
         counts["reused"] += arr.shape[0] - len(todo[split])
-    shutil.rmtree(fresh_dir)
+    shutil.rmtree(fresh_dir, ignore_errors=True)
     return shapes, counts
 
 
@@ -224,16 +244,15 @@ def _run_on_cluster(
 
 
 def _stage_result(
-    out_dir: Path, trunk: Trunk, backbone: BackboneConfig, run: Compute, shapes: dict
+    out_dir: Path, made_by: dict, backbone: BackboneConfig, run: Compute, shapes: dict
 ) -> dict:
-    """The features stage's result: where the arrays are and how they were made."""
+    """The features stage's result: where the arrays are and how they were made (`made_by`:
+    the trunk's weights id and hash and its description)."""
     return {
         "path": str(out_dir.resolve() / FEATURES_GROUP),
         "name": backbone.name,
         "backbone": backbone.to_dict(),
-        "weights": trunk.weights_id,
-        "weights_hash": trunk.weights_hash,
-        "trunk": describe_trunk(trunk, backbone, run.amp),
+        **made_by,
         "shapes": shapes,
         "codec": FEATURE_CODEC,
         "compute": run.describe(),

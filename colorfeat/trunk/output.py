@@ -26,14 +26,15 @@ FEATURES_GROUP = "features.zarr"  # in the stage's output directory
 
 
 def feature_array(
-    root: zarr.Group, split: str, rgb: zarr.Array, trunk: Trunk, backbone: BackboneConfig,
-    chunk_n: int, run: Compute, partial: Path,
+    root: zarr.Group, split: str, rgb: zarr.Array, trunk: Trunk | None, backbone: BackboneConfig,
+    chunk_n: int, run: Compute, partial: Path, *, attrs: dict[str, Any] | None = None,
 ) -> zarr.Array:  # fmt: skip
-    """Open the split's feature array in the partial dir, or create it (again, if it differs)."""
+    """Open the split's feature array in the partial dir, or create it (again, if it differs).
+    `attrs`: its attrs, known without the trunk (a rebuild's, from the previous output)."""
     _check_rgb(split, rgb, backbone)
     n, c, h, w = rgb.shape[0], *feature_shape(backbone)
     settings = array_settings((n, c, h, w), chunk_n)
-    attrs = feature_attrs(trunk, backbone, run)
+    attrs = attrs if attrs is not None else feature_attrs(trunk, backbone, run)
     key = f"{split}/{backbone.name}"
     if key in root:
         arr = root[key]
