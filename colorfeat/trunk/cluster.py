@@ -127,10 +127,11 @@ def extract_task(job: Job, blocks: tuple[Block, ...]) -> dict:
     start = time.time()
     try:
         trunk, engine = worker.plugins[PLUGIN].engine(job.backbone, job.run)
-        if job.torch_threads:
+        threads = job.torch_threads or _omp_threads(job.run.device)
+        if threads:
             import torch
 
-            torch.set_num_threads(job.torch_threads)
+            torch.set_num_threads(threads)
         src = zarr.open_group(job.images, mode="r")
         dst = zarr.open_group(job.features, mode="r+")
         todo = [b for b in blocks if not _marked(b, Path(job.markers))]  # a rerun of this task
@@ -166,8 +167,9 @@ def cluster_client(address: str | None, devices: Sequence[str]) -> Iterator[Clie
         return
     from distributed import Nanny, Scheduler, SpecCluster
 
+    cpu_workers = sum(not d.startswith("cuda") for d in devices)
     workers = {
-        f"device-{i}": {"cls": Nanny, "options": _worker_options(device)}
+        f"device-{i}": {"cls": Nanny, "options": _worker_options(device, cpu_workers)}
         for i, device in enumerate(devices)
     }
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
@@ -189,11 +191,24 @@ def cluster_devices(address: str, device: str) -> list[str]:
         return ["cuda" if _offers_resource(client) else "cpu"]
 
 
-def _worker_options(device: str) -> dict[str, Any]:
+def _omp_threads(device: str) -> int | None:
+    """A CPU worker's trunk threads: its OMP_NUM_THREADS (Dask starts workers with 1; a local
+    cluster gives each CPU worker its share of the cores), which PyTorch does not always read."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if device == "cpu" and value.isdecimal() and int(value) > 0 else None
+
+
+def _worker_options(device: str, cpu_workers: int = 1) -> dict[str, Any]:
+    """A local worker: one task at a time; on CUDA its own GPU, on the CPU its share of the
+    cores for the trunk's threads (Dask starts workers with OMP_NUM_THREADS=1, which would leave
+    a lone CPU worker one core)."""
     options: dict[str, Any] = {"nthreads": 1}
     if device.startswith("cuda"):
         index = device.partition(":")[2] or "0"
         options |= {"resources": {RESOURCE: 1}, "env": {"CUDA_VISIBLE_DEVICES": index}}
+    else:
+        threads = max(1, (os.cpu_count() or 1) // max(1, cpu_workers))
+        options |= {"env": {"OMP_NUM_THREADS": str(threads)}}
     return options
 
 
