@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,9 @@ def launch(
     return page
 
 
+CLOSE_S = 20.0  # the longest a stop waits for the server to close
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -218,5 +222,13 @@ def serve(
         print("colortrain app: stopped", file=sys.stderr, flush=True)
     finally:
         if page is not None:
-            page.close(verbose=False)
+            _close(page)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _close(page: Any) -> None:
+    """Stop the page's server, waiting at most CLOSE_S: on a busy machine Gradio's shutdown can
+    hang, and a stop must still end the command (its threads are left to the process's exit)."""
+    closing = threading.Thread(target=page.close, kwargs={"verbose": False}, daemon=True)
+    closing.start()
+    closing.join(CLOSE_S)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import MISSING
 from enum import StrEnum
@@ -205,6 +207,11 @@ def serve_app(
         from colortrain.app import serve
 
         serve(checkpoint, host, port, device=str(resolve_device(device.value)))
+    # Stopped and cleaned up: end now. Gradio's server threads are not daemons, and one that
+    # hangs in its shutdown must not keep the command running after "stopped".
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @app.command(**COMMAND)
