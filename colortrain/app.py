@@ -213,6 +213,7 @@ def serve(
     workdir = Path(tempfile.mkdtemp(prefix="colortrain-app-"))
     page = None
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop cleans up as Ctrl-C does
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored
     try:
         page = launch(checkpoint, host, port, device=device, workdir=workdir)
         print(f"colortrain app: serving on {page.local_url} (Ctrl-C stops it)", flush=True)
