@@ -17,6 +17,7 @@ from pathlib import Path
 import zarr
 
 from colorfeat.parallel import fsync_dir, is_stray
+from colorfeat.reuse import chunk_file
 
 MARKERS = "_chunks_done"  # beside features.zarr in the stage's partial directory
 
@@ -53,11 +54,9 @@ def finish(root: zarr.Group, partial: Path, splits: Sequence[str]) -> None:
 
 
 def _fsync_chunks(arr: zarr.Array, chunks: Sequence[int]) -> None:
-    folder = Path(arr.store.root, arr.path)
     for c in chunks:
-        key = arr.metadata.encode_chunk_key((c,) + (0,) * (arr.ndim - 1))
         try:
-            fd = os.open(folder / key, os.O_RDONLY)
+            fd = os.open(chunk_file(arr, c), os.O_RDONLY)
         except FileNotFoundError:  # an all-fill chunk zarr did not store (publishing adds it)
             continue
         try:
