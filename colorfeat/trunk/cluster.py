@@ -8,6 +8,7 @@ no two tasks ever write the same object. When the trunk runs on CUDA every task 
 `GPU` resource, so it runs only on workers started with `--resources GPU=1` (one per GPU) and
 never two at once on one of them; workers without it take none. A `WorkerPlugin` builds the
 trunk once per worker, on its first task. Each finished task logs its worker, pid and times.
+The coordinator builds no trunk: what the arrays say of it comes from a worker (`trunk_made_by`).
 """
 
 from __future__ import annotations
@@ -82,12 +83,41 @@ def task_resources(device: str) -> dict[str, int] | None:
     return {RESOURCE: 1} if device.startswith("cuda") else None
 
 
-def run_tasks(client: Client, job: Job, blocks: Sequence[Block]) -> list[dict]:
-    """Extract `blocks` as tasks on `client`'s cluster; the finished tasks' records, in order."""
-    resources = task_resources(job.run.device)
+def trunk_made_by(client: Client, backbone: BackboneConfig, run: Compute) -> dict[str, Any]:
+    """What the feature arrays say of the trunk (`colorfeat.trunk.provenance.made_by`), from a
+    worker that will run it: the worker keeps the trunk it builds for its first task."""
+    resources = task_resources(run.device)
     if resources:
         _require_resource(client)
     client.register_plugin(TrunkPlugin(), name=PLUGIN)
+    future = client.submit(
+        describe_task, backbone, run, key=f"features-trunk-{os.urandom(4).hex()}",
+        resources=resources, retries=TASK_RETRIES, pure=False,
+    )  # fmt: skip
+    wait([future])
+    if future.status == "error":
+        raise UserError(str(future.exception()).splitlines()[0])
+    return future.result()
+
+
+def describe_task(backbone: BackboneConfig, run: Compute) -> dict[str, Any]:
+    """On a worker: its trunk of `backbone`, built if needed, as the feature arrays describe it."""
+    from colorfeat.trunk.provenance import made_by
+
+    worker = get_worker()
+    try:
+        trunk, _ = worker.plugins[PLUGIN].engine(backbone, run)
+    except Exception as exc:  # noqa: BLE001 - one line naming the worker
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"building the {backbone.name} trunk failed on worker "
+                        f"{worker.address}: {first}") from exc  # fmt: skip
+    return made_by(trunk, backbone, run.amp)
+
+
+def run_tasks(client: Client, job: Job, blocks: Sequence[Block]) -> list[dict]:
+    """Extract `blocks` as tasks on `client`'s cluster (after `trunk_made_by`, which checks for
+    the resource and registers the plugin); the finished tasks' records, in order."""
+    resources = task_resources(job.run.device)
     per = _blocks_per_task(client, len(blocks), job.run.batch, resources)
     groups = [tuple(blocks[i : i + per]) for i in range(0, len(blocks), per)]
     futures = [

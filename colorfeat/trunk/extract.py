@@ -11,16 +11,18 @@ whole output is built in `out_dir.partial` and renamed into place when complete.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
+from distributed import Client
 
 from colorfeat import reuse as reusing
 from colorfeat.config import BackboneConfig
@@ -32,14 +34,14 @@ from colorfeat.store import schema
 from colorfeat.store.codecs import FEATURE_CODEC, images_per_chunk
 from colorfeat.trunk.backbone import create_trunk
 from colorfeat.trunk.blocks import Block, pending_blocks
-from colorfeat.trunk.cluster import Job, cluster_client, cluster_devices, run_tasks
+from colorfeat.trunk.cluster import Job, cluster_client, cluster_devices, run_tasks, trunk_made_by
 from colorfeat.trunk.devices import configure_threads, local_threads, resolve_devices
 from colorfeat.trunk.engine import BF16_TOLERANCE, Compute
 from colorfeat.trunk.graph import Trunk
 from colorfeat.trunk.markers import MARKERS, finish
-from colorfeat.trunk.output import FEATURES_GROUP, feature_array
+from colorfeat.trunk.output import FEATURES_GROUP, feature_array, feature_attrs
 from colorfeat.trunk.pipeline import extract_blocks
-from colorfeat.trunk.provenance import describe_trunk
+from colorfeat.trunk.provenance import made_by
 from colorfeat.trunk.shapes import feature_shape
 from colorfeat.trunk.version import FEATURES_VERSION
 
@@ -89,11 +91,12 @@ def features_stage(
     job = _Extraction(backbone, chunk_n, run, devices, dask_address)
     rows = _rows(images, backbone, run, chunk_n)
     before = reusing.previous(out_dir, rows.reuse) if rows else None
-    if before is None:
-        shapes, extracted = _extract(job, str(images["path"]), src, splits, partial)
-        counts = {"extracted": extracted, "reused": 0}
-    else:
-        shapes, counts = _extract_changed(job, src, splits, partial, rows, before)
+    with job.closing:
+        if before is None:
+            shapes, extracted = _extract(job, str(images["path"]), src, splits, partial)
+            counts = {"extracted": extracted, "reused": 0}
+        else:
+            shapes, counts = _extract_changed(job, src, splits, partial, rows, before)
     if rows:
         rows.save(partial)
     result = _stage_result(out_dir, job.made_by(before), backbone, run, shapes)
@@ -104,29 +107,46 @@ def features_stage(
 @dataclass
 class _Extraction:
     """How this stage runs the trunk: what every extraction of it shares. The trunk is built
-    when first asked for: a rebuild with no picture to extract builds none."""
+    when first asked for, here or (on a cluster) by the workers only: a rebuild with no picture
+    to extract builds none. The cluster's client is opened when first needed, and closed by
+    `closing` (around the whole stage)."""
 
     backbone: BackboneConfig
     chunk_n: int
     run: Compute
     devices: Sequence[str]
     dask_address: str | None
+    closing: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    @property
+    def on_cluster(self) -> bool:
+        return bool(self.dask_address) or len(self.devices) > 1
 
     @functools.cached_property
     def trunk(self) -> Trunk:
         return create_trunk(self.backbone)
 
+    @functools.cached_property
+    def client(self) -> Client:
+        return self.closing.enter_context(cluster_client(self.dask_address, self.devices))
+
+    @functools.cached_property
+    def made(self) -> dict:
+        """What the arrays say of the trunk (`colorfeat.trunk.provenance.made_by`)."""
+        if self.on_cluster:
+            return trunk_made_by(self.client, self.backbone, self.run)
+        return made_by(self.trunk, self.backbone, self.run.amp)
+
+    def attrs(self) -> dict:
+        return feature_attrs(self.made, self.backbone, self.run)
+
     def made_by(self, before: reusing.Rows | None) -> dict:
         """What the stage result says of the trunk: from the previous output of the same reuse
-        key when this one built no trunk (the same trunk, by its key)."""
-        if "trunk" not in self.__dict__ and before is not None:
+        key when this one asked for no trunk (the same trunk, by its key)."""
+        if "made" not in self.__dict__ and before is not None:
             done = json.loads((before.path / SUCCESS).read_text())
             return {k: done[k] for k in ("weights", "weights_hash", "trunk")}
-        trunk = self.trunk
-        return {
-            "weights": trunk.weights_id, "weights_hash": trunk.weights_hash,
-            "trunk": describe_trunk(trunk, self.backbone, self.run.amp),
-        }  # fmt: skip
+        return self.made
 
 
 def _extract(
@@ -140,13 +160,13 @@ def _extract(
     blocks: list[Block] = []
     for split in splits:
         rgb = src[schema.split_path(split, schema.RGB)]
-        arr = feature_array(root, split, rgb, job.trunk, backbone, job.chunk_n, run, partial)
+        arr = feature_array(root, split, rgb, backbone, job.chunk_n, partial, job.attrs())
         shapes[split] = list(arr.shape)
         blocks += pending_blocks(split, arr, run.batch, partial / MARKERS / split)
     pending = sum(b.stop - b.start for b in blocks) * math.prod(feature_shape(backbone))
     require_free(partial, feature_bytes_needed(pending), f"the {backbone.name} features")
-    if blocks and (job.dask_address or len(job.devices) > 1):
-        _run_on_cluster(src_path, backbone, partial, blocks, run, job.devices, job.dask_address)
+    if blocks and job.on_cluster:
+        _run_on_cluster(job, src_path, partial, blocks)
     elif blocks:
         configure_threads(job.devices[0], 1)
         extract_blocks(job.trunk, src, root, backbone.name, blocks, run, partial / MARKERS)
@@ -196,9 +216,8 @@ def _extract_changed(
     for split in splits:
         rgb = src[schema.split_path(split, schema.RGB)]
         previous = old[split][name] if split in before.splits else None
-        attrs = dict(previous.attrs) if previous is not None else None  # the same trunk's
-        arr = feature_array(root, split, rgb, None if attrs else job.trunk, job.backbone,
-                            job.chunk_n, job.run, partial, attrs=attrs)  # fmt: skip
+        attrs = dict(previous.attrs) if previous is not None else job.attrs()  # the same trunk's
+        arr = feature_array(root, split, rgb, job.backbone, job.chunk_n, partial, attrs)
         shapes[split] = list(arr.shape)
         at = {r: i for i, r in enumerate(todo[split])}
         computed = fresh_root[split][name] if todo[split] else None
@@ -230,17 +249,13 @@ def _stage_fresh(src: zarr.Group, path: Path, todo: dict[str, list[int]]) -> zar
     return group
 
 
-def _run_on_cluster(
-    images: str, backbone: BackboneConfig, partial: Path, blocks: list[Block], run: Compute,
-    devices: Sequence[str], dask_address: str | None,
-) -> None:  # fmt: skip
+def _run_on_cluster(job: _Extraction, images: str, partial: Path, blocks: list[Block]) -> None:
     """The blocks as Dask tasks: on the cluster at `dask_address`, or a local one per device."""
-    threads = local_threads(dask_address, devices)
+    threads = local_threads(job.dask_address, job.devices)
     here = partial.resolve()  # the workers' paths: the same file system, another directory
     features, markers = str(here / FEATURES_GROUP), str(here / MARKERS)
-    job = Job(str(Path(images).resolve()), features, markers, backbone, run, threads)
-    with cluster_client(dask_address, devices) as client:
-        run_tasks(client, job, blocks)
+    task = Job(str(Path(images).resolve()), features, markers, job.backbone, job.run, threads)
+    run_tasks(job.client, task, blocks)
 
 
 def _stage_result(

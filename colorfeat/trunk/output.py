@@ -15,10 +15,8 @@ from colorfeat.errors import UserError
 from colorfeat.store import schema
 from colorfeat.store.codecs import FEATURE_CODEC, feature_compressors
 from colorfeat.trunk.engine import Compute
-from colorfeat.trunk.graph import Trunk
 from colorfeat.trunk.markers import MARKERS
 from colorfeat.trunk.preprocess import INPUT_DESCRIPTION
-from colorfeat.trunk.provenance import describe_trunk
 from colorfeat.trunk.shapes import feature_shape
 from colorfeat.trunk.version import FEATURES_VERSION
 
@@ -26,15 +24,14 @@ FEATURES_GROUP = "features.zarr"  # in the stage's output directory
 
 
 def feature_array(
-    root: zarr.Group, split: str, rgb: zarr.Array, trunk: Trunk | None, backbone: BackboneConfig,
-    chunk_n: int, run: Compute, partial: Path, *, attrs: dict[str, Any] | None = None,
+    root: zarr.Group, split: str, rgb: zarr.Array, backbone: BackboneConfig, chunk_n: int,
+    partial: Path, attrs: dict[str, Any],
 ) -> zarr.Array:  # fmt: skip
     """Open the split's feature array in the partial dir, or create it (again, if it differs).
-    `attrs`: its attrs, known without the trunk (a rebuild's, from the previous output)."""
+    `attrs`: its attrs (`feature_attrs`, or a rebuild's from the previous output)."""
     _check_rgb(split, rgb, backbone)
     n, c, h, w = rgb.shape[0], *feature_shape(backbone)
     settings = array_settings((n, c, h, w), chunk_n)
-    attrs = attrs if attrs is not None else feature_attrs(trunk, backbone, run)
     key = f"{split}/{backbone.name}"
     if key in root:
         arr = root[key]
@@ -63,19 +60,20 @@ def array_settings(shape: tuple[int, ...], chunk_n: int) -> dict[str, Any]:
     }
 
 
-def feature_attrs(trunk: Trunk, backbone: BackboneConfig, run: Compute) -> dict[str, Any]:
-    """What a feature array says about how it was made."""
+def feature_attrs(made: dict[str, Any], backbone: BackboneConfig, run: Compute) -> dict[str, Any]:
+    """What a feature array says about how it was made (`made`: of its trunk, as
+    `colorfeat.trunk.provenance.made_by` says)."""
     return {
         "backbone": backbone.backbone,
         "layer": backbone.layer,
         "name": backbone.name,
-        "weights": trunk.weights_id,
-        "weights_hash": trunk.weights_hash,
+        "weights": made["weights"],
+        "weights_hash": made["weights_hash"],
         "input_size": backbone.image_size,
         **INPUT_DESCRIPTION,
         "dtype": "float16",
         "compute": run.describe(),
-        "trunk": describe_trunk(trunk, backbone, run.amp),
+        "trunk": made["trunk"],
         "codec": FEATURE_CODEC,
         "code_version": FEATURES_VERSION,
     }

@@ -1,7 +1,8 @@
 """What a feature array says about the trunk that made it, and the config it says back.
 
 `describe_trunk` gives the structured `trunk` attrs of a feature array (plain JSON values);
-`weights_attrs` the flat `weights`/`weights_hash` attrs `store info` shows;
+`weights_attrs` the flat `weights`/`weights_hash` attrs `store info` shows; `made_by` all three,
+what a features stage records of its trunk (made where the trunk is: a Dask worker's is sent back);
 `config_from_description` turns `trunk` attrs back into the `BackboneConfig` that made them.
 """
 
@@ -33,6 +34,12 @@ def describe_trunk(trunk: Trunk, config: BackboneConfig, precision: str) -> dict
         **INPUT_DESCRIPTION,
         "precision": precision,
     }
+
+
+def made_by(trunk: Trunk, config: BackboneConfig, precision: str) -> dict[str, Any]:
+    """What a feature array and its stage result say of the trunk that made them: `weights`,
+    `weights_hash` and `trunk` (plain JSON values)."""
+    return {**weights_attrs(trunk), "trunk": describe_trunk(trunk, config, precision)}
 
 
 def config_from_description(

@@ -20,7 +20,7 @@ from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
 from colorfeat.config import BackboneConfig
 from colorfeat.errors import UserError
-from colorfeat.trunk import cluster
+from colorfeat.trunk import cluster, extract
 from colorfeat.trunk.extract import features_stage
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -92,9 +92,14 @@ def _addresses(spec_cluster: SpecCluster) -> dict[str, str]:
 
 
 def test_tasks_run_one_at_a_time_per_gpu_worker_and_write_each_chunk_once(
-    images, gpu_cluster, as_if_cuda, tasks, single, tmp_path
+    images, gpu_cluster, as_if_cuda, tasks, single, tmp_path, monkeypatch
 ) -> None:
     address = gpu_cluster.scheduler_address
+
+    def no_trunk_here(config):
+        raise AssertionError("the coordinator built a trunk: the workers have theirs")
+
+    monkeypatch.setattr(extract, "create_trunk", no_trunk_here)  # the arrays' attrs: a worker's
     result = features_stage(images, R18, tmp_path / "f", dask_address=address, **ONE_CHUNK_BLOCKS)
     assert _files(Path(result["path"])) == single
     records = tasks()
