@@ -1,13 +1,19 @@
-"""Shared test fixtures: the reference data copied into tests/data/reference."""
+"""Shared test fixtures: the reference data copied into tests/data/reference; a cache of the
+tests' own, shared by every test and test process of a session and the commands they start
+(the embedded Prefect API's template database, flows.embedded), instead of the user's."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
+CACHE = Path(tempfile.gettempdir()) / f"colorfeat-tests-{os.getuid()}" / "cache"
+os.environ["XDG_CACHE_HOME"] = str(CACHE)  # inherited by the commands the tests start
 
 
 @pytest.fixture(scope="session")

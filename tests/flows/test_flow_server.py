@@ -17,7 +17,7 @@ from prefect.settings import temporary_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from colorfeat.store import open_store
-from flows.embedded import prefect_env, wait_healthy
+from flows.embedded import DATABASE, prefect_env, seed_database, wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -43,6 +43,7 @@ def server(tmp_path_factory) -> str:
     port = url.rsplit(":", 1)[1].split("/")[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(prefect_env(home))
+    seed_database(home / DATABASE)  # migrated once per session (flows.embedded)
     log = open(home / "server.log", "w")
     proc = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
