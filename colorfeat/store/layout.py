@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,7 +102,24 @@ def dtype_name(arr: zarr.Array) -> str:
 
 
 def local_files(path: Path) -> set[str]:
-    return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
+    return set(walk_files(path))
+
+
+def walk_files(root: Path) -> list[str]:
+    """Every regular file under `root`, as relative POSIX paths in path order (symlinks are
+    neither followed nor listed). A version holds thousands of chunk files: one scandir per
+    folder, not a stat per entry as pathlib's rglob and is_file."""
+    out: list[str] = []
+    folders = [("", str(root))]
+    while folders:
+        prefix, folder = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append((f"{prefix}{entry.name}/", entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    out.append(prefix + entry.name)
+    return sorted(out, key=lambda r: r.split("/"))
 
 
 def remote_files(fs: fsspec.AbstractFileSystem, base: str) -> dict[str, int]:

@@ -24,6 +24,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
 
 from colorfeat.errors import UserError
+from colorfeat.store.layout import walk_files
 from colorfeat.store.schema import ATTR_MANIFEST, MANIFEST_FILE, MANIFEST_GROUP
 
 FORMAT = 1
@@ -46,8 +47,8 @@ def build_manifest(path: Path, previous: Path | None = None) -> dict:
     from that version's manifest, unread: a rebuild reads only the chunks it wrote."""
     known = _local_manifest(previous) if previous is not None else {}
     files = {}
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        rel = file.relative_to(path).as_posix()
+    for rel in walk_files(path):
+        file = path / rel
         if rel in (METADATA, MANIFEST_FILE):
             continue
         if rel in known and _same_file(file, previous / rel):

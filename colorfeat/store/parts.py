@@ -22,6 +22,7 @@ import zarr
 
 from colorfeat.errors import UserError
 from colorfeat.parallel import is_stray
+from colorfeat.store.layout import walk_files
 from colorfeat.store.schema import ATTR_SPLITS, ArraySpec
 
 
@@ -92,10 +93,11 @@ class Part:
 
 def link_tree(src: Path, dst: Path) -> None:
     """Hardlink every file under `src` into `dst` (copy across devices); skip stray files."""
-    for path in sorted(src.rglob("*")):
-        if path.is_dir() or is_stray(path.name):
+    for name in walk_files(src):
+        path = src / name
+        if is_stray(path.name):
             continue
-        target = dst / path.relative_to(src)
+        target = dst / name
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(path, target)

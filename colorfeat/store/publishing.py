@@ -47,6 +47,7 @@ from colorfeat.store.layout import (
     is_local,
     join_url,
     local_files,
+    walk_files,
 )
 from colorfeat.store.manifest import write_manifest
 from colorfeat.store.parts import Build, Part, grouped
@@ -200,12 +201,12 @@ def _share_unchanged(build: Path, previous: Path | None) -> None:
     every unchanged array on disk; the version's own root zarr.json stays its own."""
     if previous is None:
         return
-    for path in sorted(build.rglob("*")):
-        rel = path.relative_to(build)
+    for name in walk_files(build):
+        path, rel = build / name, Path(name)
         old = previous / rel
         if rel.parts[0] in ("zarr.json", schema.MANIFEST_GROUP):
             continue
-        if not path.is_file() or path.stat().st_nlink > 1:
+        if path.stat().st_nlink > 1:
             continue
         if old.is_file() and not old.is_symlink() and _same_bytes(path, old):
             spare = path.with_name(f".{path.name}.{secrets.token_hex(8)}.link")

@@ -194,7 +194,12 @@ def _extract_changed(
     rows: reusing.Rows, before: reusing.Rows,
 ) -> tuple[dict[str, list[int]], dict[str, int]]:  # fmt: skip
     """Features of the pictures `before` does not hold, then every split assembled from both
-    (colorfeat.reuse.assemble: unchanged chunks hard-linked) -> (shapes, counts)."""
+    (colorfeat.reuse.assemble: unchanged chunks hard-linked) -> (shapes, counts).
+
+    The new pictures of every split are extracted together, as one array (`_FRESH`): a few
+    pictures of each split fill one padded batch, not one per split. A picture's features do
+    not depend on the others in its batch, only on the batch's one shape, which stays the same.
+    """
     fresh_dir = partial / "_fresh"
     sources = {
         s: reusing.source_rows(rows.digests(s), before.digests(s) if s in before.splits else [])
@@ -204,7 +209,7 @@ def _extract_changed(
     extracted, done = 0, fresh_dir / SUCCESS
     if any(todo.values()) and not done.is_file():  # else finished before the stage was stopped
         staged = _stage_fresh(src, fresh_dir / "images.zarr", todo)
-        extracted = _extract(job, str(fresh_dir / "images.zarr"), staged, splits, fresh_dir)[1]
+        extracted = _extract(job, str(fresh_dir / "images.zarr"), staged, [_FRESH], fresh_dir)[1]
         write_atomic(done, "")
     made_now = fresh_dir / FEATURES_GROUP
     fresh_root = zarr.open_group(str(made_now), mode="r") if made_now.is_dir() else None
@@ -213,16 +218,18 @@ def _extract_changed(
     shapes: dict[str, list[int]] = {}
     counts = {"extracted": extracted, "reused": 0, "chunks_linked": 0, "chunks_written": 0}
     name = job.backbone.name
+    computed = fresh_root[_FRESH][name] if any(todo.values()) else None
+    offset = 0  # where the split's new pictures start in the fresh array
     for split in splits:
         rgb = src[schema.split_path(split, schema.RGB)]
         previous = old[split][name] if split in before.splits else None
         attrs = dict(previous.attrs) if previous is not None else job.attrs()  # the same trunk's
         arr = feature_array(root, split, rgb, job.backbone, job.chunk_n, partial, attrs)
         shapes[split] = list(arr.shape)
-        at = {r: i for i, r in enumerate(todo[split])}
-        computed = fresh_root[split][name] if todo[split] else None
+        at = {r: offset + i for i, r in enumerate(todo[split])}
+        offset += len(todo[split])
 
-        def fresh(wanted, at=at, computed=computed):
+        def fresh(wanted, at=at):
             return reusing.read_rows(computed, [at[r] for r in wanted])
 
         made = reusing.assemble(arr, 0, arr.shape[0], previous, sources[split], fresh)
@@ -233,18 +240,26 @@ def _extract_changed(
     return shapes, counts
 
 
+_FRESH = "fresh"  # the one split of the pictures a rebuild extracts (every split's, in order)
+
+
 def _stage_fresh(src: zarr.Group, path: Path, todo: dict[str, list[int]]) -> zarr.Group:
-    """The pictures to extract, as an images group of their own (kept when it is complete)."""
+    """The pictures to extract, every split's in split order, as the one split `_FRESH` of an
+    images group of their own (kept when it is complete)."""
     group = zarr.open_group(str(path), mode="a")
     listed = reusing.reuse_key(todo=todo)
-    if group.attrs.get("rows") == listed:
+    if group.attrs.get("rows") == listed and schema.split_path(_FRESH, schema.RGB) in group:
         return group
-    for split, wanted in todo.items():
-        rgb = src[schema.split_path(split, schema.RGB)]
-        data = reusing.read_rows(rgb, wanted) if wanted else np.zeros((0, *rgb.shape[1:]), np.uint8)
-        chunk = (max(1, min(rgb.chunks[0], len(wanted))), *rgb.shape[1:])
-        group.create_array(schema.split_path(split, schema.RGB), data=data, chunks=chunk,
-                           overwrite=True)  # fmt: skip
+    parts = [
+        reusing.read_rows(src[schema.split_path(split, schema.RGB)], wanted)
+        for split, wanted in todo.items()
+        if wanted
+    ]
+    data = np.concatenate(parts)  # (n, S, S, 3) uint8
+    rgb = src[schema.split_path(next(iter(todo)), schema.RGB)]
+    chunk = (max(1, min(rgb.chunks[0], len(data))), *data.shape[1:])
+    group.create_array(schema.split_path(_FRESH, schema.RGB), data=data, chunks=chunk,
+                       overwrite=True)  # fmt: skip
     group.attrs["rows"] = listed
     return group
 
