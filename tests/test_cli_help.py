@@ -75,8 +75,11 @@ def test_colorfeat_offers_shell_completion(tmp_path):
     assert "--install-completion" in shown and "--show-completion" in shown
     assert "<bool>" not in shown
     env = {**os.environ, "HOME": str(tmp_path), "SHELL": "/bin/bash"}
+    # Typer names the shell from the process tree: run from bash, whatever started the tests
+    # (the `; exit` keeps bash from replacing itself with the command).
     script = subprocess.run(
-        [COLORFEAT, "--show-completion", "bash"], env=env, capture_output=True, text=True
-    )
+        ["bash", "-c", '"$0" --show-completion; exit $?', COLORFEAT],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
     assert script.returncode == 0 and "_colorfeat_completion()" in script.stdout
     assert list(tmp_path.iterdir()) == []  # shown, not installed
