@@ -92,6 +92,10 @@ def seed_database(db: Path) -> bool:
     template = template_path()
     if not template.is_file():
         return True
+    if not _migrated(template):  # damaged: made again by this run's server
+        with contextlib.suppress(OSError):
+            template.unlink()
+        return True
     part = db.with_name(f".{db.name}.{os.getpid()}.part")
     try:
         shutil.copyfile(template, part)
@@ -101,6 +105,18 @@ def seed_database(db: Path) -> bool:
             part.unlink(missing_ok=True)
         return True
     return False
+
+
+def _migrated(db: Path) -> bool:
+    """Whether `db` is a sound SQLite database that Prefect's migrations have run on."""
+    try:
+        # immutable: nothing written beside it (a template is replaced whole, never changed)
+        with contextlib.closing(sqlite3.connect(f"file:{db}?immutable=1", uri=True)) as conn:
+            sound = conn.execute("PRAGMA quick_check").fetchone() == ("ok",)
+            head = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+            return sound and bool(head)
+    except sqlite3.Error:
+        return False
 
 
 def save_template(db: Path) -> None:

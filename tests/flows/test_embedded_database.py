@@ -76,3 +76,15 @@ def test_a_cache_that_cannot_be_written_only_costs_the_migrations(tmp_path, monk
     embedded.save_template(tmp_path / "a" / "prefect.db")  # no error
     assert not embedded.template_path().exists()
     assert embedded.seed_database(tmp_path / "b" / "prefect.db") is True
+
+
+def test_a_damaged_template_is_not_copied_and_is_made_again(tmp_path, cache) -> None:
+    _migrated(tmp_path / "a" / "prefect.db").close()
+    embedded.save_template(tmp_path / "a" / "prefect.db")
+    embedded.template_path().write_bytes(b"SQLite format 3\x00" + b"\xff" * 500)  # damaged
+    fresh = tmp_path / "b" / "prefect.db"
+    fresh.parent.mkdir()
+    assert embedded.seed_database(fresh) is True and not fresh.exists()  # the server migrates
+    _migrated(fresh).close()
+    embedded.save_template(fresh)
+    assert _rows(embedded.template_path()) == [("head",)]
