@@ -11,12 +11,15 @@ DEMO_DIR ?= demo
 venv: $(STAMP)
 
 # uv installs the project (several GB with PyTorch's CUDA build) in a third of pip's time, from
-# the package indexes pip is configured with (a local mirror, say) as well as PyPI, taking the
-# best version across them as pip does; its cache lies in the venv, hard-linked, not copied.
-PIP_INDEXES := $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)
-PIP_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
-UV_SOURCES := --index-strategy unsafe-best-match $(foreach u,$(PIP_INDEXES),--extra-index-url $(u)) \
-	$(foreach u,$(PIP_LINKS),--find-links $(u))
+# the package indexes pip is configured with (its config files, or PIP_INDEX_URL,
+# PIP_EXTRA_INDEX_URL and PIP_FIND_LINKS; a local mirror, say), taking the best version across
+# them as pip does; its cache lies in the venv, hard-linked, not copied.
+pip_config = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
+PIP_INDEX := $(or $(PIP_INDEX_URL),$(call pip_config,index-url))
+PIP_INDEXES := $(or $(PIP_EXTRA_INDEX_URL),$(call pip_config,extra-index-url))
+PIP_LINKS := $(or $(PIP_FIND_LINKS),$(call pip_config,find-links))
+UV_SOURCES := --index-strategy unsafe-best-match $(if $(PIP_INDEX),--index-url $(PIP_INDEX)) \
+	$(foreach u,$(PIP_INDEXES),--extra-index-url $(u)) $(foreach u,$(PIP_LINKS),--find-links $(u))
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
