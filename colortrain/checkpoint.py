@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from colorfeat.config import BackboneConfig
-from colorfeat.errors import UserError
+from colorfeat.errors import UserError, first_line
 from colorfeat.hashing import file_sha256
 from colorfeat.store import StoreVersion
 from colorfeat.trunk.backbone import (
@@ -98,7 +98,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip, pickle and unpickler-policy errors all mean "not ours"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        first = first_line(exc, 160)
         raise UserError(f"{path} is not a readable colortrain checkpoint ({first})") from exc
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED):
         raise UserError(f"{path} is not a colortrain checkpoint (missing keys)")

@@ -81,7 +81,7 @@ def template_path() -> Path:
     under $XDG_CACHE_HOME (default ~/.cache)/colorfeat."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     version = importlib.metadata.version("prefect")
-    return cache / "colorfeat" / f"prefect-{version}" / "prefect.db"
+    return cache / "colorfeat" / f"prefect-{version}" / DATABASE
 
 
 def seed_database(db: Path) -> bool:

@@ -28,7 +28,7 @@ import zarr
 from distributed import Client, WorkerPlugin, get_worker, wait
 
 from colorfeat.config import BackboneConfig
-from colorfeat.errors import UserError
+from colorfeat.errors import UserError, first_line
 from colorfeat.trunk.blocks import Block
 from colorfeat.trunk.engine import Compute
 from colorfeat.trunk.markers import marked_chunks
@@ -108,7 +108,7 @@ def describe_task(backbone: BackboneConfig, run: Compute) -> dict[str, Any]:
     try:
         trunk, _ = worker.plugins[PLUGIN].engine(backbone, run)
     except Exception as exc:  # noqa: BLE001 - one line naming the worker
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UserError(f"building the {backbone.name} trunk failed on worker "
                         f"{worker.address}: {first}") from exc  # fmt: skip
     return made_by(trunk, backbone, run.amp)
@@ -168,7 +168,7 @@ def extract_task(job: Job, blocks: tuple[Block, ...]) -> dict:
         name, markers = job.backbone.name, Path(job.markers)
         extract_blocks(trunk, src, dst, name, todo, job.run, markers, engine=engine)
     except Exception as exc:  # noqa: BLE001 - one line naming the work and the worker
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UserError(
             f"feature extraction of {_describe(blocks)} failed on worker {worker.address}: {first}"
         ) from exc

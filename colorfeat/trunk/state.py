@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from colorfeat.errors import UserError
+from colorfeat.errors import UserError, first_line
 
 
 def load_state_file(
@@ -26,7 +26,7 @@ def load_state_file(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and format errors all mean "not a state dict"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        first = first_line(exc, 160)
         raise UserError(f"{what} is not a readable state-dict file ({first}): {advice}") from exc
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlparse
 
-from colorfeat.errors import UserError
+from colorfeat.errors import UserError, first_line
 from colorfeat.hashing import file_sha256
 
 if TYPE_CHECKING:  # torchvision is imported only when ImageNet weights are asked about
@@ -198,7 +198,7 @@ def _download(official: ImagenetFile) -> None:
             official.url, str(official.cached), hash_prefix=official.hash_prefix, progress=False
         )
     except Exception as exc:  # URLError, a bad download hash (RuntimeError), a full disk
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        first = first_line(exc, 160)
         raise UserError(
             f"could not download ImageNet weights ({official.name}): {first}; "
             "set TORCH_HOME to a directory holding them or pass --weights FILE"
